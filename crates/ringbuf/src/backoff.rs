@@ -1,0 +1,45 @@
+//! Exponential backoff for the short waits inside the queues.
+
+use crate::loom::{hint, thread};
+
+const SPIN_LIMIT: u32 = 6;
+const YIELD_LIMIT: u32 = 10;
+
+/// Spins with an exponentially growing number of pause instructions, then yields the thread.
+#[derive(Debug, Default)]
+pub(crate) struct Backoff {
+    step: u32,
+}
+
+impl Backoff {
+    pub(crate) fn new() -> Self {
+        Self { step: 0 }
+    }
+
+    /// After losing a race (a failed compare-exchange): spin briefly, never yield.
+    #[inline]
+    pub(crate) fn spin(&mut self) {
+        for _ in 0..1u32 << self.step.min(SPIN_LIMIT) {
+            hint::spin_loop();
+        }
+        if self.step <= SPIN_LIMIT {
+            self.step += 1;
+        }
+    }
+
+    /// While another thread finishes its part (a claimed slot not yet published): spin, then
+    /// yield so a preempted peer gets the core back.
+    #[inline]
+    pub(crate) fn snooze(&mut self) {
+        if self.step <= SPIN_LIMIT {
+            for _ in 0..1u32 << self.step {
+                hint::spin_loop();
+            }
+        } else {
+            thread::yield_now();
+        }
+        if self.step <= YIELD_LIMIT {
+            self.step += 1;
+        }
+    }
+}

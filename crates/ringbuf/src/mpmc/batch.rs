@@ -1,0 +1,162 @@
+//! Batch operations: claim a run of slots with one compare-exchange, then move the run.
+
+use crate::backoff::Backoff;
+use crate::loom::sync::atomic::{Ordering, fence};
+
+use super::Queue;
+
+impl<T> Queue<T> {
+    /// Moves as many items as fit from the front of `items` into the queue, in order, and
+    /// returns how many moved; the rest stay in `items`.
+    ///
+    /// The run of free slots is claimed with one atomic step, so the items land next to each
+    /// other in the queue even with other producers around. Consumers that reach the run while
+    /// it is being written wait for each slot to be published (see the progress note on
+    /// [`Queue`]).
+    ///
+    /// ```
+    /// let queue = flowbalancer_ringbuf::Queue::new(3)?;
+    /// let mut items = vec![1, 2, 3, 4, 5];
+    /// assert_eq!(queue.push_batch(&mut items), 3);
+    /// assert_eq!(items, [4, 5]);
+    /// # Ok::<(), flowbalancer_ringbuf::CapacityError>(())
+    /// ```
+    pub fn push_batch(&self, items: &mut Vec<T>) -> usize {
+        let wanted = items.len().min(self.capacity()) as u64;
+        if wanted == 0 {
+            return 0;
+        }
+        let Some((tail, count)) = self.claim_tail_run(wanted) else {
+            return 0;
+        };
+        let mut position = tail;
+        for value in items.drain(..count as usize) {
+            self.publish(position, value);
+            position = self.positions.next(position);
+        }
+        count as usize
+    }
+
+    /// Moves up to `max` items from the head of the queue to the end of `out`, in order, and
+    /// returns how many moved (0 when the queue is empty). Never waits for more items.
+    ///
+    /// ```
+    /// let queue = flowbalancer_ringbuf::Queue::new(8)?;
+    /// for i in 0..5 {
+    ///     queue.push(i).unwrap();
+    /// }
+    /// let mut out = Vec::new();
+    /// assert_eq!(queue.pop_batch(&mut out, 3), 3);
+    /// assert_eq!(queue.pop_batch(&mut out, 10), 2);
+    /// assert_eq!(out, [0, 1, 2, 3, 4]);
+    /// # Ok::<(), flowbalancer_ringbuf::CapacityError>(())
+    /// ```
+    pub fn pop_batch(&self, out: &mut Vec<T>, max: usize) -> usize {
+        let wanted = max.min(self.capacity()) as u64;
+        if wanted == 0 {
+            return 0;
+        }
+        let Some((head, count)) = self.claim_head_run(wanted) else {
+            return 0;
+        };
+        out.reserve(count as usize);
+        let mut position = head;
+        for _ in 0..count {
+            out.push(self.take(position));
+            position = self.positions.next(position);
+        }
+        count as usize
+    }
+
+    /// Claims up to `wanted` consecutive free positions at the tail: `(first, count)`, or
+    /// `None` when the queue is full.
+    #[inline(always)]
+    pub(super) fn claim_tail_run(&self, wanted: u64) -> Option<(u64, u64)> {
+        let mut backoff = Backoff::new();
+        let mut tail = self.tail.load(Ordering::Relaxed);
+        loop {
+            let sequence = self.slot(tail).sequence.load(Ordering::Acquire);
+            let lag = sequence.wrapping_sub(tail) as i64;
+            if lag == 0 {
+                // Count the run of slots free for their positions. A slot that is free for
+                // position p stays so until p's producer writes it, and the compare-exchange
+                // below makes us that producer for the whole run.
+                let mut count = 1;
+                let mut position = self.positions.next(tail);
+                while count < wanted
+                    && self.slot(position).sequence.load(Ordering::Acquire) == position
+                {
+                    count += 1;
+                    position = self.positions.next(position);
+                }
+                match self.tail.compare_exchange_weak(
+                    tail,
+                    position,
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return Some((tail, count)),
+                    Err(current) => {
+                        tail = current;
+                        backoff.spin();
+                    }
+                }
+            } else if lag < 0 {
+                fence(Ordering::SeqCst);
+                let head = self.head.load(Ordering::Relaxed);
+                if head.wrapping_add(self.positions.one_lap()) == tail {
+                    return None;
+                }
+                backoff.snooze();
+                tail = self.tail.load(Ordering::Relaxed);
+            } else {
+                tail = self.tail.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Claims up to `wanted` consecutive published positions at the head: `(first, count)`,
+    /// or `None` when the queue is empty.
+    #[inline(always)]
+    pub(super) fn claim_head_run(&self, wanted: u64) -> Option<(u64, u64)> {
+        let mut backoff = Backoff::new();
+        let mut head = self.head.load(Ordering::Relaxed);
+        loop {
+            let sequence = self.slot(head).sequence.load(Ordering::Acquire);
+            let lag = sequence.wrapping_sub(head.wrapping_add(1)) as i64;
+            if lag == 0 {
+                let mut count = 1;
+                let mut position = self.positions.next(head);
+                while count < wanted
+                    && self.slot(position).sequence.load(Ordering::Acquire)
+                        == position.wrapping_add(1)
+                {
+                    count += 1;
+                    position = self.positions.next(position);
+                }
+                match self.head.compare_exchange_weak(
+                    head,
+                    position,
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return Some((head, count)),
+                    Err(current) => {
+                        head = current;
+                        backoff.spin();
+                    }
+                }
+            } else if lag < 0 {
+                fence(Ordering::SeqCst);
+                let tail = self.tail.load(Ordering::Relaxed);
+                if tail == head {
+                    return None;
+                }
+                backoff.snooze();
+                head = self.head.load(Ordering::Relaxed);
+            } else {
+                head = self.head.load(Ordering::Relaxed);
+            }
+        }
+    }
+}

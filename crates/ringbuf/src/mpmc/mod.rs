@@ -1,0 +1,337 @@
+//! The bounded multi-producer multi-consumer queue.
+
+mod batch;
+mod position;
+
+use std::fmt;
+use std::mem::MaybeUninit;
+
+use crossbeam_utils::CachePadded;
+
+use crate::backoff::Backoff;
+use crate::error::CapacityError;
+use crate::loom::cell::UnsafeCell;
+use crate::loom::sync::atomic::{AtomicU64, Ordering, fence};
+use position::Positions;
+
+/// The largest capacity a queue accepts: positions keep the index in the low bits of a `u64`
+/// and need room for a lap counter above it.
+const MAX_CAPACITY: usize = 1 << 62;
+
+/// One cell of the ring.
+///
+/// `sequence` says who may touch `value` next, for the position `p` the slot serves:
+/// `p` — empty, the producer of `p` may write; `p + 1` — holds the item pushed at `p`, its
+/// consumer may read; `p + one_lap` — read, free for the producer of the next lap.
+struct Slot<T> {
+    sequence: AtomicU64,
+    value: UnsafeCell<MaybeUninit<T>>,
+}
+
+/// A bounded, lock-free multi-producer multi-consumer queue.
+///
+/// Any number of threads push and pop through a shared reference (`Queue` is `Sync` when `T` is
+/// `Send`; wrap it in an `Arc` to share it). Items come out in the order their pushes claimed a
+/// place.
+///
+/// * [`push`](Queue::push) hands the item back when the queue is full; it never waits for a
+///   consumer.
+/// * [`force_push`](Queue::force_push) makes room by removing the oldest item and returns it:
+///   a ring that keeps the most recent `capacity` items.
+/// * [`push_batch`](Queue::push_batch) and [`pop_batch`](Queue::pop_batch) claim a run of
+///   slots with one atomic step and then copy the run.
+///
+/// # Algorithm and progress
+///
+/// Slots carry a sequence number (Dmitry Vyukov's bounded MPMC design): a producer claims the
+/// tail with one compare-exchange, writes the item, then publishes the slot by storing its
+/// sequence; consumers do the same at the head. Head and tail sit on their own cache lines and,
+/// for power-of-two capacities, neighbouring positions map to slots on different cache lines so
+/// that a producer and a consumer working side by side do not fight over one line.
+///
+/// `push`, `pop`, `force_push` and the batch operations never wait for the queue to change
+/// state: a full queue refuses a push and an empty one a pop at once. They are lock-free
+/// except for one window: a thread that claimed a slot and is preempted before publishing it
+/// holds up the threads that reach that same slot next (a consumer arriving at it, or a
+/// producer one lap later), which spin and then yield until it is published. The window is a
+/// few instructions long for single items, and the time to move the run for batches.
+///
+/// # Examples
+///
+/// ```
+/// use flowbalancer_ringbuf::Queue;
+///
+/// let queue = Queue::new(2)?;
+/// assert_eq!(queue.push(1), Ok(()));
+/// assert_eq!(queue.push(2), Ok(()));
+/// assert_eq!(queue.push(3), Err(3)); // full: the item comes back
+/// assert_eq!(queue.force_push(3), Some(1)); // overwrite the oldest
+/// assert_eq!(queue.pop(), Some(2));
+/// assert_eq!(queue.pop(), Some(3));
+/// assert_eq!(queue.pop(), None);
+/// # Ok::<(), flowbalancer_ringbuf::CapacityError>(())
+/// ```
+pub struct Queue<T> {
+    /// The next position to pop.
+    head: CachePadded<AtomicU64>,
+    /// The next position to push.
+    tail: CachePadded<AtomicU64>,
+    positions: Positions,
+    slots: Box<[Slot<T>]>,
+}
+
+// SAFETY: items move between threads through the queue, so `T: Send` is required and enough;
+// every access to a slot's value is serialised by its sequence number (one owner at a time).
+unsafe impl<T: Send> Send for Queue<T> {}
+// SAFETY: as above: a shared `&Queue` only lets threads move `T`s in and out, never share one.
+unsafe impl<T: Send> Sync for Queue<T> {}
+
+impl<T> Queue<T> {
+    /// Creates a queue that holds at most `capacity` items.
+    ///
+    /// Any capacity from 1 up works; powers of two are a little faster (and spread neighbouring
+    /// slots over cache lines).
+    ///
+    /// # Errors
+    ///
+    /// [`CapacityError::Zero`] for a capacity of 0 and [`CapacityError::TooLarge`] past 2^62.
+    pub fn new(capacity: usize) -> Result<Self, CapacityError> {
+        if capacity == 0 {
+            return Err(CapacityError::Zero);
+        }
+        if capacity > MAX_CAPACITY {
+            return Err(CapacityError::TooLarge {
+                requested: capacity,
+            });
+        }
+        let positions = Positions::new(capacity, std::mem::size_of::<Slot<T>>());
+        let mut slots = Vec::new();
+        slots
+            .try_reserve_exact(capacity)
+            .map_err(|_| CapacityError::TooLarge {
+                requested: capacity,
+            })?;
+        // Slot `slot_of(p)` starts out free for its first-lap position `p`.
+        slots.extend((0..capacity).map(|_| Slot {
+            sequence: AtomicU64::new(0),
+            value: UnsafeCell::new(MaybeUninit::uninit()),
+        }));
+        let mut position = 0u64;
+        for _ in 0..capacity {
+            slots[positions.slot_of(position)].sequence = AtomicU64::new(position);
+            position = positions.next(position);
+        }
+        Ok(Self {
+            head: CachePadded::new(AtomicU64::new(0)),
+            tail: CachePadded::new(AtomicU64::new(0)),
+            positions,
+            slots: slots.into_boxed_slice(),
+        })
+    }
+
+    /// The most items the queue holds.
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The number of items in the queue at one instant (others may change it right after).
+    pub fn len(&self) -> usize {
+        loop {
+            let tail = self.tail.load(Ordering::SeqCst);
+            let head = self.head.load(Ordering::SeqCst);
+            // A consistent pair: the tail did not move while the head was read.
+            if self.tail.load(Ordering::SeqCst) == tail {
+                let len = self.positions.distance(head, tail) as usize;
+                return len.min(self.capacity());
+            }
+        }
+    }
+
+    /// Whether the queue held no item at one instant.
+    pub fn is_empty(&self) -> bool {
+        let head = self.head.load(Ordering::SeqCst);
+        let tail = self.tail.load(Ordering::SeqCst);
+        head == tail
+    }
+
+    /// Whether the queue was full at one instant.
+    pub fn is_full(&self) -> bool {
+        let tail = self.tail.load(Ordering::SeqCst);
+        let head = self.head.load(Ordering::SeqCst);
+        head.wrapping_add(self.positions.one_lap()) == tail
+    }
+
+    #[inline(always)]
+    fn slot(&self, position: u64) -> &Slot<T> {
+        let index = self.positions.slot_of(position);
+        debug_assert!(index < self.slots.len());
+        // SAFETY: `slot_of` maps every position to an index below the capacity, which is the
+        // length of `slots` (checked by the `slots_are_a_permutation` test).
+        unsafe { self.slots.get_unchecked(index) }
+    }
+
+    /// Adds `value` at the tail, or gives it back in `Err` when the queue is full.
+    ///
+    /// ```
+    /// let queue = flowbalancer_ringbuf::Queue::new(1)?;
+    /// queue.push("a").unwrap();
+    /// assert_eq!(queue.push("b"), Err("b"));
+    /// # Ok::<(), flowbalancer_ringbuf::CapacityError>(())
+    /// ```
+    pub fn push(&self, value: T) -> Result<(), T> {
+        match self.claim_tail() {
+            Some(tail) => {
+                self.publish(tail, value);
+                Ok(())
+            }
+            None => Err(value),
+        }
+    }
+
+    /// Adds `value` at the tail; when the queue is full, removes the oldest item to make room
+    /// and returns it.
+    ///
+    /// Every item that goes in comes out exactly once: by `pop`, by being returned here, or by
+    /// being dropped with the queue.
+    pub fn force_push(&self, value: T) -> Option<T> {
+        let mut backoff = Backoff::new();
+        let mut tail = self.tail.load(Ordering::Relaxed);
+        loop {
+            let slot = self.slot(tail);
+            let sequence = slot.sequence.load(Ordering::Acquire);
+            let lag = sequence.wrapping_sub(tail) as i64;
+            if lag == 0 {
+                match self.tail.compare_exchange_weak(
+                    tail,
+                    self.positions.next(tail),
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        self.publish(tail, value);
+                        return None;
+                    }
+                    Err(current) => {
+                        tail = current;
+                        backoff.spin();
+                    }
+                }
+            } else if lag < 0 {
+                fence(Ordering::SeqCst);
+                let head = self.head.load(Ordering::Relaxed);
+                let oldest = tail.wrapping_sub(self.positions.one_lap());
+                // Full, and the oldest item (which lives in the tail's slot) is published:
+                // take it as a consumer would, then reuse its slot for the new item.
+                if head == oldest && sequence == oldest.wrapping_add(1) {
+                    if self
+                        .head
+                        .compare_exchange_weak(
+                            head,
+                            self.positions.next(head),
+                            Ordering::SeqCst,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok()
+                    {
+                        // No producer can claim `tail` meanwhile: its slot is not free for
+                        // `tail` until we publish, so only we move the tail on.
+                        self.tail.store(self.positions.next(tail), Ordering::SeqCst);
+                        let evicted = slot.value.with_mut(|cell| {
+                            // SAFETY: we won the head for `oldest`, whose item is published
+                            // (its sequence is `oldest + 1`), so no one else touches the slot
+                            // until we store its sequence below. We read the old item out and
+                            // write the new one in its place.
+                            unsafe {
+                                let old = cell.read().assume_init();
+                                cell.write(MaybeUninit::new(value));
+                                old
+                            }
+                        });
+                        slot.sequence.store(tail.wrapping_add(1), Ordering::Release);
+                        return Some(evicted);
+                    }
+                    backoff.spin();
+                } else {
+                    // A consumer or producer is half way through this slot.
+                    backoff.snooze();
+                }
+                tail = self.tail.load(Ordering::Relaxed);
+            } else {
+                tail = self.tail.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Removes the item at the head, or returns `None` when the queue is empty.
+    pub fn pop(&self) -> Option<T> {
+        let head = self.claim_head()?;
+        Some(self.take(head))
+    }
+
+    /// Claims the tail position for one push, or `None` when the queue is full.
+    #[inline(always)]
+    fn claim_tail(&self) -> Option<u64> {
+        self.claim_tail_run(1).map(|(tail, _)| tail)
+    }
+
+    /// Claims the head position for one pop, or `None` when the queue is empty.
+    #[inline(always)]
+    fn claim_head(&self) -> Option<u64> {
+        self.claim_head_run(1).map(|(head, _)| head)
+    }
+
+    /// Writes `value` into the claimed position `tail` and publishes it to consumers.
+    #[inline(always)]
+    fn publish(&self, tail: u64, value: T) {
+        let slot = self.slot(tail);
+        slot.value.with_mut(|cell| {
+            // SAFETY: the caller claimed `tail`, whose slot was free for it (sequence == tail),
+            // and no other thread touches the slot until the sequence store below.
+            unsafe { cell.write(MaybeUninit::new(value)) }
+        });
+        slot.sequence.store(tail.wrapping_add(1), Ordering::Release);
+    }
+
+    /// Reads the item at the claimed position `head` and frees its slot for the next lap.
+    #[inline(always)]
+    fn take(&self, head: u64) -> T {
+        let slot = self.slot(head);
+        let value = slot.value.with(|cell| {
+            // SAFETY: the caller claimed `head`, whose item was published (sequence ==
+            // head + 1, read with Acquire); we move it out exactly once and free the slot.
+            unsafe { cell.read().assume_init() }
+        });
+        slot.sequence.store(
+            head.wrapping_add(self.positions.one_lap()),
+            Ordering::Release,
+        );
+        value
+    }
+}
+
+impl<T> Drop for Queue<T> {
+    fn drop(&mut self) {
+        if !std::mem::needs_drop::<T>() {
+            return;
+        }
+        let tail = self.tail.load(Ordering::Relaxed);
+        let mut position = self.head.load(Ordering::Relaxed);
+        while position != tail {
+            self.slot(position).value.with_mut(|cell| {
+                // SAFETY: `&mut self` means no operation is in flight, so every position from
+                // head to tail holds a published item that was never read; each is dropped once.
+                unsafe { (*cell).assume_init_drop() }
+            });
+            position = self.positions.next(position);
+        }
+    }
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("len", &self.len())
+            .field("capacity", &self.capacity())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,193 @@
+//! Batch operations of the SPSC ring: one shared store per batch.
+
+use std::fmt;
+
+use crate::loom::cell::{copy_from_cells, copy_into_cells};
+use crate::loom::sync::atomic::Ordering;
+
+use super::{Consumer, Producer};
+
+impl<T: Copy> Producer<T> {
+    /// Copies as many items from the front of `items` as fit and returns how many were pushed.
+    ///
+    /// ```
+    /// let (mut producer, mut consumer) = flowbalancer_ringbuf::spsc::channel::<u8>(4)?;
+    /// assert_eq!(producer.push_slice(b"hello"), 4);
+    /// let mut out = [0u8; 8];
+    /// assert_eq!(consumer.pop_slice(&mut out), 4);
+    /// assert_eq!(&out[..4], b"hell");
+    /// # Ok::<(), flowbalancer_ringbuf::CapacityError>(())
+    /// ```
+    pub fn push_slice(&mut self, items: &[T]) -> usize {
+        let count = self.reserve(items.len());
+        let capacity = self.shared.slots.len();
+        // The run wraps at most once: [index, capacity) then [0, rest).
+        let first = count.min(capacity - self.index);
+        let (head_part, tail_part) = items[..count].split_at(first);
+        // SAFETY: `reserve` found `count` free slots from our position: the consumer is done
+        // with them (head read with Acquire) and does not read them before we publish.
+        unsafe {
+            copy_into_cells(
+                &self.shared.slots[self.index..self.index + first],
+                head_part,
+            );
+            copy_into_cells(&self.shared.slots[..tail_part.len()], tail_part);
+        }
+        self.advance(count);
+        self.publish();
+        count
+    }
+}
+
+impl<T> Producer<T> {
+    /// Pushes items taken from `items` until the ring is full or the iterator ends, and returns
+    /// how many were pushed. Items the ring had no room for stay in the iterator.
+    ///
+    /// ```
+    /// let (mut producer, mut consumer) = flowbalancer_ringbuf::spsc::channel(2)?;
+    /// let mut words = vec!["a".to_string(), "b".into(), "c".into()].into_iter();
+    /// assert_eq!(producer.push_iter(&mut words), 2);
+    /// assert_eq!(words.next().as_deref(), Some("c"));
+    /// # Ok::<(), flowbalancer_ringbuf::CapacityError>(())
+    /// ```
+    pub fn push_iter<I: Iterator<Item = T>>(&mut self, items: &mut I) -> usize {
+        let free = self.reserve(usize::MAX);
+        let mut count = 0;
+        while count < free {
+            let Some(item) = items.next() else { break };
+            self.write(item);
+            count += 1;
+            // Publish in steps so a consumer sees progress during a long iterator.
+            if count % 64 == 0 {
+                self.publish();
+            }
+        }
+        self.publish();
+        count
+    }
+
+    /// The number of free slots, up to `wanted`, looking at the consumer's position only when
+    /// the cached one does not show enough room.
+    #[inline]
+    fn reserve(&mut self, wanted: usize) -> usize {
+        let mut free = self.free_cached();
+        if free < wanted as u64 {
+            free = self.refresh_free();
+        }
+        free.min(wanted as u64) as usize
+    }
+
+    #[inline(always)]
+    fn publish(&self) {
+        self.shared.tail.store(self.tail, Ordering::Release);
+    }
+}
+
+impl<T: Copy> Consumer<T> {
+    /// Copies up to `out.len()` items into the front of `out` and returns how many were popped.
+    pub fn pop_slice(&mut self, out: &mut [T]) -> usize {
+        let count = self.available(out.len());
+        let capacity = self.shared.slots.len();
+        let first = count.min(capacity - self.index);
+        let (head_part, tail_part) = out[..count].split_at_mut(first);
+        // SAFETY: `available` found `count` published items from our position (tail read with
+        // Acquire); the producer does not write them again before we publish our head.
+        unsafe {
+            copy_from_cells(
+                &self.shared.slots[self.index..self.index + first],
+                head_part,
+            );
+            copy_from_cells(&self.shared.slots[..tail_part.len()], tail_part);
+        }
+        self.advance(count);
+        self.publish();
+        count
+    }
+}
+
+impl<T> Consumer<T> {
+    /// Moves up to `max` items to the end of `out` and returns how many were popped.
+    pub fn pop_into(&mut self, out: &mut Vec<T>, max: usize) -> usize {
+        let count = self.available(max);
+        out.reserve(count);
+        for _ in 0..count {
+            let value = self.read();
+            out.push(value);
+        }
+        self.publish();
+        count
+    }
+
+    /// An iterator over up to `max` items, popped as it is advanced. The consumer's position
+    /// is published once, when the iterator is dropped; items not taken stay in the ring.
+    ///
+    /// ```
+    /// let (mut producer, mut consumer) = flowbalancer_ringbuf::spsc::channel(8)?;
+    /// for i in 0..5 {
+    ///     producer.push(i).unwrap();
+    /// }
+    /// let firsts: Vec<i32> = consumer.pop_iter(3).collect();
+    /// assert_eq!(firsts, [0, 1, 2]);
+    /// assert_eq!(consumer.pop(), Some(3));
+    /// # Ok::<(), flowbalancer_ringbuf::CapacityError>(())
+    /// ```
+    pub fn pop_iter(&mut self, max: usize) -> PopIter<'_, T> {
+        let remaining = self.available(max);
+        PopIter {
+            consumer: self,
+            remaining,
+        }
+    }
+
+    #[inline]
+    fn available(&mut self, wanted: usize) -> usize {
+        let mut available = self.available_cached();
+        if available < wanted as u64 {
+            available = self.refresh_available();
+        }
+        available.min(wanted as u64) as usize
+    }
+
+    #[inline(always)]
+    fn publish(&self) {
+        self.shared.head.store(self.head, Ordering::Release);
+    }
+}
+
+/// Pops items as it is iterated; see [`Consumer::pop_iter`].
+pub struct PopIter<'a, T> {
+    consumer: &'a mut Consumer<T>,
+    remaining: usize,
+}
+
+impl<T> Iterator for PopIter<'_, T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        Some(self.consumer.read())
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl<T> ExactSizeIterator for PopIter<'_, T> {}
+
+impl<T> Drop for PopIter<'_, T> {
+    fn drop(&mut self) {
+        self.consumer.publish();
+    }
+}
+
+impl<T> fmt::Debug for PopIter<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PopIter")
+            .field("remaining", &self.remaining)
+            .finish()
+    }
+}

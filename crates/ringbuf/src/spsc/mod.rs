@@ -1,0 +1,305 @@
+//! A bounded single-producer single-consumer ring.
+//!
+//! [`channel`] splits a ring into a [`Producer`] and a [`Consumer`], each owned by one thread at
+//! a time (both are `Send`, neither is `Clone`). Each side owns its own position and keeps a
+//! cached copy of the other side's, so a push or pop touches shared memory only to publish its
+//! own progress, and reads the other side's position only when the cached copy says the ring
+//! looks full (or empty). Operations are wait-free: no loop, no compare-exchange.
+//!
+//! Batch operations live in their own module: slices for `T: Copy`
+//! ([`Producer::push_slice`], [`Consumer::pop_slice`]) and iterators for owned items
+//! ([`Producer::push_iter`], [`Consumer::pop_iter`]); a batch publishes its progress with a
+//! single store.
+//!
+//! ```
+//! let (mut producer, mut consumer) = flowbalancer_ringbuf::spsc::channel::<u32>(4)?;
+//! let writer = std::thread::spawn(move || {
+//!     for i in 0..100 {
+//!         let mut item = i;
+//!         while let Err(back) = producer.push(item) {
+//!             item = back;
+//!             std::thread::yield_now();
+//!         }
+//!     }
+//! });
+//! let mut received = Vec::new();
+//! while received.len() < 100 {
+//!     match consumer.pop() {
+//!         Some(item) => received.push(item),
+//!         None => std::thread::yield_now(),
+//!     }
+//! }
+//! writer.join().unwrap();
+//! assert_eq!(received, (0..100).collect::<Vec<_>>());
+//! # Ok::<(), flowbalancer_ringbuf::CapacityError>(())
+//! ```
+
+mod batch;
+
+pub use batch::PopIter;
+
+use std::fmt;
+use std::mem::MaybeUninit;
+
+use crossbeam_utils::CachePadded;
+
+use crate::error::CapacityError;
+use crate::loom::cell::UnsafeCell;
+use crate::loom::sync::Arc;
+use crate::loom::sync::atomic::{AtomicU64, Ordering};
+
+/// The ring both sides share. Positions count every item ever pushed (`tail`) and popped
+/// (`head`); a `u64` does not wrap in practice, and the slot index is tracked by each side.
+struct Shared<T> {
+    head: CachePadded<AtomicU64>,
+    tail: CachePadded<AtomicU64>,
+    slots: Box<[UnsafeCell<MaybeUninit<T>>]>,
+}
+
+// SAFETY: the producer only writes slots between `tail` and `head + capacity`, the consumer
+// only reads slots between `head` and `tail`; each position moves with Release/Acquire, so a
+// slot is never accessed by both sides at once. Items cross threads, hence `T: Send`.
+unsafe impl<T: Send> Send for Shared<T> {}
+// SAFETY: see above.
+unsafe impl<T: Send> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    fn capacity(&self) -> u64 {
+        self.slots.len() as u64
+    }
+}
+
+impl<T> Drop for Shared<T> {
+    fn drop(&mut self) {
+        if !std::mem::needs_drop::<T>() {
+            return;
+        }
+        let head = self.head.load(Ordering::Relaxed);
+        let tail = self.tail.load(Ordering::Relaxed);
+        let capacity = self.capacity();
+        for position in head..tail {
+            self.slots[(position % capacity) as usize].with_mut(|cell| {
+                // SAFETY: both sides are gone (this is the last `Arc`); every position from
+                // head to tail holds a pushed item that was never popped; each drops once.
+                unsafe { (*cell).assume_init_drop() }
+            });
+        }
+    }
+}
+
+/// Creates a ring of `capacity` slots and returns its two ends.
+///
+/// # Errors
+///
+/// [`CapacityError::Zero`] for a capacity of 0, [`CapacityError::TooLarge`] when the slots do
+/// not fit in memory.
+pub fn channel<T>(capacity: usize) -> Result<(Producer<T>, Consumer<T>), CapacityError> {
+    if capacity == 0 {
+        return Err(CapacityError::Zero);
+    }
+    let mut slots = Vec::new();
+    slots
+        .try_reserve_exact(capacity)
+        .map_err(|_| CapacityError::TooLarge {
+            requested: capacity,
+        })?;
+    slots.extend((0..capacity).map(|_| UnsafeCell::new(MaybeUninit::uninit())));
+    let shared = Arc::new(Shared {
+        head: CachePadded::new(AtomicU64::new(0)),
+        tail: CachePadded::new(AtomicU64::new(0)),
+        slots: slots.into_boxed_slice(),
+    });
+    let producer = Producer {
+        shared: Arc::clone(&shared),
+        tail: 0,
+        index: 0,
+        cached_head: 0,
+    };
+    let consumer = Consumer {
+        shared,
+        head: 0,
+        index: 0,
+        cached_tail: 0,
+    };
+    Ok((producer, consumer))
+}
+
+/// The writing end of an SPSC ring.
+pub struct Producer<T> {
+    shared: Arc<Shared<T>>,
+    /// Our position (the shared `tail` lags it only inside a batch).
+    tail: u64,
+    /// `tail` modulo the capacity.
+    index: usize,
+    /// The consumer's position when we last looked: never ahead of the real one.
+    cached_head: u64,
+}
+
+/// The reading end of an SPSC ring.
+pub struct Consumer<T> {
+    shared: Arc<Shared<T>>,
+    head: u64,
+    index: usize,
+    cached_tail: u64,
+}
+
+impl<T> Producer<T> {
+    /// Pushes `value`, or gives it back in `Err` when the ring is full.
+    #[inline]
+    pub fn push(&mut self, value: T) -> Result<(), T> {
+        if self.free_cached() == 0 && self.refresh_free() == 0 {
+            return Err(value);
+        }
+        self.write(value);
+        self.shared.tail.store(self.tail, Ordering::Release);
+        Ok(())
+    }
+
+    /// How many items can be pushed right now (the consumer may free more meanwhile).
+    pub fn slots(&mut self) -> usize {
+        self.refresh_free() as usize
+    }
+
+    /// Whether the ring is full right now.
+    pub fn is_full(&mut self) -> bool {
+        self.refresh_free() == 0
+    }
+
+    /// The number of slots.
+    pub fn capacity(&self) -> usize {
+        self.shared.slots.len()
+    }
+
+    /// Whether the consumer has been dropped (pushed items would never be read).
+    pub fn is_abandoned(&self) -> bool {
+        Arc::strong_count(&self.shared) < 2
+    }
+
+    #[inline(always)]
+    fn free_cached(&self) -> u64 {
+        self.shared.capacity() - (self.tail - self.cached_head)
+    }
+
+    #[inline]
+    fn refresh_free(&mut self) -> u64 {
+        self.cached_head = self.shared.head.load(Ordering::Acquire);
+        self.free_cached()
+    }
+
+    /// Moves our position `count` slots on, without publishing.
+    #[inline(always)]
+    fn advance(&mut self, count: usize) {
+        self.tail += count as u64;
+        self.index += count;
+        if self.index >= self.shared.slots.len() {
+            self.index -= self.shared.slots.len();
+        }
+    }
+
+    /// Writes one item at our position and moves it on, without publishing.
+    /// The caller has checked that a slot is free.
+    #[inline(always)]
+    fn write(&mut self, value: T) {
+        self.shared.slots[self.index].with_mut(|cell| {
+            // SAFETY: the slot at our position is free: `tail - head < capacity` with a head
+            // read with Acquire, so the consumer finished with it; the consumer does not read
+            // it until we publish a tail past it.
+            unsafe { cell.write(MaybeUninit::new(value)) }
+        });
+        self.tail += 1;
+        self.index += 1;
+        if self.index == self.shared.slots.len() {
+            self.index = 0;
+        }
+    }
+}
+
+impl<T> Consumer<T> {
+    /// Pops the oldest item, or `None` when the ring is empty.
+    #[inline]
+    pub fn pop(&mut self) -> Option<T> {
+        if self.available_cached() == 0 && self.refresh_available() == 0 {
+            return None;
+        }
+        let value = self.read();
+        self.shared.head.store(self.head, Ordering::Release);
+        Some(value)
+    }
+
+    /// How many items can be popped right now (the producer may add more meanwhile).
+    pub fn slots(&mut self) -> usize {
+        self.refresh_available() as usize
+    }
+
+    /// Whether the ring is empty right now.
+    pub fn is_empty(&mut self) -> bool {
+        self.refresh_available() == 0
+    }
+
+    /// The number of slots.
+    pub fn capacity(&self) -> usize {
+        self.shared.slots.len()
+    }
+
+    /// Whether the producer has been dropped (once the ring is empty, nothing more comes).
+    pub fn is_abandoned(&self) -> bool {
+        Arc::strong_count(&self.shared) < 2
+    }
+
+    #[inline(always)]
+    fn available_cached(&self) -> u64 {
+        self.cached_tail - self.head
+    }
+
+    #[inline]
+    fn refresh_available(&mut self) -> u64 {
+        self.cached_tail = self.shared.tail.load(Ordering::Acquire);
+        self.available_cached()
+    }
+
+    /// Moves our position `count` slots on, without publishing.
+    #[inline(always)]
+    fn advance(&mut self, count: usize) {
+        self.head += count as u64;
+        self.index += count;
+        if self.index >= self.shared.slots.len() {
+            self.index -= self.shared.slots.len();
+        }
+    }
+
+    /// Reads one item at our position and moves it on, without publishing.
+    /// The caller has checked that an item is there.
+    #[inline(always)]
+    fn read(&mut self) -> T {
+        let value = self.shared.slots[self.index].with(|cell| {
+            // SAFETY: `head < tail` with a tail read with Acquire: the producer wrote and
+            // published this slot, and will not touch it again until we publish a head past it.
+            // We move the item out once.
+            unsafe { cell.read().assume_init() }
+        });
+        self.head += 1;
+        self.index += 1;
+        if self.index == self.shared.slots.len() {
+            self.index = 0;
+        }
+        value
+    }
+}
+
+impl<T> fmt::Debug for Producer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Producer")
+            .field("capacity", &self.capacity())
+            .field("pushed", &self.tail)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> fmt::Debug for Consumer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Consumer")
+            .field("capacity", &self.capacity())
+            .field("popped", &self.head)
+            .finish_non_exhaustive()
+    }
+}

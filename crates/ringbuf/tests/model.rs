@@ -1,0 +1,170 @@
+//! Property tests: single-threaded operation sequences against a `VecDeque` model.
+
+use std::collections::VecDeque;
+
+use flowbalancer_ringbuf::{Queue, spsc};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Push(u32),
+    ForcePush(u32),
+    Pop,
+    PushBatch(Vec<u32>),
+    PopBatch(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        any::<u32>().prop_map(Op::Push),
+        any::<u32>().prop_map(Op::ForcePush),
+        Just(Op::Pop),
+        proptest::collection::vec(any::<u32>(), 0..12).prop_map(Op::PushBatch),
+        (0usize..12).prop_map(Op::PopBatch),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn mpmc_matches_vecdeque(capacity in 1usize..20, ops in proptest::collection::vec(op(), 0..200)) {
+        let queue = Queue::new(capacity).unwrap();
+        let mut model = VecDeque::new();
+        for op in ops {
+            match op {
+                Op::Push(v) => {
+                    let expected = if model.len() < capacity { model.push_back(v); Ok(()) } else { Err(v) };
+                    prop_assert_eq!(queue.push(v), expected);
+                }
+                Op::ForcePush(v) => {
+                    let evicted = if model.len() == capacity { model.pop_front() } else { None };
+                    model.push_back(v);
+                    prop_assert_eq!(queue.force_push(v), evicted);
+                }
+                Op::Pop => prop_assert_eq!(queue.pop(), model.pop_front()),
+                Op::PushBatch(mut items) => {
+                    let fits = (capacity - model.len()).min(items.len());
+                    model.extend(items[..fits].iter().copied());
+                    let rest = items[fits..].to_vec();
+                    prop_assert_eq!(queue.push_batch(&mut items), fits);
+                    prop_assert_eq!(items, rest);
+                }
+                Op::PopBatch(max) => {
+                    let mut out = vec![7];
+                    let n = queue.pop_batch(&mut out, max);
+                    let expected: Vec<u32> = std::iter::once(7)
+                        .chain(model.drain(..max.min(model.len())))
+                        .collect();
+                    prop_assert_eq!(n, expected.len() - 1);
+                    prop_assert_eq!(out, expected);
+                }
+            }
+            prop_assert_eq!(queue.len(), model.len());
+            prop_assert_eq!(queue.is_empty(), model.is_empty());
+            prop_assert_eq!(queue.is_full(), model.len() == capacity);
+        }
+    }
+
+    #[test]
+    fn spsc_matches_vecdeque(capacity in 1usize..20, ops in proptest::collection::vec(op(), 0..200)) {
+        let (mut tx, mut rx) = spsc::channel(capacity).unwrap();
+        let mut model = VecDeque::new();
+        for op in ops {
+            match op {
+                Op::Push(v) | Op::ForcePush(v) => {
+                    let expected = if model.len() < capacity { model.push_back(v); Ok(()) } else { Err(v) };
+                    prop_assert_eq!(tx.push(v), expected);
+                }
+                Op::Pop => prop_assert_eq!(rx.pop(), model.pop_front()),
+                Op::PushBatch(items) => {
+                    let fits = (capacity - model.len()).min(items.len());
+                    model.extend(items[..fits].iter().copied());
+                    if items.len() % 2 == 0 {
+                        prop_assert_eq!(tx.push_slice(&items), fits);
+                    } else {
+                        let mut iter = items.clone().into_iter();
+                        prop_assert_eq!(tx.push_iter(&mut iter), fits);
+                        prop_assert_eq!(iter.collect::<Vec<_>>(), items[fits..].to_vec());
+                    }
+                }
+                Op::PopBatch(max) => {
+                    let expected: Vec<u32> = model.drain(..max.min(model.len())).collect();
+                    let got: Vec<u32> = match max % 3 {
+                        0 => rx.pop_iter(max).collect(),
+                        1 => { let mut out = Vec::new(); rx.pop_into(&mut out, max); out }
+                        _ => { let mut out = vec![0; max]; let n = rx.pop_slice(&mut out); out.truncate(n); out }
+                    };
+                    prop_assert_eq!(got, expected);
+                }
+            }
+            prop_assert_eq!(tx.slots(), capacity - model.len());
+            prop_assert_eq!(rx.slots(), model.len());
+        }
+    }
+}
+
+#[test]
+fn zero_capacity_is_an_error() {
+    assert_eq!(
+        Queue::<u8>::new(0).unwrap_err(),
+        flowbalancer_ringbuf::CapacityError::Zero
+    );
+    assert!(spsc::channel::<u8>(0).is_err());
+    assert!(Queue::<u8>::new(usize::MAX).is_err());
+    assert!(
+        Queue::<u8>::new(0)
+            .unwrap_err()
+            .to_string()
+            .contains("at least 1"),
+        "the error says what is wrong"
+    );
+}
+
+#[test]
+fn capacity_one_and_non_powers_of_two_wrap_many_laps() {
+    for capacity in [1usize, 3, 5, 100, 1000] {
+        let queue = Queue::new(capacity).unwrap();
+        for lap in 0..50u64 {
+            for i in 0..capacity as u64 {
+                queue.push(lap * 10_000 + i).unwrap();
+            }
+            assert!(queue.is_full());
+            assert_eq!(queue.push(0), Err(0));
+            for i in 0..capacity as u64 {
+                assert_eq!(queue.pop(), Some(lap * 10_000 + i));
+            }
+            assert!(queue.is_empty());
+        }
+    }
+}
+
+#[test]
+fn zero_sized_items() {
+    let queue = Queue::new(3).unwrap();
+    for _ in 0..3 {
+        queue.push(()).unwrap();
+    }
+    assert_eq!(queue.push(()), Err(()));
+    assert_eq!(queue.force_push(()), Some(()));
+    assert_eq!(queue.len(), 3);
+    let mut out = Vec::new();
+    assert_eq!(queue.pop_batch(&mut out, 10), 3);
+    assert_eq!(queue.pop(), None);
+
+    let (mut tx, mut rx) = spsc::channel(2).unwrap();
+    tx.push(()).unwrap();
+    tx.push(()).unwrap();
+    assert_eq!(tx.push(()), Err(()));
+    assert_eq!(rx.pop(), Some(()));
+}
+
+#[test]
+fn queue_is_send_and_sync_for_send_items() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    fn assert_send<T: Send>() {}
+    assert_send_sync::<Queue<String>>();
+    assert_send_sync::<Queue<std::cell::Cell<u8>>>(); // Cell is Send, not Sync
+    assert_send::<spsc::Producer<String>>();
+    assert_send::<spsc::Consumer<String>>();
+}

@@ -1,0 +1,133 @@
+//! `cargo xtask ci`, `deny`, `msrv` and `e2e`.
+
+use std::path::PathBuf;
+
+use crate::cmd::{self, Steps};
+
+/// Everything CI checks, in order; stops at the first failed step.
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
+    if !args.is_empty() {
+        return Err("usage: cargo xtask ci".into());
+    }
+    let mut steps = Steps::new();
+    let result = (|| {
+        steps.step("fmt", || {
+            cmd::run(cmd::cargo().args(["fmt", "--all", "--", "--check"]))
+        })?;
+        steps.step("clippy", || {
+            cmd::run(cmd::cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))
+        })?;
+        steps.step("test", test)?;
+        steps.step("loom", || {
+            let (ran, passed) = crate::loom::run(&[])?;
+            if ran != passed {
+                return Err(format!("{} of {ran} loom models failed", ran - passed));
+            }
+            Ok(())
+        })?;
+        steps.step("deny", deny)?;
+        if has_e2e() {
+            steps.step("e2e", e2e)?;
+        }
+        Ok(())
+    })();
+    steps.summary();
+    result
+}
+
+/// The workspace tests: nextest when installed (then the doctests, which nextest skips),
+/// otherwise `cargo test`, which runs both.
+fn test() -> Result<(), String> {
+    if cmd::has("cargo-nextest", &["nextest", "--version"]) {
+        cmd::run(cmd::cargo().args([
+            "nextest",
+            "run",
+            "--workspace",
+            "--no-fail-fast",
+            "--failure-output",
+            "final",
+        ]))?;
+        cmd::run(cmd::cargo().args(["test", "--workspace", "--doc"]))
+    } else {
+        cmd::run(cmd::cargo().args(["test", "--workspace"]))
+    }
+}
+
+/// cargo-deny: bans, licenses and sources. Advisories need the advisory database from the
+/// network, which CI does not have, so that check is skipped (and said so).
+pub(crate) fn deny() -> Result<(), String> {
+    if !cmd::has("cargo-deny", &["deny", "--version"]) {
+        eprintln!("cargo-deny is not installed: installing it (cargo install --locked cargo-deny)");
+        cmd::run(cmd::cargo().args(["install", "--locked", "cargo-deny"]))?;
+    }
+    eprintln!(
+        "cargo deny: checking bans, licenses, sources; advisories skipped (needs network access)"
+    );
+    cmd::run(cmd::cargo().args([
+        "deny",
+        "--all-features",
+        "check",
+        "bans",
+        "licenses",
+        "sources",
+    ]))
+}
+
+/// The end-to-end tests (real MCP clients against `flowbalancer serve`), when present.
+pub(crate) fn e2e() -> Result<(), String> {
+    Err("no end-to-end tests in this workspace yet".into())
+}
+
+fn has_e2e() -> bool {
+    e2e_dir().join("run_e2e.py").exists()
+}
+
+fn e2e_dir() -> PathBuf {
+    cmd::root().join("tests/e2e")
+}
+
+/// Prints the highest `rust-version` among the resolved dependencies: the lowest toolchain
+/// the workspace can declare.
+pub(crate) fn msrv() -> Result<(), String> {
+    let text = cmd::run_capture_quiet(cmd::cargo().args(["metadata", "--format-version", "1"]))?;
+    let metadata: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("cargo metadata: {e}"))?;
+    let members: Vec<&str> = metadata["workspace_members"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    let mut highest: Option<((u64, u64, u64), String)> = None;
+    for package in metadata["packages"].as_array().into_iter().flatten() {
+        let id = package["id"].as_str().unwrap_or_default();
+        if members.contains(&id) {
+            continue;
+        }
+        let Some(version) = package["rust_version"].as_str() else {
+            continue;
+        };
+        let mut parts = version.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
+        let key = (
+            parts.next().unwrap_or(0),
+            parts.next().unwrap_or(0),
+            parts.next().unwrap_or(0),
+        );
+        let name = format!("{} {}", package["name"].as_str().unwrap_or("?"), version);
+        if highest.as_ref().is_none_or(|(k, _)| key > *k) {
+            highest = Some((key, name));
+        }
+    }
+    match highest {
+        Some(((major, minor, _), name)) => {
+            println!("lowest usable rust-version: {major}.{minor} (set by {name})");
+            Ok(())
+        }
+        None => Err("no dependency declares a rust-version".into()),
+    }
+}

@@ -1,0 +1,51 @@
+//! `cargo xtask <command>`: the project's automation, in plain Rust.
+//!
+//! * `ci` — format check, clippy, tests (nextest when installed, doctests too), loom models,
+//!   cargo-deny, end-to-end tests. One line per step with its time; exits non-zero naming the
+//!   failed step.
+//! * `loom [--crate NAME]` — every loom model, release mode, bounded by `LOOM_MAX_PREEMPTIONS`.
+//! * `bench [--quick] [FILTER]` — the criterion benches side by side with peers, then a report
+//!   of ratios in `target/bench-report.md`.
+//! * `deny` — installs cargo-deny when missing and checks bans, licenses and sources.
+//! * `msrv` — the lowest rust-version every resolved dependency allows.
+
+mod bench;
+mod ci;
+mod cmd;
+mod loom;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (command, rest) = match args.split_first() {
+        Some((command, rest)) => (command.as_str(), rest),
+        None => {
+            eprintln!("{}", USAGE);
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match command {
+        "ci" => ci::run(rest),
+        "loom" => loom::run(rest).map(|_| ()),
+        "bench" => bench::run(rest),
+        "deny" => ci::deny(),
+        "msrv" => ci::msrv(),
+        "e2e" => ci::e2e(),
+        "-h" | "--help" | "help" => {
+            println!("{}", USAGE);
+            Ok(())
+        }
+        other => Err(format!("unknown command {other:?}\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const USAGE: &str =
+    "usage: cargo xtask <ci | loom [--crate NAME] | bench [--quick] [FILTER] | deny | msrv | e2e>";
