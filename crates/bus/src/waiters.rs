@@ -1,0 +1,181 @@
+//! The wake-up protocol: tasks park on a `WaitList` until a condition holds.
+//!
+//! A waiting task registers its waker, then re-checks its condition (queue not empty, queue
+//! not full, closed); a task that changes the state makes the change first, then looks for
+//! waiters. Both sides put a `SeqCst` fence between their write and their read, so at least
+//! one of them sees the other: either the waiter sees the new state, or the notifier sees the
+//! waiter. Modelled with loom in `tests/loom.rs`.
+//!
+//! A notification goes to the oldest waiter, which leaves the list. If that waiter is dropped
+//! (its future cancelled) before it acts, it passes the notification on, so a cancelled future
+//! never swallows the wake-up another task needed.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use crate::loom::sync::Mutex;
+use crate::loom::sync::atomic::{AtomicUsize, Ordering, fence};
+
+/// Tasks waiting for one kind of change, oldest first.
+#[derive(Debug)]
+pub(crate) struct WaitList {
+    /// The number of registered waiters, readable without the lock (the notifier's fast path).
+    count: AtomicUsize,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    next_id: u64,
+    /// Registration order = id order, so the first entry is the oldest waiter.
+    waiting: BTreeMap<u64, Waker>,
+}
+
+impl WaitList {
+    pub(crate) fn new() -> Self {
+        Self {
+            count: AtomicUsize::new(0),
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// Wakes the oldest waiter, if any. The caller has made its change visible already.
+    pub(crate) fn notify_one(&self) {
+        self.notify(1);
+    }
+
+    /// Wakes up to `n` waiters, oldest first.
+    pub(crate) fn notify(&self, n: usize) {
+        // Pairs with the fence in `Until::poll`: our change, then this read of the count.
+        fence(Ordering::SeqCst);
+        if n == 0 || self.count.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut woken = Vec::new();
+        {
+            let mut inner = self.inner.lock();
+            while woken.len() < n {
+                let Some((_, waker)) = inner.waiting.pop_first() else {
+                    break;
+                };
+                woken.push(waker);
+            }
+            self.count.store(inner.waiting.len(), Ordering::SeqCst);
+        }
+        // Wake outside the lock: a waker may run the task inline.
+        for waker in woken {
+            waker.wake();
+        }
+    }
+
+    /// Wakes every waiter (close).
+    pub(crate) fn notify_all(&self) {
+        self.notify(usize::MAX);
+    }
+
+    /// The number of registered waiters right now.
+    pub(crate) fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Registers `waker` (a new entry, or updates entry `id` if it is still waiting).
+    fn register(&self, id: Option<u64>, waker: &Waker) -> u64 {
+        let mut inner = self.inner.lock();
+        if let Some(id) = id
+            && let Some(existing) = inner.waiting.get_mut(&id)
+        {
+            if !existing.will_wake(waker) {
+                existing.clone_from(waker);
+            }
+            return id;
+        }
+        let id = inner.next_id;
+        inner.next_id += 1;
+        inner.waiting.insert(id, waker.clone());
+        self.count.store(inner.waiting.len(), Ordering::SeqCst);
+        id
+    }
+
+    /// Removes entry `id`; `false` when it was no longer there (it was notified).
+    fn remove(&self, id: u64) -> bool {
+        let mut inner = self.inner.lock();
+        let present = inner.waiting.remove(&id).is_some();
+        self.count.store(inner.waiting.len(), Ordering::SeqCst);
+        present
+    }
+
+    fn contains(&self, id: u64) -> bool {
+        self.inner.lock().waiting.contains_key(&id)
+    }
+}
+
+/// One task's place on a `WaitList`, kept across the waits of one operation and cleaned up
+/// when the operation ends or is cancelled.
+#[derive(Debug)]
+pub(crate) struct Waiter<'a> {
+    list: &'a WaitList,
+    id: Option<u64>,
+}
+
+impl<'a> Waiter<'a> {
+    pub(crate) fn new(list: &'a WaitList) -> Self {
+        Self { list, id: None }
+    }
+
+    /// A future that is ready once `condition()` holds, checked on every wake-up.
+    pub(crate) fn until<F: Fn() -> bool>(&mut self, condition: F) -> Until<'_, 'a, F> {
+        Until {
+            waiter: self,
+            condition,
+        }
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take()
+            && !self.list.remove(id)
+        {
+            // We were notified but are going away without acting on it: pass it on.
+            self.list.notify_one();
+        }
+    }
+}
+
+/// See [`Waiter::until`].
+#[derive(Debug)]
+pub(crate) struct Until<'w, 'a, F> {
+    waiter: &'w mut Waiter<'a>,
+    condition: F,
+}
+
+// `Until` never pins its closure: it only calls it through `&`. So it can move freely.
+impl<F> Unpin for Until<'_, '_, F> {}
+
+impl<F: Fn() -> bool> Future for Until<'_, '_, F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // `Until` holds only a reference and a closure; nothing is pinned structurally.
+        let this = self.get_mut();
+        let list = this.waiter.list;
+        // A notification we received is used up by this poll, whatever it finds.
+        if let Some(id) = this.waiter.id
+            && !list.contains(id)
+        {
+            this.waiter.id = None;
+        }
+        if (this.condition)() {
+            return Poll::Ready(());
+        }
+        this.waiter.id = Some(list.register(this.waiter.id, cx.waker()));
+        // Pairs with the fence in `WaitList::notify`: our registration, then this re-check.
+        fence(Ordering::SeqCst);
+        if (this.condition)() {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
