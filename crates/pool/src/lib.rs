@@ -1,0 +1,41 @@
+//! A worker pool that survives its workers.
+//!
+//! * [`Worker`] (async call, health check, shutdown, kill) and [`WorkerFactory`] (async
+//!   start). In-process workers come from async closures ([`in_process`]); subprocess workers
+//!   plug into the same traits.
+//! * [`StateMachine`]: Initializing → Ready ⇄ Busy → Degraded → Terminating → Terminated,
+//!   invalid moves refused with a typed error, a bounded history; health on its own axis.
+//! * [`Pool`]: size + overflow, eager or lazy start, a bounded admission queue with a wait
+//!   bound (`Overloaded` when full), call timeouts, health checks, recycling, restart backoff,
+//!   least-loaded dispatch through a checkout guard that always gives the worker back, session
+//!   affinity in three modes, graceful shutdown, `scale_to` in waves, and [`PoolStats`]
+//!   readable while calls run.
+//!
+//! Every call is answered exactly once: a [`Response`] or one [`PoolError`]; each failure
+//! has a [`FailureClass`] telling a router whether to fall back.
+
+mod config;
+mod error;
+mod histogram;
+mod pool;
+mod request;
+mod state;
+mod stats;
+mod worker;
+
+pub use config::{AffinityMode, PoolConfig, StartMode};
+pub use error::{FailureClass, PoolError};
+pub use histogram::{LatencyHistogram, LatencySummary};
+pub use pool::{Pool, PoolBuilder, ScaleReport, WorkerInfo};
+pub use request::{Meta, Payload, Request, Response, ToolSpec, WorkerId};
+pub use state::{Health, StateMachine, Transition, TransitionError, WorkerState};
+pub use stats::{AffinityStats, PoolStats, WorkerCounts};
+pub use worker::{
+    ErrorKind, FnFactory, FnWorker, HandlerFuture, StartContext, StartError, Worker, WorkerError,
+    WorkerFactory, in_process,
+};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

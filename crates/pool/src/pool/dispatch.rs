@@ -1,0 +1,521 @@
+//! Handing workers to calls: the admission queue, least-loaded choice, session affinity, and
+//! the guards that always give a worker back.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use tokio::time::Instant;
+
+use tokio::sync::oneshot;
+
+use super::Inner;
+use crate::config::AffinityMode;
+use crate::error::PoolError;
+use crate::request::WorkerId;
+use crate::state::{StateMachine, WorkerState};
+use crate::stats::Counters;
+use crate::worker::Worker;
+
+/// A worker and its id; shared by the pool's table and the calls running on it.
+pub(crate) struct Slot<W> {
+    pub(crate) id: WorkerId,
+    pub(crate) worker: W,
+}
+
+/// The pool's view of one worker.
+pub(crate) struct Entry<W> {
+    pub(crate) slot: Arc<Slot<W>>,
+    pub(crate) machine: StateMachine,
+    pub(crate) in_flight: usize,
+    pub(crate) calls: u64,
+    pub(crate) started: Instant,
+    pub(crate) last_used: Instant,
+    pub(crate) health_failures: u32,
+    pub(crate) overflow: bool,
+    /// Not given new calls: waiting for its replacement (recycling) or to go (scaling down).
+    pub(crate) retiring: bool,
+    pub(crate) recycle_after_calls: Option<u64>,
+    pub(crate) recycle_at: Option<Instant>,
+}
+
+impl<W> Entry<W> {
+    /// Can take one more call now.
+    pub(crate) fn available(&self, max_in_flight: usize) -> bool {
+        !self.retiring
+            && self.in_flight < max_in_flight
+            && matches!(self.machine.state(), WorkerState::Ready | WorkerState::Busy)
+    }
+
+    pub(crate) fn recycle_due(&self, now: Instant) -> bool {
+        self.recycle_after_calls.is_some_and(|n| self.calls >= n)
+            || self.recycle_at.is_some_and(|at| now >= at)
+    }
+}
+
+/// A caller waiting for a worker.
+pub(crate) struct Waiter<W: Worker> {
+    pub(crate) tx: oneshot::Sender<Handoff<W>>,
+    /// Strict affinity: only this worker will do.
+    pub(crate) for_worker: Option<WorkerId>,
+}
+
+pub(crate) struct Binding {
+    pub(crate) worker: WorkerId,
+    pub(crate) expires: Instant,
+}
+
+/// Why a start was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StartReason {
+    /// To reach the pool's size (first start, lazy start, scale up, a failed start retried).
+    Fill,
+    /// An overflow worker for load above the size.
+    Overflow,
+    /// To replace a removed worker.
+    Replace,
+    /// To replace worker `old`, which is retiring.
+    Recycle(WorkerId),
+}
+
+/// Everything under the pool's lock.
+pub(crate) struct State<W: Worker> {
+    pub(crate) entries: Vec<Entry<W>>,
+    pub(crate) waiters: VecDeque<Waiter<W>>,
+    pub(crate) starting: usize,
+    pub(crate) recycling: usize,
+    pub(crate) sessions: HashMap<Arc<str>, Binding>,
+    pub(crate) target_size: usize,
+    pub(crate) last_start_error: Option<String>,
+    pub(crate) failed_starts_in_a_row: u32,
+    pub(crate) quick_crashes_in_a_row: u32,
+    /// The tools the most recently started worker announced.
+    pub(crate) tools: Arc<Vec<crate::request::ToolSpec>>,
+}
+
+impl<W: Worker> State<W> {
+    pub(crate) fn new(target_size: usize) -> Self {
+        Self {
+            entries: Vec::new(),
+            waiters: VecDeque::new(),
+            starting: 0,
+            recycling: 0,
+            sessions: HashMap::new(),
+            target_size,
+            last_start_error: None,
+            failed_starts_in_a_row: 0,
+            quick_crashes_in_a_row: 0,
+            tools: Arc::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn find(&self, id: WorkerId) -> Option<usize> {
+        self.entries.iter().position(|e| e.slot.id == id)
+    }
+
+    /// The available worker with the fewest calls running, avoiding `avoid` when possible.
+    fn least_loaded(&self, max_in_flight: usize, avoid: &[WorkerId]) -> Option<usize> {
+        let candidates = || {
+            self.entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.available(max_in_flight))
+        };
+        let best = |avoiding: bool| {
+            candidates()
+                .filter(|(_, e)| !avoiding || !avoid.contains(&e.slot.id))
+                .min_by_key(|(_, e)| e.in_flight)
+                .map(|(i, _)| i)
+        };
+        best(true).or_else(|| best(false))
+    }
+
+    /// Workers running or starting, not counting the retiring ones.
+    pub(crate) fn live(&self) -> usize {
+        self.entries.iter().filter(|e| !e.retiring).count() + self.starting
+    }
+}
+
+/// A worker handed to a waiting caller. If the caller is gone by the time it arrives (timed
+/// out, cancelled), dropping the handoff gives the worker back: none is ever lost.
+pub(crate) struct Handoff<W: Worker> {
+    inner: Arc<Inner<W>>,
+    slot: Arc<Slot<W>>,
+    armed: bool,
+}
+
+impl<W: Worker> Handoff<W> {
+    fn into_checkout(mut self) -> Checkout<W> {
+        self.armed = false;
+        Checkout {
+            inner: Arc::clone(&self.inner),
+            slot: Arc::clone(&self.slot),
+            armed: true,
+        }
+    }
+
+    /// Disarms it: the caller of `offer` undoes the reservation itself, under the lock it
+    /// already holds.
+    fn defuse(mut self) {
+        self.armed = false;
+    }
+}
+
+impl<W: Worker> Drop for Handoff<W> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.inner.release(&self.slot, Outcome::Unused);
+        }
+    }
+}
+
+/// How a call on a checked-out worker ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// A result, or an error that is the caller's or the handler's.
+    Done,
+    /// A transient failure: the worker is fine.
+    Transient,
+    /// Checked out but no call ran (a handoff nobody took, a deadline already past).
+    Unused,
+    /// The call's future was dropped mid-flight (the caller was cancelled).
+    Cancelled,
+    /// The worker must go: it hung, crashed or broke the protocol.
+    Discard(Discard),
+}
+
+/// Why a worker is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Discard {
+    Timeout,
+    Crashed,
+    ProtocolViolation,
+    HealthChecks,
+}
+
+impl Discard {
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            Discard::Timeout => "call timed out",
+            Discard::Crashed => "worker crashed",
+            Discard::ProtocolViolation => "protocol violation",
+            Discard::HealthChecks => "failed health checks",
+        }
+    }
+}
+
+/// A worker checked out for one call. Dropping it without [`finish`](Self::finish) — the
+/// caller's future was cancelled — gives the worker back.
+pub(crate) struct Checkout<W: Worker> {
+    inner: Arc<Inner<W>>,
+    slot: Arc<Slot<W>>,
+    armed: bool,
+}
+
+impl<W: Worker> Checkout<W> {
+    pub(crate) fn slot(&self) -> &Arc<Slot<W>> {
+        &self.slot
+    }
+
+    pub(crate) fn finish(mut self, outcome: Outcome) {
+        self.armed = false;
+        self.inner.release(&self.slot, outcome);
+    }
+}
+
+impl<W: Worker> Drop for Checkout<W> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.inner.release(&self.slot, Outcome::Cancelled);
+        }
+    }
+}
+
+/// A checkout and what the caller should know about its session.
+pub(crate) struct Granted<W: Worker> {
+    pub(crate) checkout: Checkout<W>,
+    pub(crate) rebound: bool,
+}
+
+impl<W: Worker> Inner<W> {
+    /// Reserves one call on entry `index` (under the lock).
+    fn take(self: &Arc<Self>, state: &mut State<W>, index: usize) -> Checkout<W> {
+        let entry = &mut state.entries[index];
+        entry.in_flight += 1;
+        let _ = entry.machine.transition(WorkerState::Busy, "call");
+        Checkout {
+            inner: Arc::clone(self),
+            slot: Arc::clone(&entry.slot),
+            armed: true,
+        }
+    }
+
+    /// Finds a worker for a call: the session's worker, else the least loaded, else a place
+    /// in the admission queue (bounded) until one is handed over.
+    pub(crate) async fn checkout(
+        self: &Arc<Self>,
+        session: Option<&Arc<str>>,
+        deadline: Option<std::time::Instant>,
+        avoid: &[WorkerId],
+    ) -> Result<Granted<W>, PoolError> {
+        let mut rebound = false;
+        let receiver = {
+            let mut state = self.state.lock();
+            self.check_admitting()?;
+            let mut wanted: Option<WorkerId> = None;
+            if let Some(session) = session {
+                match self.bound_worker(&mut state, session)? {
+                    Bound::Free(index) => {
+                        Counters::bump(&self.counters.affinity_hits);
+                        let worker = state.entries[index].slot.id;
+                        self.touch_binding(&mut state, session, worker);
+                        return Ok(Granted {
+                            checkout: self.take(&mut state, index),
+                            rebound,
+                        });
+                    }
+                    Bound::Busy(worker) => match self.config.affinity {
+                        AffinityMode::Hint => Counters::bump(&self.counters.affinity_spills),
+                        AffinityMode::StrictQueue => wanted = Some(worker),
+                        AffinityMode::StrictFailFast => {
+                            self.counters.failure("session_busy");
+                            return Err(PoolError::SessionBusy {
+                                session: session.to_string(),
+                                worker,
+                            });
+                        }
+                    },
+                    Bound::Lost => rebound = true,
+                    Bound::None => Counters::bump(&self.counters.affinity_misses),
+                }
+            }
+            if wanted.is_none()
+                && let Some(index) = state.least_loaded(self.config.max_in_flight, avoid)
+            {
+                if let Some(session) = session
+                    && !state.sessions.contains_key(session)
+                {
+                    let worker = state.entries[index].slot.id;
+                    self.touch_binding(&mut state, session, worker);
+                }
+                return Ok(Granted {
+                    checkout: self.take(&mut state, index),
+                    rebound,
+                });
+            }
+            // Nothing free: grow if allowed, then queue.
+            self.grow_for_demand(&mut state);
+            if state.entries.is_empty() && state.starting == 0 {
+                self.counters.failure("no_workers");
+                return Err(self.no_workers(&state));
+            }
+            state.waiters.retain(|w| !w.tx.is_closed());
+            if state.waiters.len() >= self.config.queue_capacity {
+                self.counters.failure("overloaded");
+                return Err(PoolError::Overloaded {
+                    pool: self.config.name.clone(),
+                    waiting: state.waiters.len(),
+                    capacity: self.config.queue_capacity,
+                });
+            }
+            let (tx, rx) = oneshot::channel();
+            state.waiters.push_back(Waiter {
+                tx,
+                for_worker: wanted,
+            });
+            rx
+        };
+        let started = Instant::now();
+        let mut wait = self.config.queue_timeout;
+        if let Some(deadline) = deadline {
+            wait = wait.min(deadline.saturating_duration_since(std::time::Instant::now()));
+        }
+        match tokio::time::timeout(wait, receiver).await {
+            Ok(Ok(handoff)) => {
+                let checkout = handoff.into_checkout();
+                if let Some(session) = session {
+                    let mut state = self.state.lock();
+                    self.touch_binding(&mut state, session, checkout.slot().id);
+                }
+                Ok(Granted { checkout, rebound })
+            }
+            // The pool dropped our place: it is shutting down or has no worker left.
+            Ok(Err(_)) => {
+                let state = self.state.lock();
+                if self.is_shutting_down() {
+                    Err(self.shutting_down_error())
+                } else {
+                    self.counters.failure("no_workers");
+                    Err(self.no_workers(&state))
+                }
+            }
+            Err(_) => {
+                if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                    self.counters.failure("deadline_exceeded");
+                    Err(PoolError::DeadlineExceeded)
+                } else {
+                    self.counters.failure("queue_timeout");
+                    Err(PoolError::QueueTimeout {
+                        pool: self.config.name.clone(),
+                        waited: started.elapsed(),
+                    })
+                }
+            }
+        }
+    }
+
+    fn touch_binding(&self, state: &mut State<W>, session: &Arc<str>, worker: WorkerId) {
+        state.sessions.insert(
+            Arc::clone(session),
+            Binding {
+                worker,
+                expires: Instant::now() + self.config.session_ttl,
+            },
+        );
+    }
+
+    /// What the session's binding says, dropping it when its worker left or it expired.
+    fn bound_worker(&self, state: &mut State<W>, session: &Arc<str>) -> Result<Bound, PoolError> {
+        let Some(binding) = state.sessions.get(session) else {
+            return Ok(Bound::None);
+        };
+        let worker = binding.worker;
+        if binding.expires <= Instant::now() {
+            state.sessions.remove(session);
+            return Ok(Bound::None);
+        }
+        match state.find(worker) {
+            Some(index) if !state.entries[index].retiring => {
+                if state.entries[index].available(self.config.max_in_flight) {
+                    Ok(Bound::Free(index))
+                } else if state.entries[index].machine.state() == WorkerState::Degraded {
+                    // A degraded worker takes no calls: treat like a lost one.
+                    self.lose_binding(state, session, worker)
+                } else {
+                    Ok(Bound::Busy(worker))
+                }
+            }
+            _ => self.lose_binding(state, session, worker),
+        }
+    }
+
+    fn lose_binding(
+        &self,
+        state: &mut State<W>,
+        session: &Arc<str>,
+        worker: WorkerId,
+    ) -> Result<Bound, PoolError> {
+        state.sessions.remove(session);
+        Counters::bump(&self.counters.affinity_rebinds);
+        tracing::debug!(pool = %self.config.name, session = %session, %worker, "session's worker left; binding dropped");
+        match self.config.affinity {
+            AffinityMode::Hint => Ok(Bound::Lost),
+            AffinityMode::StrictQueue | AffinityMode::StrictFailFast => {
+                self.counters.failure("session_worker_lost");
+                Err(PoolError::SessionWorkerLost {
+                    session: session.to_string(),
+                    worker,
+                })
+            }
+        }
+    }
+
+    /// Gives a worker back after a call (or an unused reservation), then decides its fate:
+    /// removed, recycled, or offered to waiting callers.
+    pub(crate) fn release(self: &Arc<Self>, slot: &Arc<Slot<W>>, outcome: Outcome) {
+        let mut state = self.state.lock();
+        let Some(index) = state.find(slot.id) else {
+            return; // already removed (health checks, shutdown)
+        };
+        {
+            let entry = &mut state.entries[index];
+            entry.in_flight = entry.in_flight.saturating_sub(1);
+            // Reading the clock costs more than the rest of a release on some machines:
+            // only overflow workers (idle TTL) need the time of their last call.
+            if entry.overflow {
+                entry.last_used = Instant::now();
+            }
+            if outcome != Outcome::Unused {
+                entry.calls += 1;
+            }
+        }
+        if let Outcome::Discard(why) = outcome {
+            self.remove_worker(&mut state, index, why);
+            return;
+        }
+        let entry = &mut state.entries[index];
+        if entry.in_flight == 0 && entry.machine.state() == WorkerState::Busy {
+            let _ = entry
+                .machine
+                .transition(WorkerState::Ready, "call finished");
+        }
+        if entry.in_flight == 0
+            && !entry.retiring
+            && (entry.recycle_after_calls.is_some() || entry.recycle_at.is_some())
+            && entry.recycle_due(Instant::now())
+            && state.recycling < self.config.max_recycling
+        {
+            self.start_recycle(&mut state, index);
+            return;
+        }
+        self.offer(&mut state, index);
+    }
+
+    /// Hands entry `index` to waiting callers while it has room.
+    pub(crate) fn offer(self: &Arc<Self>, state: &mut State<W>, index: usize) {
+        loop {
+            let entry = &state.entries[index];
+            if !entry.available(self.config.max_in_flight) {
+                return;
+            }
+            let id = entry.slot.id;
+            let Some(position) = state
+                .waiters
+                .iter()
+                .position(|w| w.for_worker.is_none_or(|wanted| wanted == id))
+            else {
+                return;
+            };
+            let Some(waiter) = state.waiters.remove(position) else {
+                return;
+            };
+            let mut checkout = self.take(state, index);
+            checkout.armed = false;
+            let handoff = Handoff {
+                inner: Arc::clone(self),
+                slot: Arc::clone(&checkout.slot),
+                armed: true,
+            };
+            if let Err(returned) = waiter.tx.send(handoff) {
+                // That caller is gone: undo the reservation here, under our lock.
+                returned.defuse();
+                let entry = &mut state.entries[index];
+                entry.in_flight -= 1;
+                if entry.in_flight == 0 {
+                    let _ = entry.machine.transition(WorkerState::Ready, "caller gone");
+                }
+            }
+        }
+    }
+
+    pub(crate) fn no_workers(&self, state: &State<W>) -> PoolError {
+        PoolError::NoWorkers {
+            pool: self.config.name.clone(),
+            last_error: state
+                .last_start_error
+                .clone()
+                .unwrap_or_else(|| "no worker was started".into()),
+        }
+    }
+
+    /// Expired session bindings go.
+    pub(crate) fn expire_sessions(&self, state: &mut State<W>) {
+        let now = Instant::now();
+        state.sessions.retain(|_, binding| binding.expires > now);
+    }
+}
+
+enum Bound {
+    None,
+    Free(usize),
+    Busy(WorkerId),
+    Lost,
+}

@@ -1,0 +1,153 @@
+//! What goes to a worker and what comes back.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Identifies a worker within its pool; never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WorkerId(pub u64);
+
+impl fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "w{}", self.0)
+    }
+}
+
+/// A request's or response's body: JSON or raw bytes. Cloning is cheap (shared).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// A JSON value.
+    Json(Arc<serde_json::Value>),
+    /// Raw bytes.
+    Bytes(Bytes),
+}
+
+impl Payload {
+    /// A JSON payload.
+    pub fn json(value: serde_json::Value) -> Self {
+        Payload::Json(Arc::new(value))
+    }
+
+    /// The JSON value, if this is JSON.
+    pub fn as_json(&self) -> Option<&serde_json::Value> {
+        match self {
+            Payload::Json(value) => Some(value),
+            Payload::Bytes(_) => None,
+        }
+    }
+
+    /// The payload as JSON: bytes become a JSON string when they are UTF-8, else an array.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Payload::Json(value) => (**value).clone(),
+            Payload::Bytes(bytes) => match std::str::from_utf8(bytes) {
+                Ok(text) => serde_json::Value::String(text.to_string()),
+                Err(_) => serde_json::Value::from(bytes.to_vec()),
+            },
+        }
+    }
+}
+
+impl From<serde_json::Value> for Payload {
+    fn from(value: serde_json::Value) -> Self {
+        Payload::json(value)
+    }
+}
+
+impl From<Bytes> for Payload {
+    fn from(bytes: Bytes) -> Self {
+        Payload::Bytes(bytes)
+    }
+}
+
+/// Metadata that travels with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    /// Unique in this process.
+    pub request_id: u64,
+    /// The caller's session, for affinity.
+    pub session: Option<Arc<str>>,
+    /// When the caller stops waiting.
+    pub deadline: Option<Instant>,
+}
+
+static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
+
+/// A call for a worker: a method name, a payload and metadata. Cloning is cheap.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// The method (tool) to run.
+    pub method: Arc<str>,
+    /// Its input.
+    pub payload: Payload,
+    /// Request id, session, deadline.
+    pub meta: Meta,
+}
+
+impl Request {
+    /// A request for `method` with `payload`, a fresh id, no session and no deadline.
+    pub fn new(method: impl Into<Arc<str>>, payload: impl Into<Payload>) -> Self {
+        Self {
+            method: method.into(),
+            payload: payload.into(),
+            meta: Meta {
+                request_id: NEXT_REQUEST.fetch_add(1, Ordering::Relaxed),
+                session: None,
+                deadline: None,
+            },
+        }
+    }
+
+    /// The same request bound to `session` (affinity).
+    pub fn with_session(mut self, session: impl Into<Arc<str>>) -> Self {
+        self.meta.session = Some(session.into());
+        self
+    }
+
+    /// The same request with a deadline.
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.meta.deadline = Some(deadline);
+        self
+    }
+
+    /// The JSON params (or `Value::Null` for a bytes payload).
+    pub fn params(&self) -> &serde_json::Value {
+        static NULL: serde_json::Value = serde_json::Value::Null;
+        self.payload.as_json().unwrap_or(&NULL)
+    }
+}
+
+/// A worker's answer, with where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    /// The result.
+    pub payload: Payload,
+    /// The worker that answered.
+    pub worker: WorkerId,
+    /// How many workers were tried (more than 1 after transient failures).
+    pub attempts: u32,
+    /// The session's worker had left and the session was bound to another one (hint mode).
+    pub rebound: bool,
+}
+
+/// A tool (method) a worker offers, as announced in its hello.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolSpec {
+    /// The method name.
+    pub name: String,
+    /// What it does.
+    #[serde(default)]
+    pub description: String,
+    /// JSON Schema of its params.
+    #[serde(default = "empty_object_schema")]
+    pub input_schema: serde_json::Value,
+}
+
+fn empty_object_schema() -> serde_json::Value {
+    serde_json::json!({"type": "object"})
+}

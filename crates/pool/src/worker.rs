@@ -1,0 +1,228 @@
+//! The `Worker` and `WorkerFactory` traits, worker errors, and in-process workers.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use flowbalancer_lifecycle::ScopeHandle;
+use serde::{Deserialize, Serialize};
+
+use crate::request::{Payload, Request, ToolSpec, WorkerId};
+
+/// How a worker failed a call. The pool acts on the kind: see [`WorkerError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The params were wrong: returned to the caller as is, never retried.
+    BadParams,
+    /// The worker does not offer this method: returned as is, never retried.
+    UnknownMethod,
+    /// The call failed in the handler (an exception, an error result): returned as is; the
+    /// worker is fine.
+    Handler,
+    /// A passing failure (busy, resource briefly unavailable): retried on another worker
+    /// within a small budget.
+    Transient,
+    /// The worker died (exit, EOF): it is replaced.
+    Crashed,
+    /// The worker broke the protocol (garbage, oversized frame, wrong id): it is replaced.
+    ProtocolViolation,
+}
+
+impl ErrorKind {
+    /// Errors that are the caller's or the handler's business: the worker stays.
+    pub fn is_caller_error(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::BadParams | ErrorKind::UnknownMethod | ErrorKind::Handler
+        )
+    }
+
+    /// Errors after which the worker cannot be trusted any more.
+    pub fn kills_worker(self) -> bool {
+        matches!(self, ErrorKind::Crashed | ErrorKind::ProtocolViolation)
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorKind::BadParams => "bad params",
+            ErrorKind::UnknownMethod => "unknown method",
+            ErrorKind::Handler => "handler error",
+            ErrorKind::Transient => "transient",
+            ErrorKind::Crashed => "worker crashed",
+            ErrorKind::ProtocolViolation => "protocol violation",
+        })
+    }
+}
+
+/// A failed call, as the worker reports it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
+#[error("{kind}: {message}")]
+pub struct WorkerError {
+    /// What kind of failure.
+    pub kind: ErrorKind,
+    /// A human-readable message.
+    pub message: String,
+    /// Anything else (an exception type, a traceback, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+impl WorkerError {
+    /// An error of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            data: None,
+        }
+    }
+
+    /// The same error with extra data.
+    pub fn with_data(mut self, data: serde_json::Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+}
+
+/// A worker: something that runs calls. The pool owns each worker and never runs more than
+/// [`max_in_flight`](crate::PoolBuilder::max_in_flight) calls on it at once.
+pub trait Worker: Send + Sync + 'static {
+    /// Runs one call.
+    fn call(&self, request: Request) -> impl Future<Output = Result<Payload, WorkerError>> + Send;
+
+    /// Checks the worker is alive and well (a ping for a process). Default: always healthy.
+    fn health_check(&self) -> impl Future<Output = Result<(), WorkerError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Stops the worker: it will get no call any more. Default: nothing to do.
+    fn shutdown(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// Kills the worker at once (after a timeout, the pool does this before replacing it).
+    /// Default: nothing to do.
+    fn kill(&self) {}
+
+    /// The tools (methods) the worker offers; empty when it does not say.
+    fn tools(&self) -> Vec<ToolSpec> {
+        Vec::new()
+    }
+}
+
+/// What a factory gets to start worker `id`.
+#[derive(Debug, Clone)]
+pub struct StartContext {
+    /// The new worker's id.
+    pub id: WorkerId,
+    /// The pool's lifecycle scope: spawn processes and tasks here so they die with the pool.
+    pub scope: ScopeHandle,
+}
+
+/// Starting a worker failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("worker {worker} failed to start: {message}")]
+pub struct StartError {
+    /// Which worker.
+    pub worker: WorkerId,
+    /// Why.
+    pub message: String,
+}
+
+/// Starts workers.
+pub trait WorkerFactory: Send + Sync + 'static {
+    /// The workers it makes.
+    type Worker: Worker;
+
+    /// Starts one worker.
+    fn start(
+        &self,
+        context: StartContext,
+    ) -> impl Future<Output = Result<Self::Worker, StartError>> + Send;
+}
+
+/// A boxed future of a handler.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Payload, WorkerError>> + Send>>;
+
+type Handler = Arc<dyn Fn(Request) -> HandlerFuture + Send + Sync>;
+
+/// An in-process worker running an async closure; see [`in_process`].
+#[derive(Clone)]
+pub struct FnWorker {
+    handler: Handler,
+    tools: Arc<Vec<ToolSpec>>,
+}
+
+impl fmt::Debug for FnWorker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FnWorker")
+            .field("tools", &self.tools.len())
+            .finish()
+    }
+}
+
+impl Worker for FnWorker {
+    fn call(&self, request: Request) -> impl Future<Output = Result<Payload, WorkerError>> + Send {
+        (self.handler)(request)
+    }
+
+    fn tools(&self) -> Vec<ToolSpec> {
+        self.tools.as_ref().clone()
+    }
+}
+
+/// A factory of in-process workers that all run `handler`.
+///
+/// ```
+/// use flowbalancer_pool::{in_process, Payload, WorkerError, ErrorKind};
+///
+/// let factory = in_process(|request| async move {
+///     match request.method.as_ref() {
+///         "echo" => Ok(request.payload),
+///         other => Err(WorkerError::new(ErrorKind::UnknownMethod, other)),
+///     }
+/// });
+/// # let _ = factory;
+/// ```
+pub fn in_process<H, Fut>(handler: H) -> FnFactory
+where
+    H: Fn(Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Payload, WorkerError>> + Send + 'static,
+{
+    FnFactory {
+        worker: FnWorker {
+            handler: Arc::new(move |request| Box::pin(handler(request))),
+            tools: Arc::new(Vec::new()),
+        },
+    }
+}
+
+/// Starts [`FnWorker`]s; see [`in_process`].
+#[derive(Debug, Clone)]
+pub struct FnFactory {
+    worker: FnWorker,
+}
+
+impl FnFactory {
+    /// Announces the tools the workers offer (used by tier routing).
+    pub fn with_tools(mut self, tools: Vec<ToolSpec>) -> Self {
+        self.worker.tools = Arc::new(tools);
+        self
+    }
+}
+
+impl WorkerFactory for FnFactory {
+    type Worker = FnWorker;
+
+    fn start(
+        &self,
+        _context: StartContext,
+    ) -> impl Future<Output = Result<FnWorker, StartError>> + Send {
+        let worker = self.worker.clone();
+        async move { Ok(worker) }
+    }
+}
