@@ -25,6 +25,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             ]))
         })?;
         steps.step("test", test)?;
+        steps.step("python worker tests", python_tests)?;
         steps.step("loom", || {
             let (ran, passed) = crate::loom::run(&[])?;
             if ran != passed {
@@ -58,6 +59,25 @@ fn test() -> Result<(), String> {
     } else {
         cmd::run(cmd::cargo().args(["test", "--workspace"]))
     }
+}
+
+/// The Python worker library's own tests (standard library `unittest`, no install needed).
+fn python_tests() -> Result<(), String> {
+    if !cmd::has("python3", &["--version"]) {
+        return Err("python3 is not on PATH; the worker library and its tests need it".into());
+    }
+    cmd::run(
+        std::process::Command::new("python3")
+            .current_dir(cmd::root())
+            .args([
+                "-m",
+                "unittest",
+                "discover",
+                "-v",
+                "-s",
+                "workers/python/tests",
+            ]),
+    )
 }
 
 /// cargo-deny: bans, licenses and sources. Advisories need the advisory database from the

@@ -10,6 +10,9 @@
 //!   least-loaded dispatch through a checkout guard that always gives the worker back, session
 //!   affinity in three modes, graceful shutdown, `scale_to` in waves, and [`PoolStats`]
 //!   readable while calls run.
+//! * [`ProcessWorker`]: a subprocess speaking length-prefixed JSON frames on stdin/stdout
+//!   (`docs/protocol.md`), in its own process group, stderr into `tracing`; [`WorkerServer`]
+//!   is the worker side in Rust, `workers/python/flowbalancer_worker.py` in Python.
 //!
 //! Every call is answered exactly once: a [`Response`] or one [`PoolError`]; each failure
 //! has a [`FailureClass`] telling a router whether to fall back.
@@ -18,6 +21,7 @@ mod config;
 mod error;
 mod histogram;
 mod pool;
+pub mod process;
 mod request;
 mod state;
 mod stats;
@@ -27,6 +31,7 @@ pub use config::{AffinityMode, PoolConfig, StartMode};
 pub use error::{FailureClass, PoolError};
 pub use histogram::{LatencyHistogram, LatencySummary};
 pub use pool::{Pool, PoolBuilder, ScaleReport, WorkerInfo};
+pub use process::{ProcessFactory, ProcessSpec, ProcessWorker, WorkerServer};
 pub use request::{Meta, Payload, Request, Response, ToolSpec, WorkerId};
 pub use state::{Health, StateMachine, Transition, TransitionError, WorkerState};
 pub use stats::{AffinityStats, PoolStats, WorkerCounts};

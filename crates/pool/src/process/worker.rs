@@ -1,0 +1,587 @@
+//! `ProcessWorker`: a subprocess speaking the framed protocol over stdio.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use flowbalancer_lifecycle::ProcessHandle;
+use parking_lot::Mutex;
+use tokio::io::AsyncReadExt;
+use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
+use tokio::sync::oneshot;
+
+use super::frame::{DEFAULT_MAX_FRAME, FrameError, read_frame, write_frame};
+use super::protocol::{CallMeta, Message, PROTOCOL_VERSION};
+use crate::request::{Payload, Request, ToolSpec, WorkerId};
+use crate::worker::{ErrorKind, StartContext, StartError, Worker, WorkerError, WorkerFactory};
+
+/// Variables passed through from the pool's environment by default.
+pub const DEFAULT_ENV_ALLOW: &[&str] = &[
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "USER",
+    "PYTHONPATH",
+    "VIRTUAL_ENV",
+    "SYSTEMROOT",
+];
+
+/// How to start a worker process. The command is an argv (never a shell).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessSpec {
+    /// The program.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Its working directory (default: ours).
+    pub cwd: Option<PathBuf>,
+    /// Variables copied from our environment when set (default [`DEFAULT_ENV_ALLOW`]).
+    pub env_allow: Vec<String>,
+    /// Variables set explicitly.
+    pub env: Vec<(String, String)>,
+    /// The largest frame either side may send (default 16 MiB).
+    pub max_frame: usize,
+    /// How long the worker has to send its hello (default 10 s).
+    pub hello_timeout: Duration,
+    /// The longest stderr line forwarded to `tracing` (longer lines are cut).
+    pub max_stderr_line: usize,
+}
+
+impl ProcessSpec {
+    /// A spec running `program` with `args`.
+    pub fn new(
+        program: impl Into<PathBuf>,
+        args: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        Self {
+            program: program.into(),
+            args: args.into_iter().map(Into::into).collect(),
+            cwd: None,
+            env_allow: DEFAULT_ENV_ALLOW.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
+            max_frame: DEFAULT_MAX_FRAME,
+            hello_timeout: Duration::from_secs(10),
+            max_stderr_line: 8 * 1024,
+        }
+    }
+
+    /// A spec running a Python worker script with the real interpreter behind `python3`.
+    ///
+    /// `python3` is often a shim (pyenv, asdf) costing tens of milliseconds per start; the
+    /// interpreter it points to is asked once (`sys.executable`) and used directly. Pass
+    /// `-S` in `interpreter_args` for workers that need only the standard library: skipping
+    /// `site` makes a start several times faster.
+    pub fn python(
+        script: impl Into<PathBuf>,
+        interpreter_args: impl IntoIterator<Item = impl Into<String>>,
+        script_args: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        let mut args: Vec<String> = interpreter_args.into_iter().map(Into::into).collect();
+        args.push(script.into().display().to_string());
+        args.extend(script_args.into_iter().map(Into::into));
+        Self::new(python_interpreter(), args)
+    }
+
+    /// Sets an environment variable.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sets the working directory.
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Sets the hello timeout.
+    pub fn hello_timeout(mut self, timeout: Duration) -> Self {
+        self.hello_timeout = timeout;
+        self
+    }
+
+    /// Sets the maximum frame size.
+    pub fn max_frame(mut self, max: usize) -> Self {
+        self.max_frame = max;
+        self
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command
+            .args(&self.args)
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for key in &self.env_allow {
+            if let Some(value) = std::env::var_os(key) {
+                command.env(key, value);
+            }
+        }
+        command.env("FLOWBALANCER_MAX_FRAME", self.max_frame.to_string());
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        if let Some(cwd) = &self.cwd {
+            command.current_dir(cwd);
+        }
+        command
+    }
+}
+
+/// The interpreter `python3` resolves to (asked once), or `python3` itself when asking fails.
+pub fn python_interpreter() -> PathBuf {
+    static RESOLVED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    RESOLVED
+        .get_or_init(|| {
+            Command::new("python3")
+                .args(["-c", "import sys; print(sys.executable)"])
+                .stderr(Stdio::null())
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+                .filter(|p| p.is_file())
+                .unwrap_or_else(|| PathBuf::from("python3"))
+        })
+        .clone()
+}
+
+/// Starts [`ProcessWorker`]s from a [`ProcessSpec`].
+#[derive(Debug, Clone)]
+pub struct ProcessFactory {
+    spec: Arc<ProcessSpec>,
+}
+
+impl ProcessFactory {
+    /// A factory for `spec`.
+    pub fn new(spec: ProcessSpec) -> Self {
+        Self {
+            spec: Arc::new(spec),
+        }
+    }
+}
+
+impl WorkerFactory for ProcessFactory {
+    type Worker = ProcessWorker;
+
+    fn start(
+        &self,
+        context: StartContext,
+    ) -> impl Future<Output = Result<ProcessWorker, StartError>> + Send {
+        ProcessWorker::start(Arc::clone(&self.spec), context)
+    }
+}
+
+enum Waiting {
+    Call(oneshot::Sender<Result<serde_json::Value, WorkerError>>),
+    Ping(oneshot::Sender<()>),
+}
+
+/// Calls waiting for an answer, and why the worker died (once it has).
+#[derive(Default)]
+struct Pending {
+    waiting: HashMap<u64, Waiting>,
+    dead: Option<WorkerError>,
+}
+
+struct Shared {
+    id: WorkerId,
+    pending: Mutex<Pending>,
+    process: ProcessHandle,
+    max_frame: usize,
+}
+
+impl Shared {
+    /// Marks the worker dead (first reason wins), fails every waiting call with it and kills
+    /// the process group.
+    fn die(&self, error: WorkerError) {
+        let waiting = {
+            let mut pending = self.pending.lock();
+            if pending.dead.is_none() {
+                tracing::warn!(worker = %self.id, pid = self.process.pid(), error = %error, "worker process is dead");
+                pending.dead = Some(error.clone());
+            }
+            std::mem::take(&mut pending.waiting)
+        };
+        for (_, waiter) in waiting {
+            if let Waiting::Call(tx) = waiter {
+                let _ = tx.send(Err(error.clone()));
+            }
+        }
+        let _ = self.process.kill();
+    }
+
+    fn dead(&self) -> Option<WorkerError> {
+        self.pending.lock().dead.clone()
+    }
+}
+
+/// A worker process speaking the framed JSON protocol (`docs/protocol.md`) on its stdin and
+/// stdout, in its own process group inside the pool's lifecycle scope. Its stderr is read line
+/// by line into `tracing`. EOF, exit, a bad or oversized frame, or an unexpected id mean the
+/// worker is dead: its calls fail at once with a typed error and the pool replaces it.
+pub struct ProcessWorker {
+    shared: Arc<Shared>,
+    stdin: tokio::sync::Mutex<ChildStdin>,
+    next_id: AtomicU64,
+    tools: Vec<ToolSpec>,
+    name: String,
+}
+
+impl std::fmt::Debug for ProcessWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessWorker")
+            .field("id", &self.shared.id)
+            .field("pid", &self.shared.process.pid())
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl ProcessWorker {
+    /// Spawns the process and waits for its hello.
+    ///
+    /// # Errors
+    ///
+    /// A [`StartError`] when the process cannot start, exits, says something other than a
+    /// hello of protocol 1, or says nothing within the hello timeout.
+    pub async fn start(spec: Arc<ProcessSpec>, context: StartContext) -> Result<Self, StartError> {
+        let id = context.id;
+        let fail = |message: String| StartError {
+            worker: id,
+            message,
+        };
+        let mut process = context
+            .scope
+            .spawn_process(spec.command())
+            .map_err(|e| fail(e.to_string()))?;
+        let (Some(stdin), Some(mut stdout), Some(stderr)) = (
+            process.take_stdin(),
+            process.take_stdout(),
+            process.take_stderr(),
+        ) else {
+            let _ = process.kill();
+            return Err(fail("the process has no piped stdio".into()));
+        };
+        spawn_stderr_reader(&context, id, stderr, spec.max_stderr_line);
+        let hello =
+            tokio::time::timeout(spec.hello_timeout, read_frame(&mut stdout, spec.max_frame)).await;
+        let hello = match hello {
+            Err(_) => Err(format!("no hello within {:?}", spec.hello_timeout)),
+            Ok(Err(FrameError::Eof { .. })) => Err(match process.try_wait() {
+                Ok(Some(status)) => format!("exited before its hello ({status})"),
+                _ => "closed stdout before its hello".to_string(),
+            }),
+            Ok(Err(e)) => Err(format!("bad hello frame: {e}")),
+            Ok(Ok(body)) => match serde_json::from_slice::<Message>(&body) {
+                Ok(Message::Hello {
+                    protocol,
+                    worker,
+                    tools,
+                }) if protocol == PROTOCOL_VERSION => Ok((worker, tools)),
+                Ok(Message::Hello { protocol, .. }) => Err(format!(
+                    "speaks protocol {protocol}, this pool speaks {PROTOCOL_VERSION}"
+                )),
+                Ok(other) => Err(format!("first frame is not a hello: {other:?}")),
+                Err(e) => Err(format!("hello is not valid JSON of the protocol: {e}")),
+            },
+        };
+        let (name, tools) = match hello {
+            Ok(hello) => hello,
+            Err(message) => {
+                let _ = process.kill();
+                return Err(fail(message));
+            }
+        };
+        tracing::debug!(worker = %id, pid = process.pid(), name = %name, tools = tools.len(), "worker said hello");
+        let shared = Arc::new(Shared {
+            id,
+            pending: Mutex::new(Pending::default()),
+            process,
+            max_frame: spec.max_frame,
+        });
+        let reader = Arc::clone(&shared);
+        context
+            .scope
+            .spawn(read_answers(reader, stdout))
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(Self {
+            shared,
+            stdin: tokio::sync::Mutex::new(stdin),
+            next_id: AtomicU64::new(1),
+            tools,
+            name,
+        })
+    }
+
+    /// The process id (and process group id).
+    pub fn pid(&self) -> u32 {
+        self.shared.process.pid()
+    }
+
+    /// The name the worker gave in its hello.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn send(&self, message: &Message) -> Result<(), WorkerError> {
+        let body = serde_json::to_vec(message).map_err(|e| {
+            WorkerError::new(
+                ErrorKind::BadParams,
+                format!("params do not serialize: {e}"),
+            )
+        })?;
+        let mut stdin = self.stdin.lock().await;
+        match write_frame(&mut *stdin, &body, self.shared.max_frame).await {
+            Ok(()) => Ok(()),
+            Err(FrameError::TooLarge { length, max }) => Err(WorkerError::new(
+                ErrorKind::BadParams,
+                format!("request of {length} bytes exceeds the maximum frame of {max}"),
+            )),
+            Err(e) => {
+                let error = WorkerError::new(
+                    ErrorKind::Crashed,
+                    format!("writing to the worker failed: {e}"),
+                );
+                self.shared.die(error.clone());
+                Err(self.shared.dead().unwrap_or(error))
+            }
+        }
+    }
+
+    fn register(&self, waiting: Waiting) -> Result<u64, WorkerError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut pending = self.shared.pending.lock();
+        if let Some(dead) = &pending.dead {
+            return Err(dead.clone());
+        }
+        pending.waiting.insert(id, waiting);
+        Ok(id)
+    }
+}
+
+impl Worker for ProcessWorker {
+    async fn call(&self, request: Request) -> Result<Payload, WorkerError> {
+        let (tx, rx) = oneshot::channel();
+        let id = self.register(Waiting::Call(tx))?;
+        let deadline_ms = request
+            .meta
+            .deadline
+            .map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64);
+        let message = Message::Call {
+            id,
+            method: request.method.to_string(),
+            params: request.payload.to_json(),
+            meta: CallMeta {
+                session: request.meta.session.as_deref().map(str::to_string),
+                deadline_ms,
+            },
+        };
+        if let Err(error) = self.send(&message).await {
+            self.shared.pending.lock().waiting.remove(&id);
+            return Err(error);
+        }
+        // If this future is dropped here, the entry stays until the late answer arrives
+        // and is then dropped: a late answer is not a protocol violation.
+        match rx.await {
+            Ok(Ok(result)) => Ok(Payload::json(result)),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(self
+                .shared
+                .dead()
+                .unwrap_or_else(|| WorkerError::new(ErrorKind::Crashed, "worker went away"))),
+        }
+    }
+
+    async fn health_check(&self) -> Result<(), WorkerError> {
+        let (tx, rx) = oneshot::channel();
+        let id = self.register(Waiting::Ping(tx))?;
+        self.send(&Message::Ping { id }).await?;
+        rx.await.map_err(|_| {
+            self.shared
+                .dead()
+                .unwrap_or_else(|| WorkerError::new(ErrorKind::Crashed, "worker went away"))
+        })
+    }
+
+    async fn shutdown(&self) {
+        if self.shared.dead().is_none() && self.send(&Message::Shutdown).await.is_ok() {
+            // Give it a moment to exit on its own; the pool's timeout and the scope kill
+            // it otherwise.
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.shared.process.wait()).await;
+        }
+        self.shared
+            .die(WorkerError::new(ErrorKind::Crashed, "worker shut down"));
+    }
+
+    fn kill(&self) {
+        self.shared.die(WorkerError::new(
+            ErrorKind::Crashed,
+            "worker killed by the pool",
+        ));
+    }
+
+    fn tools(&self) -> Vec<ToolSpec> {
+        self.tools.clone()
+    }
+}
+
+impl Drop for ProcessWorker {
+    fn drop(&mut self) {
+        // A worker the pool let go of must not keep running.
+        let _ = self.shared.process.kill();
+    }
+}
+
+/// Reads answers until the worker dies, routes each to its caller, then reaps the process.
+async fn read_answers(shared: Arc<Shared>, mut stdout: ChildStdout) {
+    let error = loop {
+        let body = match read_frame(&mut stdout, shared.max_frame).await {
+            Ok(body) => body,
+            Err(FrameError::Eof { inside_frame }) => {
+                let status =
+                    match tokio::time::timeout(Duration::from_millis(200), shared.process.wait())
+                        .await
+                    {
+                        Ok(Ok(status)) => format!(" ({status})"),
+                        _ => String::new(),
+                    };
+                let what = if inside_frame {
+                    "closed stdout inside a frame"
+                } else {
+                    "closed stdout"
+                };
+                break WorkerError::new(ErrorKind::Crashed, format!("worker {what}{status}"));
+            }
+            Err(FrameError::TooLarge { length, max }) => {
+                break WorkerError::new(
+                    ErrorKind::ProtocolViolation,
+                    format!("frame of {length} bytes exceeds the maximum of {max}"),
+                );
+            }
+            Err(FrameError::Io(e)) => {
+                break WorkerError::new(
+                    ErrorKind::Crashed,
+                    format!("reading from the worker failed: {e}"),
+                );
+            }
+        };
+        let message = match serde_json::from_slice::<Message>(&body) {
+            Ok(message) => message,
+            Err(e) => {
+                let preview: String =
+                    String::from_utf8_lossy(&body[..body.len().min(80)]).into_owned();
+                break WorkerError::new(
+                    ErrorKind::ProtocolViolation,
+                    format!("frame is not a protocol message ({e}): {preview:?}"),
+                );
+            }
+        };
+        let (id, answer) = match message {
+            Message::Result { id, result } => (id, Ok(result)),
+            Message::Error { id, error } => (id, Err(WorkerError::from(error))),
+            Message::Pong { id } => match shared.pending.lock().waiting.remove(&id) {
+                Some(Waiting::Ping(tx)) => {
+                    let _ = tx.send(());
+                    continue;
+                }
+                _ => {
+                    break WorkerError::new(
+                        ErrorKind::ProtocolViolation,
+                        format!("pong for {id}, which is not a waiting ping"),
+                    );
+                }
+            },
+            other => {
+                break WorkerError::new(
+                    ErrorKind::ProtocolViolation,
+                    format!(
+                        "unexpected message from the worker: {}",
+                        message_type(&other)
+                    ),
+                );
+            }
+        };
+        let waiter = shared.pending.lock().waiting.remove(&id);
+        match waiter {
+            Some(Waiting::Call(tx)) => {
+                let _ = tx.send(answer); // the caller may have gone: the answer is dropped
+            }
+            _ => {
+                break WorkerError::new(
+                    ErrorKind::ProtocolViolation,
+                    format!("answer for id {id}, which no call is waiting for"),
+                );
+            }
+        }
+    };
+    shared.die(error);
+    // Reap it, so no zombie waits for the pool to close.
+    let _ = tokio::time::timeout(Duration::from_secs(10), shared.process.wait()).await;
+}
+
+fn message_type(message: &Message) -> &'static str {
+    match message {
+        Message::Hello { .. } => "hello",
+        Message::Call { .. } => "call",
+        Message::Result { .. } => "result",
+        Message::Error { .. } => "error",
+        Message::Ping { .. } => "ping",
+        Message::Pong { .. } => "pong",
+        Message::Shutdown => "shutdown",
+    }
+}
+
+/// Forwards the worker's stderr to `tracing`, line by line, cutting overlong lines, never
+/// holding more than one line in memory.
+fn spawn_stderr_reader(
+    context: &StartContext,
+    id: WorkerId,
+    mut stderr: ChildStderr,
+    max_line: usize,
+) {
+    let spawned = context.scope.spawn(async move {
+        let mut buffer = vec![0u8; 8192];
+        let mut line: Vec<u8> = Vec::new();
+        let mut cut = false;
+        loop {
+            let n = match stderr.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            for &byte in &buffer[..n] {
+                if byte == b'\n' {
+                    emit(id, &line, cut);
+                    line.clear();
+                    cut = false;
+                } else if line.len() < max_line {
+                    line.push(byte);
+                } else {
+                    cut = true;
+                }
+            }
+        }
+        if !line.is_empty() {
+            emit(id, &line, cut);
+        }
+    });
+    if let Err(error) = spawned {
+        tracing::warn!(worker = %id, %error, "cannot read the worker's stderr");
+    }
+}
+
+fn emit(id: WorkerId, line: &[u8], cut: bool) {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim_end_matches('\r');
+    tracing::info!(target: "flowbalancer::worker_stderr", worker = %id, cut, "{text}");
+}

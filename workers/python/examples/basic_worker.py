@@ -1,0 +1,85 @@
+"""The bundled example worker: echo, word_count, sleep, fib (and, with --faults, tools that
+misbehave on purpose for tests)."""
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from flowbalancer_worker import BadParams, run, tool  # noqa: E402
+
+
+@tool(description="Returns the same text")
+def echo(text: str) -> dict:
+    return {"text": text}
+
+
+@tool(description="Counts the words of a text")
+def word_count(text: str) -> dict:
+    return {"words": len(text.split())}
+
+
+@tool(description="Sleeps for ms milliseconds (shows timeouts)")
+def sleep(ms: int) -> str:
+    if ms < 0:
+        raise BadParams("ms must be >= 0")
+    time.sleep(ms / 1000.0)
+    return "slept"
+
+
+@tool(description="The n-th Fibonacci number (CPU work, for the cold tier)")
+def fib(n: int) -> dict:
+    if n < 0 or n > 5000:
+        raise BadParams("n must be between 0 and 5000")
+    a, b = 0, 1
+    for _ in range(n):
+        a, b = b, a + b
+    return {"n": n, "fib": str(a) if n > 90 else a}
+
+
+@tool(description="This worker's process id")
+def pid() -> int:
+    return os.getpid()
+
+
+if "--faults" in sys.argv:
+
+    @tool(description="Prints to stdout (must not corrupt frames), then answers")
+    def stray_print(text: str = "oops") -> str:
+        print("a stray print:", text)
+        return text
+
+    @tool(description="Kills itself with SIGKILL")
+    def suicide() -> None:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    @tool(description="Never answers")
+    def hang() -> None:
+        time.sleep(3600)
+
+    @tool(description="Writes garbage to the real stdout")
+    def garbage() -> None:
+        os.write(1, b"\x00\x00\x00\x04nope")
+        time.sleep(3600)
+
+    @tool(description="Floods stderr")
+    def stderr_flood(lines: int = 10000) -> int:
+        for i in range(lines):
+            sys.stderr.write("flood line %d %s\n" % (i, "x" * 100))
+        sys.stderr.flush()
+        return lines
+
+    @tool(description="Raises an exception")
+    def explode() -> None:
+        raise RuntimeError("kaboom")
+
+    @tool(description="An async tool")
+    async def async_echo(text: str) -> str:
+        return text
+
+
+if __name__ == "__main__":
+    run("python-example")

@@ -1,0 +1,153 @@
+"""Tests of flowbalancer_worker.py, speaking the protocol to a real worker process."""
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+import flowbalancer_worker as fw  # noqa: E402
+
+EXAMPLE = os.path.join(ROOT, "examples", "basic_worker.py")
+
+
+def frame(message):
+    body = json.dumps(message).encode("utf-8")
+    return struct.pack(">I", len(body)) + body
+
+
+class Worker:
+    def __init__(self, *args, env=None):
+        self.process = subprocess.Popen(
+            [sys.executable, EXAMPLE, "--faults", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+
+    def send_raw(self, data):
+        try:
+            self.process.stdin.write(data)
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            pass  # the worker refused and exited: the test checks its exit status
+
+    def send(self, message):
+        self.send_raw(frame(message))
+
+    def read(self):
+        prefix = self.process.stdout.read(4)
+        if len(prefix) < 4:
+            return None
+        (length,) = struct.unpack(">I", prefix)
+        return json.loads(self.process.stdout.read(length))
+
+    def close(self):
+        self.process.kill()
+        self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            try:
+                stream.close()
+            except BrokenPipeError:
+                pass
+
+
+class ProtocolTest(unittest.TestCase):
+    def setUp(self):
+        self.worker = Worker()
+        self.hello = self.worker.read()
+
+    def tearDown(self):
+        self.worker.close()
+
+    def call(self, method, params, call_id=1):
+        self.worker.send({"type": "call", "id": call_id, "method": method, "params": params, "meta": {}})
+        return self.worker.read()
+
+    def test_hello_lists_tools_with_schemas_from_type_hints(self):
+        self.assertEqual(self.hello["type"], "hello")
+        self.assertEqual(self.hello["protocol"], 1)
+        tools = {t["name"]: t for t in self.hello["tools"]}
+        self.assertEqual(
+            tools["word_count"]["input_schema"],
+            {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+        )
+        self.assertEqual(tools["stderr_flood"]["input_schema"]["properties"]["lines"], {"type": "integer"})
+        self.assertNotIn("required", tools["stderr_flood"]["input_schema"])
+
+    def test_results_errors_and_ping(self):
+        self.assertEqual(self.call("echo", {"text": "hé"}), {"type": "result", "id": 1, "result": {"text": "hé"}})
+        missing = self.call("echo", {}, 2)
+        self.assertEqual((missing["type"], missing["error"]["kind"]), ("error", "bad_params"))
+        unknown = self.call("nope", {}, 3)
+        self.assertEqual(unknown["error"]["kind"], "unknown_method")
+        boom = self.call("explode", {}, 4)
+        self.assertEqual(boom["error"]["kind"], "handler")
+        self.assertEqual(boom["error"]["data"]["exception"], "RuntimeError")
+        self.assertIn("kaboom", boom["error"]["data"]["traceback"])
+        self.assertEqual(self.call("sleep", {"ms": -1}, 5)["error"]["kind"], "bad_params")
+        not_object = self.call("echo", ["a"], 6)
+        self.assertEqual(not_object["error"]["kind"], "bad_params")
+        self.worker.send({"type": "ping", "id": 7})
+        self.assertEqual(self.worker.read(), {"type": "pong", "id": 7})
+
+    def test_a_stray_print_goes_to_stderr(self):
+        self.assertEqual(self.call("stray_print", {"text": "hi"})["result"], "hi")
+        self.assertEqual(self.call("echo", {"text": "after"}, 2)["result"], {"text": "after"})
+        self.worker.send({"type": "shutdown"})
+        self.assertEqual(self.worker.process.wait(timeout=5), 0)
+        self.assertIn(b"a stray print: hi", self.worker.process.stderr.read())
+
+    def test_async_tools(self):
+        self.assertEqual(self.call("async_echo", {"text": "x"})["result"], "x")
+
+    def test_shutdown_exits_zero(self):
+        self.worker.send({"type": "shutdown"})
+        self.assertEqual(self.worker.process.wait(timeout=5), 0)
+
+
+class LimitsTest(unittest.TestCase):
+    def test_an_oversized_length_prefix_is_refused_before_allocating(self):
+        worker = Worker()
+        try:
+            worker.read()  # hello
+            worker.send_raw(b"\xff\xff\xff\xff")
+            self.assertEqual(worker.process.wait(timeout=5), 2)
+            self.assertIn(b"exceeds the maximum", worker.process.stderr.read())
+        finally:
+            worker.close()
+
+    def test_the_maximum_comes_from_the_environment(self):
+        env = dict(os.environ, FLOWBALANCER_MAX_FRAME="8192")
+        worker = Worker(env=env)
+        try:
+            self.assertEqual(worker.read()["type"], "hello")
+            worker.send({"type": "call", "id": 1, "method": "echo", "params": {"text": "x" * 10000}, "meta": {}})
+            self.assertEqual(worker.process.wait(timeout=5), 2)
+        finally:
+            worker.close()
+
+
+class SchemaTest(unittest.TestCase):
+    def test_optional_and_nested_hints(self):
+        from typing import List, Optional
+
+        def f(a: int, b: Optional[str] = None, c: List[float] = (), d: dict = None, e=1):
+            return a
+
+        schema = fw._input_schema(f)
+        self.assertEqual(schema["required"], ["a"])
+        self.assertEqual(schema["properties"]["b"], {"type": "string"})
+        self.assertEqual(schema["properties"]["c"], {"type": "array", "items": {"type": "number"}})
+        self.assertEqual(schema["properties"]["d"], {"type": "object"})
+        self.assertEqual(schema["properties"]["e"], {})
+
+
+if __name__ == "__main__":
+    unittest.main()
