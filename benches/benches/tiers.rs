@@ -1,0 +1,83 @@
+//! The router's own cost: routing and bookkeeping per call over a no-op tier, against calling
+//! the same tier directly, and the cost of one fallback (a failing tier, then the no-op one).
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use flowbalancer_pool::{Payload, PoolError, Request, Response, WorkerId};
+use flowbalancer_tiers::{BreakerConfig, Router, Tier, TierFuture};
+use serde_json::json;
+
+struct NoOp;
+impl Tier for NoOp {
+    fn call(&self, request: Request) -> TierFuture<'_> {
+        Box::pin(async move {
+            Ok(Response {
+                payload: request.payload,
+                worker: WorkerId(0),
+                attempts: 1,
+                rebound: false,
+            })
+        })
+    }
+}
+
+struct Failing;
+impl Tier for Failing {
+    fn call(&self, _request: Request) -> TierFuture<'_> {
+        Box::pin(async move {
+            Err(PoolError::Crashed {
+                worker: WorkerId(1),
+                message: "down".into(),
+            })
+        })
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let params = Payload::json(json!({"text": "hi"}));
+    let direct = NoOp;
+    let router = Router::builder()
+        .tier("hot", NoOp)
+        .route("echo", "hot")
+        .build()
+        .expect("router");
+    let fallback = Router::builder()
+        .tier("hot", Failing)
+        .tier("cold", NoOp)
+        // A breaker that never opens: every call pays for the failed attempt.
+        .breaker(BreakerConfig {
+            consecutive_failures: u32::MAX,
+            min_calls: u32::MAX,
+            ..BreakerConfig::default()
+        })
+        .build()
+        .expect("router");
+
+    let mut group = c.benchmark_group("tiers_overhead");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("direct no-op tier call", |b| {
+        b.iter(|| {
+            rt.block_on(direct.call(Request::new("echo", params.clone())))
+                .expect("ok")
+        })
+    });
+    group.bench_function("flowbalancer router.call, no-op tier", |b| {
+        b.iter(|| {
+            rt.block_on(router.call_request(Request::new("echo", params.clone()), None))
+                .expect("ok")
+        })
+    });
+    group.bench_function("router.call with one fallback", |b| {
+        b.iter(|| {
+            rt.block_on(fallback.call_request(Request::new("echo", params.clone()), None))
+                .expect("ok")
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

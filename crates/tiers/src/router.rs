@@ -1,0 +1,676 @@
+//! The router: route table, fallback chain, one deadline, breakers, retry budget.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use flowbalancer_pool::{FailureClass, Payload, PoolError, Request, Response, ToolSpec, WorkerId};
+use parking_lot::Mutex;
+
+use crate::breaker::{Admission, Breaker, BreakerConfig};
+use crate::budget::{Bucket, RetryBudget};
+use crate::error::{Attempt, Outcome, RouteError, SkipReason};
+use crate::metrics::{TierMetrics, TierStats, load};
+use crate::tier::Tier;
+
+/// The route of a method: its primary tier and, optionally, its own fallback list.
+#[derive(Debug, Clone)]
+struct Route {
+    primary: usize,
+    fallback: Option<Vec<usize>>,
+}
+
+struct TierEntry {
+    name: String,
+    tier: Arc<dyn Tier>,
+    /// Methods declared in the config, overriding what the tier says.
+    methods: Option<Vec<String>>,
+    breaker: Mutex<Breaker>,
+    metrics: TierMetrics,
+}
+
+impl TierEntry {
+    fn offers(&self, method: &str) -> Option<bool> {
+        match &self.methods {
+            Some(methods) => Some(methods.iter().any(|m| m == method)),
+            None => self.tier.offers(method),
+        }
+    }
+}
+
+/// Options of one routed call.
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    /// The deadline for the whole chain (default: the router's).
+    pub timeout: Option<Duration>,
+    /// The session, for affinity in the pools.
+    pub session: Option<String>,
+}
+
+/// A served call and where it was served.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routed {
+    /// The worker's answer.
+    pub response: Response,
+    /// The tier that served it.
+    pub tier: String,
+    /// The tiers tried or skipped before it.
+    pub attempts: Vec<Attempt>,
+}
+
+impl Routed {
+    /// The result payload.
+    pub fn payload(&self) -> &Payload {
+        &self.response.payload
+    }
+}
+
+/// A tier as declared: name, backend, declared methods.
+type DeclaredTier = (String, Arc<dyn Tier>, Option<Vec<String>>);
+/// A route as declared: method or prefix, tier, fallback list.
+type DeclaredRoute = (String, String, Option<Vec<String>>);
+
+/// Builds a [`Router`].
+pub struct RouterBuilder {
+    tiers: Vec<DeclaredTier>,
+    exact: Vec<DeclaredRoute>,
+    prefixes: Vec<DeclaredRoute>,
+    default: Option<(String, Option<Vec<String>>)>,
+    breaker: BreakerConfig,
+    budget: Option<RetryBudget>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for RouterBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.tiers.iter().map(|(n, ..)| n.as_str()).collect();
+        f.debug_struct("RouterBuilder")
+            .field("tiers", &names)
+            .finish()
+    }
+}
+
+/// The route table or tiers are inconsistent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A route names a tier that does not exist.
+    #[error("route {route:?} names the unknown tier {tier:?} (tiers: {known})")]
+    UnknownTier {
+        /// The route (method, prefix or `default`).
+        route: String,
+        /// The tier named.
+        tier: String,
+        /// The tiers that exist.
+        known: String,
+    },
+    /// Two tiers share a name.
+    #[error("two tiers are named {0:?}")]
+    DuplicateTier(String),
+    /// No tier at all.
+    #[error("a router needs at least one tier")]
+    NoTiers,
+}
+
+impl RouterBuilder {
+    /// Adds a tier; the order of tiers is the fallback order.
+    pub fn tier(mut self, name: impl Into<String>, tier: impl Tier) -> Self {
+        self.tiers.push((name.into(), Arc::new(tier), None));
+        self
+    }
+
+    /// Adds a tier that offers exactly `methods` (overriding what its workers announce).
+    pub fn tier_with_methods(
+        mut self,
+        name: impl Into<String>,
+        tier: impl Tier,
+        methods: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        let methods = methods.into_iter().map(Into::into).collect();
+        self.tiers
+            .push((name.into(), Arc::new(tier), Some(methods)));
+        self
+    }
+
+    /// Routes `method` to `tier`.
+    pub fn route(mut self, method: impl Into<String>, tier: impl Into<String>) -> Self {
+        self.exact.push((method.into(), tier.into(), None));
+        self
+    }
+
+    /// Routes `method` to `tier`, falling back only to `fallback`, in that order.
+    pub fn route_with_fallback(
+        mut self,
+        method: impl Into<String>,
+        tier: impl Into<String>,
+        fallback: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        let fallback = fallback.into_iter().map(Into::into).collect();
+        self.exact
+            .push((method.into(), tier.into(), Some(fallback)));
+        self
+    }
+
+    /// Routes every method starting with `prefix` to `tier` (the longest prefix wins).
+    pub fn route_prefix(mut self, prefix: impl Into<String>, tier: impl Into<String>) -> Self {
+        self.prefixes.push((prefix.into(), tier.into(), None));
+        self
+    }
+
+    /// Routes methods no other route matches to `tier` (default: the first tier).
+    pub fn default_tier(mut self, tier: impl Into<String>) -> Self {
+        self.default = Some((tier.into(), None));
+        self
+    }
+
+    /// The breaker settings of every tier.
+    pub fn breaker(mut self, config: BreakerConfig) -> Self {
+        self.breaker = config;
+        self
+    }
+
+    /// Limits fallbacks to a fraction of calls (default: no limit).
+    pub fn retry_budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// The deadline of a whole chain when a call gives none (default 30 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Builds the router.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when there is no tier, two share a name, or a route names an unknown
+    /// tier.
+    pub fn build(self) -> Result<Router, ConfigError> {
+        if self.tiers.is_empty() {
+            return Err(ConfigError::NoTiers);
+        }
+        let names: Vec<String> = self.tiers.iter().map(|(n, ..)| n.clone()).collect();
+        for (i, name) in names.iter().enumerate() {
+            if names[..i].contains(name) {
+                return Err(ConfigError::DuplicateTier(name.clone()));
+            }
+        }
+        let index = |route: &str, tier: &str| -> Result<usize, ConfigError> {
+            names
+                .iter()
+                .position(|n| n == tier)
+                .ok_or_else(|| ConfigError::UnknownTier {
+                    route: route.to_string(),
+                    tier: tier.to_string(),
+                    known: names.join(", "),
+                })
+        };
+        let make = |route: &str,
+                    tier: &str,
+                    fallback: &Option<Vec<String>>|
+         -> Result<Route, ConfigError> {
+            Ok(Route {
+                primary: index(route, tier)?,
+                fallback: fallback
+                    .as_ref()
+                    .map(|list| {
+                        list.iter()
+                            .map(|t| index(route, t))
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                    .transpose()?,
+            })
+        };
+        let mut exact = HashMap::new();
+        for (method, tier, fallback) in &self.exact {
+            exact.insert(method.clone(), make(method, tier, fallback)?);
+        }
+        let mut prefixes = Vec::new();
+        for (prefix, tier, fallback) in &self.prefixes {
+            prefixes.push((prefix.clone(), make(prefix, tier, fallback)?));
+        }
+        prefixes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+        let default = match &self.default {
+            Some((tier, fallback)) => make("default", tier, fallback)?,
+            None => Route {
+                primary: 0,
+                fallback: None,
+            },
+        };
+        let tiers = self
+            .tiers
+            .into_iter()
+            .map(|(name, tier, methods)| TierEntry {
+                name,
+                tier,
+                methods,
+                breaker: Mutex::new(Breaker::new(self.breaker.clone())),
+                metrics: TierMetrics::default(),
+            })
+            .collect();
+        Ok(Router {
+            inner: Arc::new(Inner {
+                tiers,
+                exact,
+                prefixes,
+                default,
+                budget: self.budget.map(|b| Mutex::new(Bucket::new(b))),
+                timeout: self.timeout,
+            }),
+        })
+    }
+}
+
+struct Inner {
+    tiers: Vec<TierEntry>,
+    exact: HashMap<String, Route>,
+    prefixes: Vec<(String, Route)>,
+    default: Route,
+    budget: Option<Mutex<Bucket>>,
+    timeout: Duration,
+}
+
+/// Routes calls to tiers by method, falls back through every tier that offers the method
+/// within one deadline, and fails with every attempt when none serves it.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use flowbalancer_pool::{in_process, Pool, Payload};
+/// use flowbalancer_tiers::{CallOptions, Router};
+/// use serde_json::json;
+///
+/// let hot = Pool::builder(in_process(|r| async move { Ok(r.payload) })).size(1).build().await?;
+/// let cold = Pool::builder(in_process(|_| async move { Ok(Payload::json(json!("cold"))) })).size(1).build().await?;
+/// let router = Router::builder()
+///     .tier("hot", hot)
+///     .tier("cold", cold)
+///     .route("fib", "cold")
+///     .build()?;
+/// let routed = router.call("echo", json!({"text": "hi"}), CallOptions::default()).await?;
+/// assert_eq!(routed.tier, "hot");
+/// assert_eq!(router.call("fib", json!({}), CallOptions::default()).await?.tier, "cold");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("tiers", &self.tier_names())
+            .finish()
+    }
+}
+
+impl Router {
+    /// Configures a router.
+    pub fn builder() -> RouterBuilder {
+        RouterBuilder {
+            tiers: Vec::new(),
+            exact: Vec::new(),
+            prefixes: Vec::new(),
+            default: None,
+            breaker: BreakerConfig::default(),
+            budget: None,
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The tiers, in fallback order.
+    pub fn tier_names(&self) -> Vec<String> {
+        self.inner.tiers.iter().map(|t| t.name.clone()).collect()
+    }
+
+    fn route(&self, method: &str) -> &Route {
+        let inner = &*self.inner;
+        if let Some(route) = inner.exact.get(method) {
+            return route;
+        }
+        inner
+            .prefixes
+            .iter()
+            .find(|(prefix, _)| method.starts_with(prefix.as_str()))
+            .map(|(_, route)| route)
+            .unwrap_or(&inner.default)
+    }
+
+    /// The tiers a call of `method` would try, in order: the primary, then its fallbacks
+    /// (the route's own list, else every later tier), keeping only tiers that offer it.
+    pub fn chain(&self, method: &str) -> Vec<String> {
+        self.chain_indexes(method)
+            .iter()
+            .map(|&i| self.inner.tiers[i].name.clone())
+            .collect()
+    }
+
+    fn chain_indexes(&self, method: &str) -> Chain {
+        let route = self.route(method);
+        let mut chain = Chain::default();
+        let mut push = |i: usize| {
+            if self.inner.tiers[i].offers(method) != Some(false) {
+                chain.push(i);
+            }
+        };
+        push(route.primary);
+        match &route.fallback {
+            Some(list) => list
+                .iter()
+                .copied()
+                .filter(|&i| i != route.primary)
+                .for_each(push),
+            None => (route.primary + 1..self.inner.tiers.len()).for_each(push),
+        }
+        chain
+    }
+
+    /// Routes one call; see [`Router`].
+    ///
+    /// # Errors
+    ///
+    /// [`RouteError::UnknownMethod`] at once when no tier offers the method,
+    /// [`RouteError::Rejected`] at once for a caller error, otherwise
+    /// [`RouteError::AllTiersFailed`] or [`RouteError::DeadlineExceeded`] with every attempt.
+    pub async fn call(
+        &self,
+        method: &str,
+        params: serde_json::Value,
+        options: CallOptions,
+    ) -> Result<Routed, RouteError> {
+        let mut request = Request::new(method, params);
+        if let Some(session) = options.session {
+            request = request.with_session(session);
+        }
+        self.call_request(request, options.timeout).await
+    }
+
+    /// Routes a prepared request (its own deadline, if any, is replaced by the chain's).
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Self::call).
+    pub async fn call_request(
+        &self,
+        request: Request,
+        timeout: Option<Duration>,
+    ) -> Result<Routed, RouteError> {
+        let inner = &*self.inner;
+        let chain = self.chain_indexes(&request.method);
+        // The method as an owned string only for errors.
+        let method = || request.method.to_string();
+        if chain.is_empty() {
+            return Err(RouteError::UnknownMethod { method: method() });
+        }
+        if let Some(budget) = &inner.budget {
+            budget.lock().deposit_call();
+        }
+        let started = Instant::now();
+        let limit = timeout.unwrap_or(inner.timeout);
+        let deadline = started + limit;
+        let mut attempts: Vec<Attempt> = Vec::new();
+        let mut tried_any = false;
+        for (position, &index) in chain.iter().enumerate() {
+            let entry = &inner.tiers[index];
+            let now = if position == 0 {
+                started
+            } else {
+                Instant::now()
+            };
+            if now >= deadline {
+                return Err(RouteError::DeadlineExceeded {
+                    method: method(),
+                    deadline: limit,
+                    attempts,
+                });
+            }
+            let attempt = |worker: Option<WorkerId>, outcome: Outcome| Attempt {
+                tier: entry.name.clone(),
+                worker,
+                started: now.duration_since(started),
+                elapsed: now.elapsed(),
+                outcome,
+            };
+            let admission = entry.breaker.lock().admit();
+            if admission == Admission::Rejected {
+                entry.metrics.skips.fetch_add(1, Ordering::Relaxed);
+                entry.metrics.fallbacks_out.fetch_add(1, Ordering::Relaxed);
+                attempts.push(attempt(
+                    None,
+                    Outcome::Skipped {
+                        reason: SkipReason::BreakerOpen,
+                    },
+                ));
+                continue;
+            }
+            if tried_any
+                && let Some(budget) = &inner.budget
+                && !budget.lock().try_withdraw()
+            {
+                if admission == Admission::Probe {
+                    entry.breaker.lock().abandon_probe();
+                }
+                entry.metrics.skips.fetch_add(1, Ordering::Relaxed);
+                attempts.push(attempt(
+                    None,
+                    Outcome::Skipped {
+                        reason: SkipReason::RetryBudgetExhausted,
+                    },
+                ));
+                break;
+            }
+            entry.metrics.calls.fetch_add(1, Ordering::Relaxed);
+            let mut tier_request = request.clone();
+            tier_request.meta.deadline = Some(deadline.into_std());
+            let left = deadline.saturating_duration_since(now);
+            let result = {
+                // Give the probe back if this future is dropped mid-call.
+                let probe = ProbeGuard {
+                    entry,
+                    armed: admission == Admission::Probe,
+                };
+                let result = tokio::time::timeout_at(deadline, entry.tier.call(tier_request)).await;
+                probe.disarm();
+                result
+            };
+            let worker = match &result {
+                Ok(Err(error)) => error.worker(),
+                _ => None,
+            };
+            let outcome = match result {
+                Ok(Ok(response)) => {
+                    let done = Instant::now();
+                    entry.breaker.lock().on_success(done);
+                    let metrics = &entry.metrics;
+                    metrics.successes.fetch_add(1, Ordering::Relaxed);
+                    metrics.latency.record(done.duration_since(now));
+                    if position > 0 {
+                        metrics.fallbacks_in.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Ok(Routed {
+                        response,
+                        tier: entry.name.clone(),
+                        attempts,
+                    });
+                }
+                Ok(Err(error)) => match error.class() {
+                    FailureClass::Caller => {
+                        // The tier worked; the call was wrong.
+                        entry.breaker.lock().on_success(Instant::now());
+                        entry.metrics.failure(error.kind_name());
+                        return Err(RouteError::Rejected {
+                            method: method(),
+                            tier: entry.name.clone(),
+                            error,
+                        });
+                    }
+                    FailureClass::Unavailable => {
+                        if admission == Admission::Probe {
+                            entry.breaker.lock().abandon_probe();
+                        }
+                        entry.metrics.skips.fetch_add(1, Ordering::Relaxed);
+                        entry.metrics.failure(error.kind_name());
+                        Outcome::Skipped {
+                            reason: SkipReason::Unavailable {
+                                kind: error.kind_name().to_string(),
+                                message: error.to_string(),
+                            },
+                        }
+                    }
+                    FailureClass::Failed => {
+                        self.record_failure(index, &request.method, &error);
+                        tried_any = true;
+                        if matches!(error, PoolError::DeadlineExceeded) {
+                            Outcome::TimedOut { after: left }
+                        } else {
+                            Outcome::Failed {
+                                kind: error.kind_name().to_string(),
+                                message: error.to_string(),
+                            }
+                        }
+                    }
+                },
+                Err(_) => {
+                    self.record_failure(index, &request.method, &PoolError::DeadlineExceeded);
+                    tried_any = true;
+                    Outcome::TimedOut { after: left }
+                }
+            };
+            entry.metrics.fallbacks_out.fetch_add(1, Ordering::Relaxed);
+            attempts.push(Attempt {
+                tier: entry.name.clone(),
+                worker,
+                started: now.duration_since(started),
+                elapsed: now.elapsed(),
+                outcome,
+            });
+        }
+        if Instant::now() >= deadline {
+            Err(RouteError::DeadlineExceeded {
+                method: method(),
+                deadline: limit,
+                attempts,
+            })
+        } else {
+            Err(RouteError::AllTiersFailed {
+                method: method(),
+                attempts,
+            })
+        }
+    }
+
+    /// A failure counts against the tier's breaker — unless opening it would leave `method`
+    /// with no usable tier.
+    fn record_failure(&self, index: usize, method: &str, error: &PoolError) {
+        let entry = &self.inner.tiers[index];
+        entry.metrics.failure(error.kind_name());
+        let wants_open = entry.breaker.lock().on_failure();
+        if !wants_open {
+            return;
+        }
+        let others_usable = self.chain_indexes(method).iter().any(|&i| {
+            i != index
+                && self.inner.tiers[i].breaker.lock().state() != crate::breaker::BreakerState::Open
+        });
+        let mut breaker = entry.breaker.lock();
+        if others_usable {
+            let cooldown = breaker.open();
+            tracing::warn!(tier = %entry.name, ?cooldown, %error, "breaker opened");
+        } else {
+            breaker.stay_closed();
+            tracing::warn!(tier = %entry.name, method, "breaker kept closed: the last usable tier for this method");
+        }
+    }
+
+    /// Metrics of every tier, in fallback order.
+    pub fn stats(&self) -> Vec<TierStats> {
+        self.inner
+            .tiers
+            .iter()
+            .map(|entry| {
+                let metrics = &entry.metrics;
+                let breaker = entry.breaker.lock();
+                TierStats {
+                    name: entry.name.clone(),
+                    calls: load(&metrics.calls),
+                    successes: load(&metrics.successes),
+                    failures: metrics.failures.lock().clone(),
+                    fallbacks_in: load(&metrics.fallbacks_in),
+                    fallbacks_out: load(&metrics.fallbacks_out),
+                    skips: load(&metrics.skips),
+                    breaker: breaker.state(),
+                    breaker_transitions: breaker.transitions,
+                    latency: metrics.latency.summary(),
+                }
+            })
+            .collect()
+    }
+
+    /// The tools of every tier, each name once (the first tier in fallback order that
+    /// announces a tool gives its description and schema). A tier with a declared method list
+    /// contributes only those methods.
+    pub fn tools(&self) -> Vec<ToolSpec> {
+        let mut seen = std::collections::HashSet::new();
+        let mut tools = Vec::new();
+        for entry in &self.inner.tiers {
+            for tool in entry.tier.tools() {
+                if entry.offers(&tool.name) != Some(false) && seen.insert(tool.name.clone()) {
+                    tools.push(tool);
+                }
+            }
+        }
+        tools
+    }
+}
+
+/// Returns an unreported half-open probe if the call future is dropped.
+struct ProbeGuard<'a> {
+    entry: &'a TierEntry,
+    armed: bool,
+}
+
+impl ProbeGuard<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.entry.breaker.lock().abandon_probe();
+        }
+    }
+}
+
+/// The tiers of one call's chain, without a heap allocation for up to 8 tiers.
+#[derive(Default)]
+struct Chain {
+    inline: [usize; 8],
+    len: usize,
+    more: Vec<usize>,
+}
+
+impl Chain {
+    fn push(&mut self, index: usize) {
+        if self.len < self.inline.len() {
+            self.inline[self.len] = index;
+            self.len += 1;
+        } else {
+            self.more.push(index);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &usize> {
+        self.inline[..self.len].iter().chain(self.more.iter())
+    }
+}
