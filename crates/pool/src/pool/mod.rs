@@ -117,6 +117,7 @@ impl<W: Worker> std::fmt::Debug for Pool<W> {
 pub struct PoolBuilder<F: WorkerFactory> {
     factory: F,
     config: PoolConfig,
+    parent: Option<flowbalancer_lifecycle::ScopeHandle>,
 }
 
 impl<F: WorkerFactory> std::fmt::Debug for PoolBuilder<F> {
@@ -203,6 +204,13 @@ impl<F: WorkerFactory> PoolBuilder<F> {
         self
     }
 
+    /// Makes the pool's lifecycle scope a child of `parent`, so closing (or dropping) the
+    /// parent also stops this pool's workers. The parent's limits apply.
+    pub fn parent_scope(mut self, parent: flowbalancer_lifecycle::ScopeHandle) -> Self {
+        self.parent = Some(parent);
+        self
+    }
+
     /// Builds the pool. With eager start, all workers start at once and this waits until
     /// every start has finished.
     ///
@@ -226,15 +234,24 @@ impl<F: WorkerFactory> PoolBuilder<F> {
             Box::pin(async move { factory.start(context).await })
         });
         // The pool counts its own workers; the scope only has to own them.
-        let scope = Scope::builder()
-            .name(format!("pool:{}", config.name))
-            .grace(Duration::from_secs(2))
-            .limits(Limits {
-                processes: usize::MAX,
-                temp_files: usize::MAX,
-                listeners: usize::MAX,
-            })
-            .build();
+        let scope =
+            match &self.parent {
+                Some(parent) => parent.child(format!("pool:{}", config.name)).map_err(|e| {
+                    PoolError::NoWorkers {
+                        pool: config.name.clone(),
+                        last_error: e.to_string(),
+                    }
+                })?,
+                None => Scope::builder()
+                    .name(format!("pool:{}", config.name))
+                    .grace(Duration::from_secs(2))
+                    .limits(Limits {
+                        processes: usize::MAX,
+                        temp_files: usize::MAX,
+                        listeners: usize::MAX,
+                    })
+                    .build(),
+            };
         let inner = Arc::new(Inner {
             state: Mutex::new(State::new(config.size)),
             config,
@@ -272,6 +289,7 @@ impl<W: Worker> Pool<W> {
         PoolBuilder {
             factory,
             config: PoolConfig::default(),
+            parent: None,
         }
     }
 

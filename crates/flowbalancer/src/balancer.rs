@@ -1,0 +1,387 @@
+//! `Balancer`: a config turned into pools, a router, telemetry and a session store, all owned
+//! by one lifecycle scope.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flowbalancer_lifecycle::{CloseReport, Limits, Scope};
+use flowbalancer_pool::{
+    Pool, PoolConfig, PoolStats, ProcessFactory, ProcessSpec, StartMode, ToolSpec, Worker,
+    WorkerFactory,
+};
+use flowbalancer_telemetry::{Event, FileConfig, Level, Telemetry};
+use flowbalancer_tiers::{BreakerConfig, CallOptions, RouteError, Routed, Router, TierStats};
+use serde::Serialize;
+
+use crate::config::{Config, TierConfig, WorkersConfig};
+use crate::session::SessionManager;
+use crate::{Error, builtin};
+
+/// A pool of any worker type, for stats and shutdown.
+trait ManagedPool: Send + Sync {
+    fn stats(&self) -> PoolStats;
+    fn shutdown(&self) -> Pin<Box<dyn Future<Output = CloseReport> + Send + '_>>;
+}
+
+impl<W: Worker> ManagedPool for Pool<W> {
+    fn stats(&self) -> PoolStats {
+        Pool::stats(self)
+    }
+    fn shutdown(&self) -> Pin<Box<dyn Future<Output = CloseReport> + Send + '_>> {
+        Box::pin(Pool::shutdown(self))
+    }
+}
+
+/// Everything a balancer can tell about itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct BalancerStats {
+    /// Per tier: routing metrics.
+    pub tiers: Vec<TierStats>,
+    /// Per tier: its pool.
+    pub pools: Vec<PoolStats>,
+    /// Live sessions.
+    pub sessions: usize,
+    /// The event log, when enabled.
+    pub telemetry: Option<flowbalancer_telemetry::TelemetryStats>,
+}
+
+/// Routes calls to tiered worker pools as its [`Config`] says, and owns everything it
+/// started: dropping it (or [`shutdown`](Balancer::shutdown)) leaves no process or task
+/// behind.
+///
+/// ```
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// use flowbalancer::{Balancer, Config};
+/// use flowbalancer::tiers::CallOptions;
+///
+/// let config = Config::from_toml(r#"
+///     [telemetry]
+///     enabled = false
+///
+///     [[tiers]]
+///     name = "hot"
+///     workers = { builtin = ["echo", "word_count"] }
+///
+///     [[tiers]]
+///     name = "cold"
+///     workers = { builtin = ["fib"] }
+///
+///     [routes]
+///     exact = { fib = "cold" }
+/// "#)?;
+/// let balancer = Balancer::from_config(config).await?;
+/// let routed = balancer.call("fib", serde_json::json!({"n": 10}), CallOptions::default()).await?;
+/// assert_eq!(routed.tier, "cold");
+/// assert_eq!(routed.payload().as_json().unwrap()["fib"], 55);
+/// balancer.shutdown().await;
+/// # Ok::<(), flowbalancer::Error>(())
+/// # }).unwrap();
+/// ```
+pub struct Balancer {
+    config: Config,
+    router: Router,
+    pools: Vec<Box<dyn ManagedPool>>,
+    telemetry: Option<Telemetry>,
+    sessions: Arc<SessionManager>,
+    scope: Scope,
+}
+
+impl std::fmt::Debug for Balancer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Balancer")
+            .field("name", &self.config.name)
+            .field("tiers", &self.router.tier_names())
+            .finish()
+    }
+}
+
+impl Balancer {
+    /// Starts every tier's workers (eagerly, in parallel), the router, telemetry and the
+    /// session store.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid config, [`Error::Pool`] when a tier cannot start any
+    /// worker, [`Error::Telemetry`] when its threads cannot start.
+    pub async fn from_config(config: Config) -> Result<Self, Error> {
+        let problems = config.problems();
+        if !problems.is_empty() {
+            return Err(Error::Config { problems });
+        }
+        let scope = Scope::builder()
+            .name(config.name.clone())
+            .grace(Duration::from_secs(2))
+            .limits(Limits {
+                processes: usize::MAX,
+                temp_files: usize::MAX,
+                listeners: usize::MAX,
+            })
+            .build();
+        let telemetry = if config.telemetry.enabled {
+            Some(
+                Telemetry::builder()
+                    .file(FileConfig {
+                        path: config.telemetry.path.clone(),
+                        max_bytes: config.telemetry.max_file_bytes,
+                        keep_files: config.telemetry.keep_files,
+                        ..FileConfig::default()
+                    })
+                    .max_field_bytes(config.telemetry.max_field_bytes)
+                    .build()?,
+            )
+        } else {
+            None
+        };
+        let mut router = Router::builder()
+            .timeout(config.timeout)
+            .breaker(BreakerConfig {
+                consecutive_failures: config.breaker.consecutive_failures,
+                base_cooldown: config.breaker.cooldown,
+                ..BreakerConfig::default()
+            });
+        let mut pools: Vec<Box<dyn ManagedPool>> = Vec::new();
+        // Start the tiers concurrently: a slow tier does not delay the others.
+        let starts: Vec<_> = config
+            .tiers
+            .iter()
+            .map(|tier| tokio::spawn(start_tier(tier.clone(), config.clone(), scope.handle())))
+            .collect();
+        let mut results = Vec::new();
+        for start in starts {
+            results.push(start.await.unwrap_or_else(|e| {
+                Err(Error::Io {
+                    what: "starting a tier".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            }));
+        }
+        for (tier, result) in config.tiers.iter().zip(results) {
+            match result? {
+                TierPool::Process(pool) => {
+                    pools.push(Box::new(pool.clone()));
+                    router = add_tier(router, tier, pool);
+                }
+                TierPool::Builtin(pool) => {
+                    pools.push(Box::new(pool.clone()));
+                    router = add_tier(router, tier, pool);
+                }
+            }
+        }
+        for (method, tier) in &config.routes.exact {
+            router = match config.routes.fallback.get(method) {
+                Some(fallback) => router.route_with_fallback(method, tier, fallback.clone()),
+                None => router.route(method, tier),
+            };
+        }
+        for (prefix, tier) in &config.routes.prefix {
+            router = router.route_prefix(prefix, tier);
+        }
+        if let Some(default) = &config.routes.default {
+            router = router.default_tier(default);
+        }
+        let router = router.build()?;
+        let sessions = Arc::new(SessionManager::new(config.sessions.ttl));
+        let expiring = Arc::downgrade(&sessions);
+        let every = (config.sessions.ttl / 4).max(Duration::from_millis(100));
+        scope.spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match expiring.upgrade() {
+                    Some(sessions) => {
+                        sessions.expire();
+                    }
+                    None => break,
+                }
+            }
+        })?;
+        tracing::info!(name = %config.name, tiers = ?router.tier_names(), "balancer started");
+        Ok(Self {
+            config,
+            router,
+            pools,
+            telemetry,
+            sessions,
+            scope,
+        })
+    }
+
+    /// Routes one call; see [`Router::call`]. Failures are also recorded in the event log.
+    ///
+    /// # Errors
+    ///
+    /// The router's [`RouteError`], with every attempt.
+    pub async fn call(
+        &self,
+        method: &str,
+        params: serde_json::Value,
+        options: CallOptions,
+    ) -> Result<Routed, RouteError> {
+        let result = self.router.call(method, params, options).await;
+        if let (Err(error), Some(telemetry)) = (&result, &self.telemetry) {
+            let kind = match error {
+                RouteError::AllTiersFailed { .. } => "all_tiers_failed",
+                RouteError::DeadlineExceeded { .. } => "deadline_exceeded",
+                RouteError::UnknownMethod { .. } => "unknown_method",
+                RouteError::Rejected { .. } => "rejected",
+            };
+            telemetry.record(
+                Event::new(
+                    Level::Warn,
+                    "flowbalancer::balancer",
+                    format!("call {method:?} failed"),
+                )
+                .field("error_kind", kind)
+                .field("error", error.to_json()),
+            );
+        }
+        result
+    }
+
+    /// The tools of every tier (each name once), from the workers' announcements. Answered
+    /// from what the pools already know: a dead backend never stalls it.
+    pub fn tools(&self) -> Vec<ToolSpec> {
+        self.router.tools()
+    }
+
+    /// The router (for its chain and stats).
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// The per-session context store.
+    pub fn sessions(&self) -> &SessionManager {
+        &self.sessions
+    }
+
+    /// The event log, when enabled.
+    pub fn telemetry(&self) -> Option<&Telemetry> {
+        self.telemetry.as_ref()
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Metrics of every tier, pool, the sessions and the event log.
+    pub fn stats(&self) -> BalancerStats {
+        BalancerStats {
+            tiers: self.router.stats(),
+            pools: self.pools.iter().map(|p| p.stats()).collect(),
+            sessions: self.sessions.len(),
+            telemetry: self.telemetry.as_ref().map(Telemetry::stats),
+        }
+    }
+
+    /// Drains and stops every pool, flushes the event log, and closes the scope (nothing
+    /// started by the balancer survives it). Returns the scope's report.
+    pub async fn shutdown(&self) -> CloseReport {
+        for pool in &self.pools {
+            pool.shutdown().await;
+        }
+        let report = self.scope.close().await;
+        if let Some(telemetry) = &self.telemetry {
+            telemetry.shutdown();
+        }
+        report
+    }
+}
+
+enum TierPool {
+    Process(Pool<flowbalancer_pool::ProcessWorker>),
+    Builtin(Pool<flowbalancer_pool::FnWorker>),
+}
+
+fn add_tier<W: Worker>(
+    router: flowbalancer_tiers::RouterBuilder,
+    tier: &TierConfig,
+    pool: Pool<W>,
+) -> flowbalancer_tiers::RouterBuilder {
+    match &tier.methods {
+        Some(methods) => router.tier_with_methods(&tier.name, pool, methods.clone()),
+        None => router.tier(&tier.name, pool),
+    }
+}
+
+fn pool_config(tier: &TierConfig, config: &Config) -> PoolConfig {
+    PoolConfig {
+        name: tier.name.clone(),
+        size: tier.size,
+        max_overflow: tier.max_overflow,
+        start: StartMode::Eager,
+        queue_capacity: tier.queue_capacity,
+        queue_timeout: tier.queue_timeout,
+        call_timeout: tier.call_timeout,
+        max_in_flight: tier.max_in_flight,
+        health_interval: Some(tier.health_interval),
+        health_failures_before_removal: tier.health_failures,
+        recycle_after_calls: tier.recycle_after_calls,
+        recycle_after_age: tier.recycle_after_age,
+        affinity: config.sessions.affinity,
+        session_ttl: config.sessions.ttl,
+        ..PoolConfig::default()
+    }
+}
+
+async fn build<F: WorkerFactory>(
+    factory: F,
+    tier: &TierConfig,
+    config: &Config,
+    scope: &flowbalancer_lifecycle::ScopeHandle,
+) -> Result<Pool<F::Worker>, Error> {
+    Ok(Pool::builder(factory)
+        .config(pool_config(tier, config))
+        .parent_scope(scope.clone())
+        .build()
+        .await?)
+}
+
+async fn start_tier(
+    tier: TierConfig,
+    config: Config,
+    scope: flowbalancer_lifecycle::ScopeHandle,
+) -> Result<TierPool, Error> {
+    let (tier, config, scope) = (&tier, &config, &scope);
+    let spec = |mut spec: ProcessSpec| {
+        if let Some(cwd) = &tier.cwd {
+            spec = spec.cwd(cwd);
+        }
+        if let Some(allow) = &tier.env_allow {
+            spec.env_allow = allow.clone();
+        }
+        for (key, value) in &tier.env {
+            spec = spec.env(key, value);
+        }
+        spec.hello_timeout(tier.hello_timeout)
+    };
+    match &tier.workers {
+        WorkersConfig::Builtin(tools) => Ok(TierPool::Builtin(
+            build(builtin::factory(tools), tier, config, scope).await?,
+        )),
+        WorkersConfig::Command(argv) => {
+            let (program, args) = argv.split_first().ok_or_else(|| Error::Config {
+                problems: vec![crate::config::ConfigProblem {
+                    location: format!("tier {:?}.workers.command", tier.name),
+                    message: "the command is empty".into(),
+                }],
+            })?;
+            let factory =
+                ProcessFactory::new(spec(ProcessSpec::new(program, args.iter().cloned())));
+            Ok(TierPool::Process(
+                build(factory, tier, config, scope).await?,
+            ))
+        }
+        WorkersConfig::Python(script) => {
+            let factory = ProcessFactory::new(spec(ProcessSpec::python(
+                script,
+                tier.python_args.clone(),
+                Vec::<String>::new(),
+            )));
+            Ok(TierPool::Process(
+                build(factory, tier, config, scope).await?,
+            ))
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! The `Config` a `Balancer` is built from, read from TOML.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use flowbalancer_pool::AffinityMode;
+use serde::{Deserialize, Serialize};
+
+/// Everything a balancer is built from. See `docs/configuration.md` for every key.
+///
+/// ```
+/// let config = flowbalancer::Config::from_toml(r#"
+///     [[tiers]]
+///     name = "hot"
+///     workers = { builtin = ["echo", "word_count"] }
+///     size = 2
+///
+///     [routes]
+///     default = "hot"
+/// "#)?;
+/// assert_eq!(config.tiers[0].size, 2);
+/// # Ok::<(), flowbalancer::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The server's name (MCP `serverInfo.name`).
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// The deadline of a whole call across tiers (default 30 s).
+    #[serde(default = "default_timeout", with = "crate::duration")]
+    pub timeout: Duration,
+    /// The tiers, in fallback order.
+    pub tiers: Vec<TierConfig>,
+    /// Which method goes to which tier.
+    #[serde(default)]
+    pub routes: RoutesConfig,
+    /// Session affinity and session context.
+    #[serde(default)]
+    pub sessions: SessionsConfig,
+    /// The event log.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    /// Breaker settings of every tier.
+    #[serde(default)]
+    pub breaker: BreakerSettings,
+}
+
+fn default_name() -> String {
+    "flowbalancer".into()
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Where a tier's workers come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum WorkersConfig {
+    /// A worker process: the argv (never run through a shell).
+    Command(Vec<String>),
+    /// A Python worker script, run with the interpreter behind `python3`.
+    Python(PathBuf),
+    /// In-process built-in tools: any of `echo`, `word_count`, `sleep`, `fib`, `pid`.
+    Builtin(Vec<String>),
+}
+
+/// One tier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierConfig {
+    /// Its name (used by routes).
+    pub name: String,
+    /// Its workers.
+    pub workers: WorkersConfig,
+    /// Workers kept running (default 2).
+    #[serde(default = "default_size")]
+    pub size: usize,
+    /// Extra workers under load (default 0).
+    #[serde(default)]
+    pub max_overflow: usize,
+    /// Calls in flight per worker (default 1).
+    #[serde(default = "one")]
+    pub max_in_flight: usize,
+    /// A call running longer kills its worker (default 30 s).
+    #[serde(default = "default_call_timeout", with = "crate::duration")]
+    pub call_timeout: Duration,
+    /// Callers that may wait for a worker (default 1024).
+    #[serde(default = "default_queue")]
+    pub queue_capacity: usize,
+    /// How long a caller waits for a worker (default 5 s).
+    #[serde(default = "default_queue_timeout", with = "crate::duration")]
+    pub queue_timeout: Duration,
+    /// Health-check interval (default 30 s).
+    #[serde(default = "default_health", with = "crate::duration")]
+    pub health_interval: Duration,
+    /// Failed checks in a row before a worker is replaced (default 3).
+    #[serde(default = "three")]
+    pub health_failures: u32,
+    /// Recycle a worker after this many calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recycle_after_calls: Option<u64>,
+    /// Recycle a worker after this age.
+    #[serde(
+        default,
+        with = "crate::duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub recycle_after_age: Option<Duration>,
+    /// The methods this tier offers (default: what its workers announce).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<String>>,
+    /// Working directory of worker processes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<PathBuf>,
+    /// Extra environment variables of worker processes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Variables passed through from our environment (default: PATH, HOME, LANG, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_allow: Option<Vec<String>>,
+    /// Interpreter flags for `python` workers (for example `["-S"]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub python_args: Vec<String>,
+    /// How long a worker process has to say hello (default 10 s).
+    #[serde(default = "default_hello", with = "crate::duration")]
+    pub hello_timeout: Duration,
+}
+
+fn default_size() -> usize {
+    2
+}
+fn one() -> usize {
+    1
+}
+fn three() -> u32 {
+    3
+}
+fn default_call_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_queue() -> usize {
+    1024
+}
+fn default_queue_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_health() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_hello() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Routes: exact methods, prefixes, the default tier, per-method fallback lists.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutesConfig {
+    /// Methods that match nothing else (default: the first tier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    /// method → tier.
+    #[serde(default)]
+    pub exact: BTreeMap<String, String>,
+    /// prefix → tier (the longest prefix wins).
+    #[serde(default)]
+    pub prefix: BTreeMap<String, String>,
+    /// method → the tiers to fall back to, in order (default: every later tier).
+    #[serde(default)]
+    pub fallback: BTreeMap<String, Vec<String>>,
+}
+
+/// Session affinity and the session context store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// `hint` (default), `strict_queue` or `strict_fail_fast`.
+    #[serde(default)]
+    pub affinity: AffinityMode,
+    /// A session is forgotten after this long unused (default 5 min).
+    #[serde(default = "default_ttl", with = "crate::duration")]
+    pub ttl: Duration,
+}
+
+fn default_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            affinity: AffinityMode::Hint,
+            ttl: default_ttl(),
+        }
+    }
+}
+
+/// The event log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Write an event log at all (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The active file (default `flowbalancer-events.jsonl`).
+    #[serde(default = "default_events")]
+    pub path: PathBuf,
+    /// Rotate at this size (default 10 MiB).
+    #[serde(default = "default_file_bytes")]
+    pub max_file_bytes: u64,
+    /// Rotated files kept (default 10).
+    #[serde(default = "default_keep")]
+    pub keep_files: usize,
+    /// Longest string value before it is cut (default 500).
+    #[serde(default = "default_field")]
+    pub max_field_bytes: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_events() -> PathBuf {
+    PathBuf::from("flowbalancer-events.jsonl")
+}
+fn default_file_bytes() -> u64 {
+    10 * 1024 * 1024
+}
+fn default_keep() -> usize {
+    10
+}
+fn default_field() -> usize {
+    500
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: default_events(),
+            max_file_bytes: default_file_bytes(),
+            keep_files: default_keep(),
+            max_field_bytes: default_field(),
+        }
+    }
+}
+
+/// Breaker settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSettings {
+    /// Failures in a row that open a tier's breaker (default 5).
+    #[serde(default = "five")]
+    pub consecutive_failures: u32,
+    /// The first cooldown (default 1 s); doubles with each ejection.
+    #[serde(default = "default_cooldown", with = "crate::duration")]
+    pub cooldown: Duration,
+}
+
+fn five() -> u32 {
+    5
+}
+fn default_cooldown() -> Duration {
+    Duration::from_secs(1)
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: five(),
+            cooldown: default_cooldown(),
+        }
+    }
+}
+
+/// A config that is valid TOML but does not make sense.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{location}: {message}")]
+pub struct ConfigProblem {
+    /// Where: a key path such as `tiers[1].workers` or `routes.exact.fib`.
+    pub location: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Config {
+    /// Parses TOML (relative paths stay relative to the working directory).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Config`] with the line and column of a syntax or type error, or every
+    /// semantic problem (unknown tier in a route, duplicate names, …).
+    pub fn from_toml(text: &str) -> Result<Self, crate::Error> {
+        let config: Config = toml::from_str(text).map_err(|e| crate::Error::Config {
+            problems: vec![ConfigProblem {
+                location: location_of(text, e.span()),
+                message: e.message().to_string(),
+            }],
+        })?;
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(crate::Error::Config { problems })
+        }
+    }
+
+    /// Reads a TOML file; relative paths in it are resolved against its directory.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Io`] when the file cannot be read, else as [`from_toml`](Self::from_toml).
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, crate::Error> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| crate::Error::Io {
+            what: format!("reading {}", path.display()),
+            source,
+        })?;
+        let mut config = Self::from_toml(&text).map_err(|e| match e {
+            crate::Error::Config { problems } => crate::Error::Config {
+                problems: problems
+                    .into_iter()
+                    .map(|p| ConfigProblem {
+                        location: format!("{}:{}", path.display(), p.location),
+                        message: p.message,
+                    })
+                    .collect(),
+            },
+            other => other,
+        })?;
+        if let Some(dir) = path.parent() {
+            config.resolve_paths(dir);
+        }
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        for tier in &mut self.tiers {
+            if let WorkersConfig::Python(script) = &mut tier.workers {
+                resolve(script);
+            }
+            if let Some(cwd) = &mut tier.cwd {
+                resolve(cwd);
+            }
+        }
+        resolve(&mut self.telemetry.path);
+    }
+
+    /// Every semantic problem, each with its location (empty when the config makes sense).
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        let mut problem =
+            |location: String, message: String| problems.push(ConfigProblem { location, message });
+        if self.tiers.is_empty() {
+            problem("tiers".into(), "at least one tier is needed".into());
+        }
+        let names: Vec<&str> = self.tiers.iter().map(|t| t.name.as_str()).collect();
+        for (i, tier) in self.tiers.iter().enumerate() {
+            let at = format!("tiers[{i}]");
+            if tier.name.trim().is_empty() {
+                problem(format!("{at}.name"), "a tier needs a name".into());
+            }
+            if names[..i].contains(&tier.name.as_str()) {
+                problem(
+                    format!("{at}.name"),
+                    format!("the name {:?} is used twice", tier.name),
+                );
+            }
+            if tier.size == 0 && tier.max_overflow == 0 {
+                problem(
+                    format!("{at}.size"),
+                    "size 0 with no overflow: the tier could never run a call".into(),
+                );
+            }
+            if tier.max_in_flight == 0 {
+                problem(format!("{at}.max_in_flight"), "must be at least 1".into());
+            }
+            match &tier.workers {
+                WorkersConfig::Command(argv) if argv.is_empty() => problem(
+                    format!("{at}.workers.command"),
+                    "the command is empty".into(),
+                ),
+                WorkersConfig::Builtin(tools) => {
+                    for tool in tools {
+                        if !crate::builtin::NAMES.contains(&tool.as_str()) {
+                            problem(
+                                format!("{at}.workers.builtin"),
+                                format!(
+                                    "unknown built-in tool {tool:?} (known: {})",
+                                    crate::builtin::NAMES.join(", ")
+                                ),
+                            );
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut check = |location: String, tier: &str| {
+            if !names.contains(&tier) {
+                problems.push(ConfigProblem {
+                    location,
+                    message: format!("unknown tier {tier:?} (tiers: {})", names.join(", ")),
+                });
+            }
+        };
+        if let Some(default) = &self.routes.default {
+            check("routes.default".into(), default);
+        }
+        for (method, tier) in &self.routes.exact {
+            check(format!("routes.exact.{method}"), tier);
+        }
+        for (prefix, tier) in &self.routes.prefix {
+            check(format!("routes.prefix.{prefix:?}"), tier);
+        }
+        for (method, tiers) in &self.routes.fallback {
+            for tier in tiers {
+                check(format!("routes.fallback.{method}"), tier);
+            }
+        }
+        problems
+    }
+}
+
+/// "line L, column C" of a byte span.
+fn location_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let Some(span) = span else {
+        return "config".into();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map(|i| before.len() - i)
+        .unwrap_or(before.len() + 1);
+    format!("line {line}, column {column}")
+}

@@ -1,0 +1,232 @@
+//! The Balancer from TOML, with built-in and Python tiers.
+
+use std::time::Duration;
+
+use flowbalancer::tiers::{CallOptions, RouteError};
+use flowbalancer::{Balancer, Config, Error};
+use serde_json::json;
+
+fn worker_script() -> String {
+    format!(
+        "{}/../../workers/python/examples/basic_worker.py",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+#[test]
+fn config_errors_name_their_location() {
+    let syntax = Config::from_toml(
+        "[[tiers]]\nname = \"hot\"\nworkers = { builtin = [\"echo\"] }\nsize = \"two\"\n",
+    )
+    .unwrap_err();
+    let text = syntax.to_string();
+    assert!(text.contains("line 4"), "{text}");
+    let semantic = Config::from_toml(
+        r#"
+        [[tiers]]
+        name = "hot"
+        workers = { builtin = ["echo", "teleport"] }
+        [[tiers]]
+        name = "hot"
+        workers = { command = [] }
+        [routes]
+        default = "warm"
+        exact = { fib = "cold" }
+        "#,
+    )
+    .unwrap_err();
+    let Error::Config { problems } = semantic else {
+        panic!()
+    };
+    let locations: Vec<&str> = problems.iter().map(|p| p.location.as_str()).collect();
+    for expected in [
+        "tiers[0].workers.builtin",
+        "tiers[1].name",
+        "tiers[1].workers.command",
+        "routes.default",
+        "routes.exact.fib",
+    ] {
+        assert!(
+            locations.contains(&expected),
+            "{expected} missing from {locations:?}"
+        );
+    }
+    let unknown_key = Config::from_toml("tiers = []\nspeed = 11\n")
+        .unwrap_err()
+        .to_string();
+    assert!(unknown_key.contains("speed"), "{unknown_key}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_tiers_route_and_fall_back() {
+    let config = Config::from_toml(
+        r#"
+        timeout = "5s"
+        [telemetry]
+        enabled = false
+        [[tiers]]
+        name = "hot"
+        workers = { builtin = ["echo", "sleep"] }
+        call_timeout = "100ms"
+        [[tiers]]
+        name = "cold"
+        workers = { builtin = ["echo", "sleep", "fib"] }
+        [routes]
+        exact = { fib = "cold" }
+        "#,
+    )
+    .unwrap();
+    let balancer = Balancer::from_config(config).await.unwrap();
+    let names: Vec<String> = balancer.tools().into_iter().map(|t| t.name).collect();
+    assert_eq!(names, ["echo", "sleep", "fib"]);
+    let echo = balancer
+        .call("echo", json!({"text": "hi"}), CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            echo.tier.as_str(),
+            echo.payload().as_json().unwrap()["text"].as_str()
+        ),
+        ("hot", Some("hi"))
+    );
+    // 300 ms is past hot's 100 ms call timeout: cold serves it, and says so.
+    let slow = balancer
+        .call("sleep", json!({"ms": 300}), CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(slow.tier, "cold");
+    assert!(
+        matches!(slow.attempts[0].outcome, flowbalancer::tiers::Outcome::Failed { ref kind, .. } if kind == "timeout")
+    );
+    assert!(matches!(
+        balancer
+            .call("echo", json!({}), CallOptions::default())
+            .await,
+        Err(RouteError::Rejected { .. })
+    ));
+    assert!(matches!(
+        balancer
+            .call("nope", json!({}), CallOptions::default())
+            .await,
+        Err(RouteError::UnknownMethod { .. })
+    ));
+    let stats = balancer.stats();
+    assert_eq!(stats.tiers[1].fallbacks_in, 1);
+    assert!(balancer.shutdown().await.is_clean());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_tiers_serve_and_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::from_toml(&format!(
+        r#"
+        [telemetry]
+        path = "{events}"
+        [[tiers]]
+        name = "hot"
+        workers = {{ python = "{script}" }}
+        python_args = ["-S"]
+        size = 2
+        [[tiers]]
+        name = "cold"
+        workers = {{ python = "{script}" }}
+        python_args = ["-S"]
+        size = 1
+        [routes]
+        exact = {{ fib = "cold" }}
+        "#,
+        events = dir.path().join("events.jsonl").display(),
+        script = worker_script(),
+    ))
+    .unwrap();
+    let balancer = Balancer::from_config(config).await.unwrap();
+    let words = balancer
+        .call(
+            "word_count",
+            json!({"text": "a b c"}),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(words.payload().as_json().unwrap()["words"], 3);
+    let fib = balancer
+        .call("fib", json!({"n": 20}), CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            fib.tier.as_str(),
+            fib.payload().as_json().unwrap()["fib"].as_u64()
+        ),
+        ("cold", Some(6765))
+    );
+    let pids: Vec<u64> = futures_pids(&balancer).await;
+    // A failed call lands in the event log.
+    let _ = balancer
+        .call("echo", json!({}), CallOptions::default())
+        .await;
+    balancer.shutdown().await;
+    let events = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
+    assert!(events.contains("call \\\"echo\\\" failed"), "{events}");
+    for pid in pids {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "worker {pid} survived shutdown"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn futures_pids(balancer: &Balancer) -> Vec<u64> {
+    let mut pids = Vec::new();
+    for _ in 0..4 {
+        let routed = balancer
+            .call("pid", json!({}), CallOptions::default())
+            .await
+            .unwrap();
+        pids.push(routed.payload().as_json().unwrap().as_u64().unwrap());
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_balancer_kills_its_workers() {
+    let config = Config::from_toml(&format!(
+        "[telemetry]\nenabled = false\n[[tiers]]\nname = \"hot\"\nworkers = {{ python = \"{}\" }}\npython_args = [\"-S\"]\nsize = 2\n",
+        worker_script()
+    ))
+    .unwrap();
+    let balancer = Balancer::from_config(config).await.unwrap();
+    let pids = futures_pids(&balancer).await;
+    assert!(!pids.is_empty());
+    drop(balancer);
+    for pid in pids {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "worker {pid} survived the drop"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn sessions_expire() {
+    let sessions = flowbalancer::SessionManager::new(Duration::from_millis(50));
+    sessions.set("s", "k", json!(1));
+    assert_eq!(sessions.get("s", "k"), Some(json!(1)));
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert_eq!(sessions.get("s", "k"), None);
+    sessions.set("a", "k", json!(2));
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert_eq!(sessions.expire(), 1);
+    assert!(sessions.is_empty());
+}
