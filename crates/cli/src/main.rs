@@ -1,0 +1,270 @@
+//! `flowbalancer`: serve tiered worker pools over MCP, make one call, load-test, check a config.
+//!
+//! Logs go to stderr (and the event log); stdout carries only MCP messages (`serve`) or
+//! results (`call`, `bench --json`).
+
+mod assets;
+mod bench;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use flowbalancer::tiers::CallOptions;
+use flowbalancer::{Balancer, Config};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+#[derive(Parser)]
+#[command(
+    name = "flowbalancer",
+    version,
+    about = "Tiered worker pools behind an MCP server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the workers' tools as an MCP server on stdio (the bundled workers without --config).
+    Serve {
+        /// The config file (TOML); see docs/configuration.md.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Make one call and print its result as JSON.
+    Call {
+        /// The tool (method).
+        tool: String,
+        /// Its arguments, as a JSON object.
+        #[arg(default_value = "{}")]
+        args: String,
+        /// The config file (TOML).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// A session id (affinity).
+        #[arg(long)]
+        session: Option<String>,
+        /// The deadline of the call (for example 5s).
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<Duration>,
+    },
+    /// Drive the balancer in-process and report throughput and latency per tier.
+    Bench {
+        /// The config file (TOML).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// How long to run (for example 10s).
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Concurrent callers.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// The tool to call.
+        #[arg(long, default_value = "echo")]
+        tool: String,
+        /// Its arguments, as a JSON object.
+        #[arg(long, default_value = r#"{"text": "hello"}"#)]
+        args: String,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a config and explain each problem with its location.
+    Check {
+        /// The config file (TOML).
+        config: PathBuf,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    flowbalancer::duration::parse(text)
+}
+
+/// Logs to stderr; the event log joins once the balancer has started it.
+fn init_logging() -> tracing_subscriber::reload::Handle<
+    Option<flowbalancer::telemetry::TelemetryLayer>,
+    tracing_subscriber::Registry,
+> {
+    let level = std::env::var("FLOWBALANCER_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing_subscriber::filter::LevelFilter>().ok())
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::WARN);
+    let (telemetry, handle) = tracing_subscriber::reload::Layer::new(None);
+    let _ = tracing_subscriber::registry()
+        .with(telemetry)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(level),
+        )
+        .try_init();
+    handle
+}
+
+use tracing_subscriber::Layer as _;
+
+/// The config from `--config`, or the embedded default (written into `scratch`).
+fn load_config(path: Option<&PathBuf>, scratch: &std::path::Path) -> Result<Config, String> {
+    match path {
+        Some(path) => Config::from_file(path).map_err(|e| e.to_string()),
+        None => {
+            let (config, note) = assets::default_config(scratch).map_err(|e| e.to_string())?;
+            eprintln!("{note}");
+            Ok(config)
+        }
+    }
+}
+
+async fn start(
+    config: Option<&PathBuf>,
+    scratch: &std::path::Path,
+    logs: &LogHandle,
+) -> Result<Arc<Balancer>, String> {
+    let config = load_config(config, scratch)?;
+    let balancer = Balancer::from_config(config)
+        .await
+        .map_err(|e| format!("cannot start: {e}"))?;
+    if let Some(telemetry) = balancer.telemetry() {
+        let _ = logs.reload(Some(flowbalancer::telemetry::TelemetryLayer::new(
+            telemetry.clone(),
+        )));
+    }
+    Ok(Arc::new(balancer))
+}
+
+type LogHandle = tracing_subscriber::reload::Handle<
+    Option<flowbalancer::telemetry::TelemetryLayer>,
+    tracing_subscriber::Registry,
+>;
+
+fn parse_args(text: &str) -> Result<serde_json::Value, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("the arguments are not JSON: {e}"))?;
+    if value.is_object() {
+        Ok(value)
+    } else {
+        Err("the arguments must be a JSON object".into())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("flowbalancer: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    // Worker processes are gone by now; do not wait for stray blocking reads of stdin.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("flowbalancer: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, String> {
+    let logs = init_logging();
+    let scratch = tempfile::Builder::new()
+        .prefix("flowbalancer-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a scratch directory: {e}"))?;
+    match cli.command {
+        Command::Serve { config } => {
+            let balancer = start(config.as_ref(), scratch.path(), &logs).await?;
+            let served = serve::serve(Arc::clone(&balancer)).await;
+            balancer.shutdown().await;
+            served.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Call {
+            tool,
+            args,
+            config,
+            session,
+            timeout,
+        } => {
+            let params = parse_args(&args)?;
+            let balancer = start(config.as_ref(), scratch.path(), &logs).await?;
+            let result = balancer
+                .call(&tool, params, CallOptions { session, timeout })
+                .await;
+            balancer.shutdown().await;
+            match result {
+                Ok(routed) => {
+                    let output = serde_json::json!({ "tier": routed.tier, "result": routed.payload().to_json() });
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&output).unwrap_or_default()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error) => {
+                    eprintln!("{error}");
+                    eprintln!(
+                        "{}",
+                        serde_json::to_string_pretty(&error.to_json()).unwrap_or_default()
+                    );
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        Command::Bench {
+            config,
+            duration,
+            concurrency,
+            tool,
+            args,
+            json,
+        } => {
+            let params = parse_args(&args)?;
+            let balancer = start(config.as_ref(), scratch.path(), &logs).await?;
+            let report = bench::run(
+                Arc::clone(&balancer),
+                &tool,
+                params,
+                duration,
+                concurrency.max(1),
+            )
+            .await;
+            balancer.shutdown().await;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report.to_json()).unwrap_or_default()
+                );
+            } else {
+                eprintln!("{}", report.to_text());
+            }
+            Ok(if report.errors == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Check { config } => match Config::from_file(&config) {
+            Ok(config) => {
+                let names: Vec<&str> = config.tiers.iter().map(|t| t.name.as_str()).collect();
+                println!("ok: {} tier(s): {}", names.len(), names.join(" → "));
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(error) => {
+                eprintln!("{error}");
+                Ok(ExitCode::from(1))
+            }
+        },
+    }
+}

@@ -1,0 +1,322 @@
+//! `flowbalancer serve`: an MCP server on stdio whose tools are the workers' tools.
+//!
+//! Between the real stdin/stdout and rmcp sits a small filter: rmcp silently ignores a line
+//! that is not JSON, so the filter answers it with a JSON-RPC parse error (-32700) — and a
+//! JSON value that is not a JSON-RPC message with -32600 — and keeps serving. Everything
+//! written to stdout goes through one writer, a whole line at a time.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use flowbalancer::Balancer;
+use flowbalancer::tiers::CallOptions;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    InitializeResult, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
+    Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// The longest input line accepted (a longer one is answered with a parse error).
+const MAX_LINE: usize = 16 * 1024 * 1024;
+
+/// The MCP face of a balancer.
+pub(crate) struct Gateway {
+    balancer: Arc<Balancer>,
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, McpError> {
+    serde_json::from_value(value)
+        .map_err(|e| McpError::internal_error(format!("building a response: {e}"), None))
+}
+
+fn text(text: String) -> Result<ContentBlock, McpError> {
+    from_json(json!({ "type": "text", "text": text }))
+}
+
+impl Gateway {
+    pub(crate) fn new(balancer: Arc<Balancer>) -> Self {
+        Self { balancer }
+    }
+
+    fn tools(&self) -> Vec<Value> {
+        self.balancer
+            .tools()
+            .into_iter()
+            .map(|t| {
+                let schema = if t.input_schema.is_object() {
+                    t.input_schema
+                } else {
+                    json!({"type": "object"})
+                };
+                json!({ "name": t.name, "description": t.description, "inputSchema": schema })
+            })
+            .collect()
+    }
+}
+
+/// The session of a call: `_meta.sessionId` (or `session_id`), else a `_session` argument.
+fn session_of(
+    meta: &serde_json::Map<String, Value>,
+    arguments: &mut serde_json::Map<String, Value>,
+) -> Option<String> {
+    let from_meta = ["sessionId", "session_id", "session"]
+        .iter()
+        .find_map(|k| meta.get(*k).and_then(Value::as_str).map(str::to_string));
+    let from_args = arguments
+        .remove("_session")
+        .and_then(|v| v.as_str().map(str::to_string));
+    from_meta.or(from_args)
+}
+
+impl ServerHandler for Gateway {
+    fn get_info(&self) -> ServerConfig {
+        let capabilities: ServerCapabilities =
+            serde_json::from_value(json!({ "tools": { "listChanged": false } }))
+                .unwrap_or_default();
+        let info: Implementation = serde_json::from_value(json!({
+            "name": self.balancer.config().name,
+            "version": env!("CARGO_PKG_VERSION"),
+        }))
+        .unwrap_or_default();
+        InitializeResult::new(capabilities)
+            .with_server_info(info)
+            .with_instructions("Tools are served by tiered worker pools; failures carry every attempt in structuredContent.")
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        from_json(json!({ "tools": self.tools() }))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.tools()
+            .into_iter()
+            .find(|t| t["name"] == name)
+            .and_then(|t| serde_json::from_value(t).ok())
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let name = request.name.to_string();
+        if !self.balancer.tools().iter().any(|t| t.name == name) {
+            return Err(McpError::invalid_params(
+                format!("unknown tool {name:?}"),
+                Some(json!({ "tool": name })),
+            ));
+        }
+        let mut arguments = request.arguments.unwrap_or_default();
+        let meta = serde_json::to_value(&context.meta)
+            .ok()
+            .and_then(|v| v.as_object().cloned())
+            .unwrap_or_default();
+        let session = session_of(&meta, &mut arguments);
+        let call = self.balancer.call(
+            &name,
+            Value::Object(arguments),
+            CallOptions {
+                session,
+                timeout: None,
+            },
+        );
+        // A cancelled request drops the call: the pool gets its worker back.
+        let result = tokio::select! {
+            result = call => result,
+            () = context.ct.cancelled() => {
+                return Err(McpError::internal_error("the request was cancelled", None));
+            }
+        };
+        let result = match result {
+            Ok(routed) => {
+                let payload = routed.payload().to_json();
+                let mut result = CallToolResult::success(vec![text(payload.to_string())?]);
+                if payload.is_object() {
+                    result.structured_content = Some(payload);
+                }
+                // Which tier served it, and what was tried first.
+                result.meta = serde_json::from_value(json!({
+                    "flowbalancer/tier": routed.tier,
+                    "flowbalancer/attempts": routed.attempts,
+                }))
+                .ok();
+                result
+            }
+            Err(error) => {
+                let mut result = CallToolResult::error(vec![text(error.to_string())?]);
+                result.structured_content = Some(error.to_json());
+                result
+            }
+        };
+        Ok(result.into())
+    }
+}
+
+/// A JSON-RPC error line for input that could not be served.
+fn error_line(id: Value, code: i64, message: String) -> Vec<u8> {
+    let mut line =
+        json!({ "jsonrpc": "2.0", "id": id, "error": { "code": code, "message": message } })
+            .to_string();
+    line.push('\n');
+    line.into_bytes()
+}
+
+/// Checks one input line: `Ok` to pass it to rmcp, `Err(line)` to answer it ourselves.
+fn vet(line: &[u8]) -> Result<(), Vec<u8>> {
+    let value: Value = match serde_json::from_slice(line) {
+        Ok(value) => value,
+        Err(e) => return Err(error_line(Value::Null, -32700, format!("Parse error: {e}"))),
+    };
+    let message_like = |v: &Value| {
+        v.as_object().is_some_and(|o| {
+            o.get("jsonrpc") == Some(&json!("2.0"))
+                && (o.contains_key("method") || o.contains_key("result") || o.contains_key("error"))
+        })
+    };
+    let valid = match &value {
+        Value::Array(batch) => !batch.is_empty() && batch.iter().all(message_like),
+        other => message_like(other),
+    };
+    if valid {
+        Ok(())
+    } else {
+        let id = value.get("id").cloned().unwrap_or(Value::Null);
+        Err(error_line(
+            id,
+            -32600,
+            "Invalid Request: not a JSON-RPC 2.0 message".into(),
+        ))
+    }
+}
+
+/// Reads lines from `input`, passing good ones to `to_rmcp` and answering bad ones on `out`.
+async fn filter_input<R: AsyncRead + Unpin>(
+    mut input: R,
+    mut to_rmcp: tokio::io::DuplexStream,
+    out: mpsc::UnboundedSender<Vec<u8>>,
+) {
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut line: Vec<u8> = Vec::new();
+    let mut overlong = false;
+    loop {
+        let n = match input.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for &byte in &buffer[..n] {
+            if byte != b'\n' {
+                if line.len() < MAX_LINE {
+                    line.push(byte);
+                } else {
+                    overlong = true;
+                }
+                continue;
+            }
+            if overlong {
+                let _ = out.send(error_line(
+                    Value::Null,
+                    -32700,
+                    format!("Parse error: line longer than {MAX_LINE} bytes"),
+                ));
+            } else if line.iter().any(|b| !b.is_ascii_whitespace()) {
+                match vet(&line) {
+                    Ok(()) => {
+                        line.push(b'\n');
+                        if to_rmcp.write_all(&line).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(answer) => {
+                        tracing::warn!(
+                            bytes = line.len(),
+                            "malformed input line answered with a JSON-RPC error"
+                        );
+                        let _ = out.send(answer);
+                    }
+                }
+            }
+            line.clear();
+            overlong = false;
+        }
+    }
+    // EOF: rmcp sees the end of its input and stops.
+    let _ = to_rmcp.shutdown().await;
+}
+
+/// rmcp's output: cut into whole lines, handed to the one stdout writer.
+struct LineSink {
+    out: mpsc::UnboundedSender<Vec<u8>>,
+    pending: Vec<u8>,
+}
+
+impl AsyncWrite for LineSink {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        this.pending.extend_from_slice(data);
+        while let Some(end) = this.pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = this.pending.drain(..=end).collect();
+            if this.out.send(line).is_err() {
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::BrokenPipe,
+                    "stdout is closed",
+                )));
+            }
+        }
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if !this.pending.is_empty() {
+            let _ = this.out.send(std::mem::take(&mut this.pending));
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Serves `balancer` over MCP on stdin/stdout until the client closes stdin.
+pub(crate) async fn serve(balancer: Arc<Balancer>) -> Result<(), String> {
+    let (stdin, mut stdout) = (tokio::io::stdin(), tokio::io::stdout());
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let writer = tokio::spawn(async move {
+        while let Some(line) = out_rx.recv().await {
+            if stdout.write_all(&line).await.is_err() || stdout.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+    let (rmcp_input, to_rmcp) = tokio::io::duplex(1 << 20);
+    let filter = tokio::spawn(filter_input(stdin, to_rmcp, out_tx.clone()));
+    let sink = LineSink {
+        out: out_tx,
+        pending: Vec::new(),
+    };
+    let service = Gateway::new(Arc::clone(&balancer))
+        .serve((rmcp_input, sink))
+        .await
+        .map_err(|e| format!("MCP initialization failed: {e}"))?;
+    let result = service.waiting().await;
+    filter.abort();
+    let _ = writer.await;
+    result
+        .map(|_| ())
+        .map_err(|e| format!("MCP service failed: {e}"))
+}
