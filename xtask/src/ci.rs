@@ -100,9 +100,83 @@ pub(crate) fn deny() -> Result<(), String> {
     ]))
 }
 
-/// The end-to-end tests (real MCP clients against `flowbalancer serve`), when present.
+/// The end-to-end tests: the official MCP Python SDK (`mcp`, installed into a venv under
+/// target/) against the built `flowbalancer serve`, then — where node is present — the MCP
+/// Inspector's CLI.
 pub(crate) fn e2e() -> Result<(), String> {
-    Err("no end-to-end tests in this workspace yet".into())
+    let root = cmd::root();
+    cmd::run(cmd::cargo().args(["build", "-p", "flowbalancer-cli"]))?;
+    let binary = root.join("target/debug/flowbalancer");
+    let venv = root.join("target/e2e-venv");
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        cmd::run(
+            std::process::Command::new("python3")
+                .arg("-m")
+                .arg("venv")
+                .arg(&venv),
+        )?;
+    }
+    let has_sdk = std::process::Command::new(&python)
+        .args(["-c", "import mcp"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_sdk {
+        eprintln!("installing the MCP Python SDK into {}", venv.display());
+        cmd::run(std::process::Command::new(&python).args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "mcp>=1.9,<2",
+        ]))?;
+    }
+    cmd::run(
+        std::process::Command::new(&python)
+            .arg(e2e_dir().join("run_e2e.py"))
+            .arg(&binary),
+    )?;
+    if cmd::has("npx", &["--version"]) {
+        inspector(&binary)
+    } else {
+        eprintln!("node/npx not found: the MCP Inspector check is not run");
+        Ok(())
+    }
+}
+
+/// `npx @modelcontextprotocol/inspector --cli … --method tools/list` must list our tools.
+fn inspector(binary: &std::path::Path) -> Result<(), String> {
+    let output = std::process::Command::new("npx")
+        .args(["-y", "@modelcontextprotocol/inspector@0", "--cli"])
+        .arg(binary)
+        .args(["serve", "--method", "tools/list"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("could not run npx: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "MCP Inspector CLI failed ({}):\n{stdout}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let listed: serde_json::Value = serde_json::from_str(&stdout)
+        .map_err(|e| format!("MCP Inspector output is not JSON ({e}):\n{stdout}"))?;
+    let names: Vec<&str> = listed["tools"]
+        .as_array()
+        .map(|tools| tools.iter().filter_map(|t| t["name"].as_str()).collect())
+        .unwrap_or_default();
+    for expected in ["echo", "word_count", "sleep", "fib"] {
+        if !names.contains(&expected) {
+            return Err(format!(
+                "MCP Inspector did not list {expected:?}: {names:?}"
+            ));
+        }
+    }
+    println!("MCP Inspector CLI: tools/list → {names:?}");
+    Ok(())
 }
 
 fn has_e2e() -> bool {

@@ -108,6 +108,13 @@ pub trait Worker: Send + Sync + 'static {
     /// Default: nothing to do.
     fn kill(&self) {}
 
+    /// Whether the worker can still take calls. A worker that knows it died (its process
+    /// exited, its pipe closed) says so here, and the pool replaces it before giving it a
+    /// call. Default: always alive.
+    fn is_alive(&self) -> bool {
+        true
+    }
+
     /// The tools (methods) the worker offers; empty when it does not say.
     fn tools(&self) -> Vec<ToolSpec> {
         Vec::new()

@@ -501,3 +501,38 @@ async fn twenty_workers_with_random_kills_answer_every_call_exactly_once() {
     pool.shutdown().await;
     assert_all_gone(marker).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_dies_while_idle_is_replaced_before_the_next_call() {
+    let pool = pool(python_spec("idle-death"), 1).await;
+    let pid = pool
+        .call(call("pid", json!({})))
+        .await
+        .unwrap()
+        .payload
+        .as_json()
+        .unwrap()
+        .as_u64()
+        .unwrap();
+    kill9(pid);
+    tokio::time::sleep(Duration::from_millis(300)).await; // the reader sees the EOF
+    // The next call does not land on the dead worker: it waits for the replacement.
+    let new_pid = pool
+        .call(call("pid", json!({})))
+        .await
+        .unwrap()
+        .payload
+        .as_json()
+        .unwrap()
+        .as_u64()
+        .unwrap();
+    assert_ne!(new_pid, pid);
+    let stats = pool.stats();
+    assert_eq!(stats.replacements, 1);
+    assert!(
+        !stats.failures.contains_key("crashed"),
+        "no call failed: {:?}",
+        stats.failures
+    );
+    pool.shutdown().await;
+}

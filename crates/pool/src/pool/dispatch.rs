@@ -37,10 +37,11 @@ pub(crate) struct Entry<W> {
     pub(crate) recycle_at: Option<Instant>,
 }
 
-impl<W> Entry<W> {
+impl<W: Worker> Entry<W> {
     /// Can take one more call now.
     pub(crate) fn available(&self, max_in_flight: usize) -> bool {
-        !self.retiring
+        self.slot.worker.is_alive()
+            && !self.retiring
             && self.in_flight < max_in_flight
             && matches!(self.machine.state(), WorkerState::Ready | WorkerState::Busy)
     }
@@ -260,6 +261,7 @@ impl<W: Worker> Inner<W> {
         let receiver = {
             let mut state = self.state.lock();
             self.check_admitting()?;
+            self.remove_dead(&mut state);
             let mut wanted: Option<WorkerId> = None;
             if let Some(session) = session {
                 match self.bound_worker(&mut state, session)? {
@@ -359,6 +361,17 @@ impl<W: Worker> Inner<W> {
                     })
                 }
             }
+        }
+    }
+
+    /// Workers that died while idle go now, instead of failing the next call given to them.
+    fn remove_dead(self: &Arc<Self>, state: &mut State<W>) {
+        while let Some(index) = state
+            .entries
+            .iter()
+            .position(|e| e.in_flight == 0 && !e.slot.worker.is_alive())
+        {
+            self.remove_worker(state, index, Discard::Crashed);
         }
     }
 

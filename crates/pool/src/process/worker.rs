@@ -196,6 +196,8 @@ struct Pending {
 
 struct Shared {
     id: WorkerId,
+    /// Cleared at death: readable without the lock on every dispatch.
+    alive: std::sync::atomic::AtomicBool,
     pending: Mutex<Pending>,
     process: ProcessHandle,
     max_frame: usize,
@@ -205,6 +207,7 @@ impl Shared {
     /// Marks the worker dead (first reason wins), fails every waiting call with it and kills
     /// the process group.
     fn die(&self, error: WorkerError) {
+        self.alive.store(false, Ordering::SeqCst);
         let waiting = {
             let mut pending = self.pending.lock();
             if pending.dead.is_none() {
@@ -306,6 +309,7 @@ impl ProcessWorker {
         tracing::debug!(worker = %id, pid = process.pid(), name = %name, tools = tools.len(), "worker said hello");
         let shared = Arc::new(Shared {
             id,
+            alive: std::sync::atomic::AtomicBool::new(true),
             pending: Mutex::new(Pending::default()),
             process,
             max_frame: spec.max_frame,
@@ -433,6 +437,10 @@ impl Worker for ProcessWorker {
 
     fn tools(&self) -> Vec<ToolSpec> {
         self.tools.clone()
+    }
+
+    fn is_alive(&self) -> bool {
+        self.shared.alive.load(Ordering::SeqCst)
     }
 }
 
