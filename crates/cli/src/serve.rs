@@ -171,8 +171,28 @@ fn error_line(id: Value, code: i64, message: String) -> Vec<u8> {
     line.into_bytes()
 }
 
+/// The shape of a JSON-RPC message, checked without building a JSON tree.
+#[derive(serde::Deserialize)]
+struct Shape<'a> {
+    #[serde(borrow, default)]
+    jsonrpc: Option<&'a str>,
+    #[serde(default)]
+    method: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    result: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
+}
+
 /// Checks one input line: `Ok` to pass it to rmcp, `Err(line)` to answer it ourselves.
 fn vet(line: &[u8]) -> Result<(), Vec<u8>> {
+    // The common case, cheaply: one well-formed message object.
+    if let Ok(shape) = serde_json::from_slice::<Shape<'_>>(line)
+        && shape.jsonrpc == Some("2.0")
+        && (shape.method.is_some() || shape.result.is_some() || shape.error.is_some())
+    {
+        return Ok(());
+    }
     let value: Value = match serde_json::from_slice(line) {
         Ok(value) => value,
         Err(e) => return Err(error_line(Value::Null, -32700, format!("Parse error: {e}"))),
@@ -294,11 +314,20 @@ impl AsyncWrite for LineSink {
 
 /// Serves `balancer` over MCP on stdin/stdout until the client closes stdin.
 pub(crate) async fn serve(balancer: Arc<Balancer>) -> Result<(), String> {
-    let (stdin, mut stdout) = (tokio::io::stdin(), tokio::io::stdout());
+    // Non-blocking pipes where stdin/stdout are pipes (tokio's Stdin reads on a blocking
+    // thread, which costs a thread hop per read).
+    let (stdin, mut stdout) = rmcp::transport::io::stdio_pipes();
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let writer = tokio::spawn(async move {
+        let mut batch = Vec::new();
         while let Some(line) = out_rx.recv().await {
-            if stdout.write_all(&line).await.is_err() || stdout.flush().await.is_err() {
+            // Everything ready goes out in one write and one flush.
+            batch.clear();
+            batch.extend_from_slice(&line);
+            while let Ok(more) = out_rx.try_recv() {
+                batch.extend_from_slice(&more);
+            }
+            if stdout.write_all(&batch).await.is_err() || stdout.flush().await.is_err() {
                 break;
             }
         }
