@@ -107,6 +107,8 @@ pub struct TransitionError {
 /// ```
 #[derive(Debug, Clone)]
 pub struct StateMachine {
+    /// Who the machine belongs to, for its tracing events (`pool/w3`).
+    owner: Option<String>,
     state: WorkerState,
     health: Health,
     history: VecDeque<Transition>,
@@ -117,11 +119,18 @@ impl StateMachine {
     /// A machine in `Initializing` that keeps the last `history_limit` transitions.
     pub fn new(history_limit: usize) -> Self {
         Self {
+            owner: None,
             state: WorkerState::Initializing,
             health: Health::Unknown,
             history: VecDeque::with_capacity(history_limit.min(64)),
             history_limit,
         }
+    }
+
+    /// Names the machine's owner in its tracing events.
+    pub fn with_owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = Some(owner.into());
+        self
     }
 
     /// The current state.
@@ -158,6 +167,16 @@ impl StateMachine {
             });
         }
         if self.state != to {
+            let owner = self.owner.as_deref().unwrap_or("worker");
+            // Every transition is an event; the per-call Ready ⇄ Busy flips at trace level.
+            if matches!(
+                (self.state, to),
+                (WorkerState::Ready, WorkerState::Busy) | (WorkerState::Busy, WorkerState::Ready)
+            ) {
+                tracing::trace!(worker = owner, from = %self.state, to = %to, reason = %reason, "worker transition");
+            } else {
+                tracing::debug!(worker = owner, from = %self.state, to = %to, reason = %reason, "worker transition");
+            }
             if self.history.len() == self.history_limit {
                 self.history.pop_front();
             }

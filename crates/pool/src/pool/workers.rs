@@ -92,7 +92,8 @@ impl<W: Worker> Inner<W> {
         if !tools.is_empty() {
             state.tools = Arc::new(tools);
         }
-        let mut machine = StateMachine::new(self.config.history_limit);
+        let mut machine = StateMachine::new(self.config.history_limit)
+            .with_owner(format!("{}/{id}", self.config.name));
         let _ = machine.transition(WorkerState::Ready, format!("started ({reason:?})"));
         let now = Instant::now();
         let jitter = |value: f64| {
