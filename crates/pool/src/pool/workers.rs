@@ -138,6 +138,11 @@ impl<W: Worker> Inner<W> {
         error: StartError,
         reason: StartReason,
     ) {
+        if self.is_shutting_down() {
+            // A start cut short by the shutdown itself: nothing to report or retry.
+            tracing::debug!(pool = %self.config.name, %error, "worker start ended by the shutdown");
+            return;
+        }
         Counters::bump(&self.counters.start_failures);
         state.failed_starts_in_a_row += 1;
         tracing::warn!(pool = %self.config.name, %error, ?reason, failures_in_a_row = state.failed_starts_in_a_row, "worker failed to start");
