@@ -351,6 +351,16 @@ impl ScopeHandle {
         })?;
         {
             let mut state = self.inner.state();
+            // `close` sets `closed` before it takes the lock to empty the state: checked under
+            // the lock, a scope that closed while we spawned is seen here, and the child is
+            // not left in a state nobody will clean.
+            if self.inner.closed.load(Ordering::SeqCst) {
+                drop(state);
+                let _ = entry.kill_and_reap_detached();
+                return Err(ScopeError::Closed {
+                    scope: self.inner.name.clone(),
+                });
+            }
             state.processes.push_back(Arc::clone(&entry));
             state.stats.processes_high_water =
                 state.stats.processes_high_water.max(state.processes.len());
@@ -502,6 +512,14 @@ impl ScopeHandle {
 
     fn push_path(&self, tracked: TrackedPath) {
         let mut state = self.inner.state();
+        if self.inner.closed.load(Ordering::SeqCst) {
+            // Closed meanwhile (see `spawn_process`): remove it now rather than leak it.
+            drop(state);
+            if let Err(error) = crate::close::remove_path(&tracked) {
+                tracing::warn!(scope = %self.inner.name, path = %tracked.path.display(), %error, "removing a path registered during close failed");
+            }
+            return;
+        }
         state.paths.push_back(tracked);
         state.stats.temp_files_high_water =
             state.stats.temp_files_high_water.max(state.paths.len());
