@@ -192,3 +192,30 @@ async fn process_limit_refuses_then_evicts() {
     );
     assert!(evicting.close().await.is_clean());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_spawned_while_the_scope_closes_are_not_leaked() {
+    for round in 0..20 {
+        let scope = Scope::builder().grace(Duration::from_millis(50)).build();
+        let handle = scope.handle();
+        let spawner = tokio::spawn(async move {
+            let mut pids = Vec::new();
+            loop {
+                let mut sleeper = std::process::Command::new("sleep");
+                sleeper.arg("600");
+                match handle.spawn_process(sleeper) {
+                    Ok(child) => pids.push(child.pid()),
+                    Err(ScopeError::Closed { .. }) => return pids,
+                    Err(other) => panic!("round {round}: {other}"),
+                }
+                tokio::task::yield_now().await;
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(5 + round % 5)).await;
+        scope.close().await;
+        let pids = spawner.await.unwrap();
+        for pid in pids {
+            assert_tree_gone(pid);
+        }
+    }
+}
