@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use flowbalancer_benches::{TryQueue, Wait, pin, repeat, run_mpmc};
+use flowbalancer_benches::{
+    TryQueue, Wait, consume_batches, pin, produce_batches, repeat, run_mpmc,
+};
 use flowbalancer_ringbuf::{Queue, spsc};
 
 const ITEMS: u64 = 200_000;
@@ -248,49 +250,6 @@ fn spsc_single(c: &mut Criterion) {
     group.finish();
 }
 
-/// A slice-batch producer loop shared by the SPSC batch benches: `push` copies what fits
-/// from a slice and returns how many it took.
-fn produce_batches(mut push: impl FnMut(&[u64]) -> usize) {
-    let mut wait = Wait::default();
-    let mut buffer = [0u64; BATCH];
-    let mut next = 0u64;
-    while next < ITEMS {
-        let len = (ITEMS - next).min(BATCH as u64) as usize;
-        for (k, slot) in buffer[..len].iter_mut().enumerate() {
-            *slot = next + k as u64;
-        }
-        let mut sent = 0;
-        while sent < len {
-            let n = push(&buffer[sent..len]);
-            if n == 0 {
-                wait.retry();
-            } else {
-                sent += n;
-                wait.reset();
-            }
-        }
-        next += len as u64;
-    }
-}
-
-/// The matching consumer loop: `pop` fills a slice and returns how many it wrote.
-fn consume_batches(mut pop: impl FnMut(&mut [u64]) -> usize) -> u64 {
-    let mut wait = Wait::default();
-    let mut buffer = [0u64; BATCH];
-    let (mut sum, mut got) = (0u64, 0u64);
-    while got < ITEMS {
-        let n = pop(&mut buffer);
-        if n == 0 {
-            wait.retry();
-        } else {
-            wait.reset();
-            got += n as u64;
-            sum = buffer[..n].iter().fold(sum, |a, &v| a.wrapping_add(v));
-        }
-    }
-    sum
-}
-
 fn spsc_batch(c: &mut Criterion) {
     let mut group = c.benchmark_group("spsc_batch256");
     group.throughput(Throughput::Elements(ITEMS));
@@ -300,8 +259,8 @@ fn spsc_batch(c: &mut Criterion) {
             repeat(n, || {
                 let (mut tx, mut rx) = spsc::channel::<u64>(CAPACITY).expect("capacity");
                 spsc_run(
-                    move || produce_batches(|items| tx.push_slice(items)),
-                    || consume_batches(|out| rx.pop_slice(out)),
+                    move || produce_batches(ITEMS, BATCH, |items| tx.push_slice(items)),
+                    || consume_batches(ITEMS, BATCH, |out| rx.pop_slice(out)),
                 )
             })
         })
@@ -312,7 +271,7 @@ fn spsc_batch(c: &mut Criterion) {
                 let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(CAPACITY);
                 spsc_run(
                     move || {
-                        produce_batches(|items| {
+                        produce_batches(ITEMS, BATCH, |items| {
                             let n = items.len().min(tx.slots());
                             match tx.write_chunk_uninit(n) {
                                 Ok(chunk) => chunk.fill_from_iter(items[..n].iter().copied()),
@@ -321,7 +280,7 @@ fn spsc_batch(c: &mut Criterion) {
                         })
                     },
                     || {
-                        consume_batches(|out| {
+                        consume_batches(ITEMS, BATCH, |out| {
                             let n = out.len().min(rx.slots());
                             match rx.read_chunk(n) {
                                 Ok(chunk) => {
@@ -345,8 +304,8 @@ fn spsc_batch(c: &mut Criterion) {
             repeat(n, || {
                 let (mut tx, mut rx) = ringbuf::HeapRb::<u64>::new(CAPACITY).split();
                 spsc_run(
-                    move || produce_batches(|items| tx.push_slice(items)),
-                    || consume_batches(|out| rx.pop_slice(out)),
+                    move || produce_batches(ITEMS, BATCH, |items| tx.push_slice(items)),
+                    || consume_batches(ITEMS, BATCH, |out| rx.pop_slice(out)),
                 )
             })
         })

@@ -27,12 +27,22 @@ impl<T: Send> TryQueue<T> for flowbalancer_ringbuf::Queue<T> {
 /// failing side steal the other side's cache lines on every attempt, and the figures then
 /// swing by 10× between runs depending on whether the queue settled full or empty.
 #[derive(Debug, Default)]
-pub struct Wait(u32);
+pub struct Wait(u32, bool);
 
 impl Wait {
+    /// No backoff: every failed attempt is retried after a single pause instruction (the
+    /// harness variant that shows how a queue behaves under its own contention).
+    pub fn spinning() -> Self {
+        Self(0, true)
+    }
+
     /// One failed attempt.
     #[inline]
     pub fn retry(&mut self) {
+        if self.1 {
+            std::hint::spin_loop();
+            return;
+        }
         if self.0 <= 6 {
             for _ in 0..1u32 << self.0 {
                 std::hint::spin_loop();
@@ -69,6 +79,24 @@ pub fn run_mpmc<Q: TryQueue<u64> + 'static>(
     consumers: usize,
     items: u64,
 ) -> Duration {
+    run_mpmc_with(queue, producers, consumers, items, true)
+}
+
+/// [`run_mpmc`], with (`backoff`) or without ([`Wait::spinning`]) the harness's backoff.
+pub fn run_mpmc_with<Q: TryQueue<u64> + 'static>(
+    queue: Arc<Q>,
+    producers: usize,
+    consumers: usize,
+    items: u64,
+    backoff: bool,
+) -> Duration {
+    let new_wait = move || {
+        if backoff {
+            Wait::default()
+        } else {
+            Wait::spinning()
+        }
+    };
     let per_producer = items / producers as u64;
     let total = per_producer * producers as u64;
     let consumed = AtomicU64::new(0);
@@ -78,7 +106,7 @@ pub fn run_mpmc<Q: TryQueue<u64> + 'static>(
             let queue = Arc::clone(&queue);
             s.spawn(move || {
                 pin(p);
-                let mut wait = Wait::default();
+                let mut wait = new_wait();
                 for i in 0..per_producer {
                     let mut item = p as u64 * per_producer + i;
                     loop {
@@ -100,7 +128,7 @@ pub fn run_mpmc<Q: TryQueue<u64> + 'static>(
                 let queue = Arc::clone(&queue);
                 s.spawn(move || {
                     pin(c + 1);
-                    let mut wait = Wait::default();
+                    let mut wait = new_wait();
                     let mut sum = 0u64;
                     let mut unflushed = 0;
                     loop {
@@ -140,4 +168,60 @@ pub fn run_mpmc<Q: TryQueue<u64> + 'static>(
 /// Runs `run` for `iters` iterations and returns the summed time (criterion's `iter_custom`).
 pub fn repeat(iters: u64, mut run: impl FnMut() -> Duration) -> Duration {
     (0..iters).map(|_| run()).sum()
+}
+
+/// The median, smallest and largest of `values` (which must not be empty).
+pub fn median_and_spread(values: &mut [f64]) -> (f64, f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let median = if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    };
+    (median, values[0], values[n - 1])
+}
+
+/// A slice-batch producer loop for the SPSC benches: pushes `0..items` in batches of up to
+/// `batch` through `push` (copies what fits from a slice and returns how many it took).
+pub fn produce_batches(items: u64, batch: usize, mut push: impl FnMut(&[u64]) -> usize) {
+    let mut wait = Wait::default();
+    let mut buffer = vec![0u64; batch];
+    let mut next = 0u64;
+    while next < items {
+        let len = (items - next).min(batch as u64) as usize;
+        for (k, slot) in buffer[..len].iter_mut().enumerate() {
+            *slot = next + k as u64;
+        }
+        let mut sent = 0;
+        while sent < len {
+            let n = push(&buffer[sent..len]);
+            if n == 0 {
+                wait.retry();
+            } else {
+                sent += n;
+                wait.reset();
+            }
+        }
+        next += len as u64;
+    }
+}
+
+/// The matching consumer loop: `pop` fills a slice of up to `batch` and returns how many it
+/// wrote; returns the sum of the `items` values received.
+pub fn consume_batches(items: u64, batch: usize, mut pop: impl FnMut(&mut [u64]) -> usize) -> u64 {
+    let mut wait = Wait::default();
+    let mut buffer = vec![0u64; batch];
+    let (mut sum, mut got) = (0u64, 0u64);
+    while got < items {
+        let n = pop(&mut buffer);
+        if n == 0 {
+            wait.retry();
+        } else {
+            wait.reset();
+            got += n as u64;
+            sum = buffer[..n].iter().fold(sum, |a, &v| a.wrapping_add(v));
+        }
+    }
+    sum
 }

@@ -26,6 +26,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         })?;
         steps.step("test", test)?;
         steps.step("python worker tests", python_tests)?;
+        steps.step("miri (ringbuf, bus)", || crate::miri::run(&[]))?;
         steps.step("loom", || {
             let (ran, passed) = crate::loom::run(&[])?;
             if ran != passed {

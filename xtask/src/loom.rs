@@ -11,7 +11,9 @@ pub(crate) fn run(args: &[String]) -> Result<(usize, usize), String> {
         [flag, name] if flag == "--crate" => Some(name.clone()),
         _ => return Err("usage: cargo xtask loom [--crate NAME]".into()),
     };
-    let preemptions = std::env::var("LOOM_MAX_PREEMPTIONS").unwrap_or_else(|_| "3".into());
+    // Each model sets its own preemption bound (loom::model::Builder); this variable can only
+    // lower it, and is passed on when set.
+    let preemptions = std::env::var("LOOM_MAX_PREEMPTIONS").ok();
     let mut total = 0;
     let mut passed = 0;
     let crates = crates_with_models()?;
@@ -27,15 +29,23 @@ pub(crate) fn run(args: &[String]) -> Result<(usize, usize), String> {
         }
         let package = package_name(&dir)?;
         for test in tests {
-            eprintln!("loom: {package} --test {test} (LOOM_MAX_PREEMPTIONS={preemptions})");
+            eprintln!(
+                "loom: {package} --test {test} (preemption bound: per model{})",
+                preemptions
+                    .as_deref()
+                    .map(|p| format!(", at most {p}"))
+                    .unwrap_or_default()
+            );
             let mut command = cmd::cargo();
             command
                 .args(["test", "--release", "-p", &package, "--test", &test, "--"])
                 .args(["--test-threads", "2"])
                 .env("RUSTFLAGS", "--cfg loom")
-                .env("LOOM_MAX_PREEMPTIONS", &preemptions)
                 // A separate target dir: changing RUSTFLAGS must not rebuild the main one.
                 .env("CARGO_TARGET_DIR", cmd::root().join("target/loom"));
+            if let Some(preemptions) = &preemptions {
+                command.env("LOOM_MAX_PREEMPTIONS", preemptions);
+            }
             let output = cmd::run_capture(&mut command);
             let (ran, ok) = match &output {
                 Ok(text) | Err(text) => count(text),

@@ -3,7 +3,9 @@
 //! * `ci` — format check, clippy, tests (nextest when installed, doctests too), loom models,
 //!   cargo-deny, end-to-end tests. One line per step with its time; exits non-zero naming the
 //!   failed step.
-//! * `loom [--crate NAME]` — every loom model, release mode, bounded by `LOOM_MAX_PREEMPTIONS`.
+//! * `loom [--crate NAME]` — every loom model, release mode; each model sets its own preemption
+//!   bound (`LOOM_MAX_PREEMPTIONS` can lower it).
+//! * `miri` — the ringbuf and bus tests under Miri (installs the nightly component if missing).
 //! * `bench [--quick] [FILTER]` — the criterion benches side by side with peers, then a report
 //!   of ratios in `target/bench-report.md`.
 //! * `deny` — installs cargo-deny when missing and checks bans, licenses and sources.
@@ -13,6 +15,7 @@ mod bench;
 mod ci;
 mod cmd;
 mod loom;
+mod miri;
 
 use std::process::ExitCode;
 
@@ -28,6 +31,7 @@ fn main() -> ExitCode {
     let result = match command {
         "ci" => ci::run(rest),
         "loom" => loom::run(rest).map(|_| ()),
+        "miri" => miri::run(rest),
         "bench" => bench::run(rest),
         "deny" => ci::deny(),
         "msrv" => ci::msrv(),
@@ -47,5 +51,4 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str =
-    "usage: cargo xtask <ci | loom [--crate NAME] | bench [--quick] [FILTER] | deny | msrv | e2e>";
+const USAGE: &str = "usage: cargo xtask <ci | loom [--crate NAME] | miri | bench [--quick] [FILTER] | deny | msrv | e2e>";

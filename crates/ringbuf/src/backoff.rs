@@ -1,6 +1,8 @@
 //! Exponential backoff for the short waits inside the queues.
 
-use crate::loom::{hint, thread};
+#[cfg(not(loom))]
+use crate::loom::hint;
+use crate::loom::thread;
 
 const SPIN_LIMIT: u32 = 6;
 const YIELD_LIMIT: u32 = 10;
@@ -17,6 +19,7 @@ impl Backoff {
     }
 
     /// After losing a race (a failed compare-exchange): spin briefly, never yield.
+    #[cfg(not(loom))]
     #[inline]
     pub(crate) fn spin(&mut self) {
         for _ in 0..1u32 << self.step.min(SPIN_LIMIT) {
@@ -29,6 +32,7 @@ impl Backoff {
 
     /// While another thread finishes its part (a claimed slot not yet published): spin, then
     /// yield so a preempted peer gets the core back.
+    #[cfg(not(loom))]
     #[inline]
     pub(crate) fn snooze(&mut self) {
         if self.step <= SPIN_LIMIT {
@@ -41,5 +45,19 @@ impl Backoff {
         if self.step <= YIELD_LIMIT {
             self.step += 1;
         }
+    }
+
+    /// Under loom a wait is one yield: loom explores orderings, not timing, and every extra
+    /// yield multiplies the branches of a model without adding an ordering.
+    #[cfg(loom)]
+    pub(crate) fn spin(&mut self) {
+        self.step = self.step.saturating_add(1);
+        thread::yield_now();
+    }
+
+    /// See [`spin`](Self::spin).
+    #[cfg(loom)]
+    pub(crate) fn snooze(&mut self) {
+        self.spin();
     }
 }

@@ -24,11 +24,19 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Operations per generated case (fewer under Miri, which interprets each one).
+const OPS: usize = if cfg!(miri) { 40 } else { 200 };
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    // Miri runs a few cases (each op is interpreted); the native run explores 512.
+    #![proptest_config(ProptestConfig {
+        cases: if cfg!(miri) { 4 } else { 512 },
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
-    fn mpmc_matches_vecdeque(capacity in 1usize..20, ops in proptest::collection::vec(op(), 0..200)) {
+    fn mpmc_matches_vecdeque(capacity in 1usize..20, ops in proptest::collection::vec(op(), 0..OPS)) {
         let queue = Queue::new(capacity).unwrap();
         let mut model = VecDeque::new();
         for op in ops {
@@ -67,7 +75,7 @@ proptest! {
     }
 
     #[test]
-    fn spsc_matches_vecdeque(capacity in 1usize..20, ops in proptest::collection::vec(op(), 0..200)) {
+    fn spsc_matches_vecdeque(capacity in 1usize..20, ops in proptest::collection::vec(op(), 0..OPS)) {
         let (mut tx, mut rx) = spsc::channel(capacity).unwrap();
         let mut model = VecDeque::new();
         for op in ops {
@@ -123,9 +131,14 @@ fn zero_capacity_is_an_error() {
 
 #[test]
 fn capacity_one_and_non_powers_of_two_wrap_many_laps() {
-    for capacity in [1usize, 3, 5, 100, 1000] {
+    let capacities: &[usize] = if cfg!(miri) {
+        &[1, 3, 8]
+    } else {
+        &[1, 3, 5, 100, 1000]
+    };
+    for &capacity in capacities {
         let queue = Queue::new(capacity).unwrap();
-        for lap in 0..50u64 {
+        for lap in 0..if cfg!(miri) { 3 } else { 50u64 } {
             for i in 0..capacity as u64 {
                 queue.push(lap * 10_000 + i).unwrap();
             }

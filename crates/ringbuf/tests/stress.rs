@@ -1,21 +1,61 @@
-//! Many threads, exact counts: 4 producers × 4 consumers over 10^6 items.
+//! Many threads, exact counts: 4 producers × 4 consumers over 10^6 items (a few hundred under
+//! Miri). Every wait loop has a deadline: past it the test fails and prints its counts instead
+//! of hanging CI.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use flowbalancer_ringbuf::{Queue, spsc};
 
 const PRODUCERS: u64 = 4;
 const CONSUMERS: usize = 4;
-const PER_PRODUCER: u64 = 250_000;
+const PER_PRODUCER: u64 = if cfg!(miri) { 60 } else { 250_000 };
 const TOTAL: u64 = PRODUCERS * PER_PRODUCER;
+/// Far above a normal run (a second or two), low enough to fail a wedged run quickly.
+const LIMIT: Duration = Duration::from_secs(if cfg!(miri) { 600 } else { 120 });
+
+/// A deadline shared by every thread of one test. When one thread sees it pass, all stop.
+#[derive(Clone)]
+struct Deadline {
+    at: Instant,
+    expired: Arc<AtomicBool>,
+}
+
+impl Deadline {
+    fn new() -> Self {
+        Self {
+            at: Instant::now() + LIMIT,
+            expired: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Whether the deadline passed (here or on another thread).
+    fn passed(&self) -> bool {
+        if self.expired.load(Ordering::Relaxed) {
+            return true;
+        }
+        if Instant::now() >= self.at {
+            self.expired.store(true, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// Fails the test with `counts` when the deadline passed.
+    fn check(&self, counts: impl FnOnce() -> String) {
+        assert!(!self.passed(), "no progress within {LIMIT:?}: {}", counts());
+    }
+}
 
 fn run(capacity: usize, batched: bool) {
     let queue = Arc::new(Queue::new(capacity).unwrap());
     let taken = Arc::new(AtomicU64::new(0));
+    let deadline = Deadline::new();
     let seen: Vec<Vec<u64>> = std::thread::scope(|s| {
         for p in 0..PRODUCERS {
             let queue = Arc::clone(&queue);
+            let deadline = deadline.clone();
             s.spawn(move || {
                 let mut batch = Vec::new();
                 for i in 0..PER_PRODUCER {
@@ -25,6 +65,9 @@ fn run(capacity: usize, batched: bool) {
                         if batch.len() == 17 || i + 1 == PER_PRODUCER {
                             while !batch.is_empty() {
                                 if queue.push_batch(&mut batch) == 0 {
+                                    if deadline.passed() {
+                                        return;
+                                    }
                                     std::thread::yield_now();
                                 }
                             }
@@ -33,6 +76,9 @@ fn run(capacity: usize, batched: bool) {
                         let mut item = item;
                         while let Err(back) = queue.push(item) {
                             item = back;
+                            if deadline.passed() {
+                                return;
+                            }
                             std::thread::yield_now();
                         }
                     }
@@ -43,6 +89,7 @@ fn run(capacity: usize, batched: bool) {
             .map(|c| {
                 let queue = Arc::clone(&queue);
                 let taken = Arc::clone(&taken);
+                let deadline = deadline.clone();
                 s.spawn(move || {
                     let mut mine = Vec::new();
                     let mut out = Vec::new();
@@ -62,6 +109,13 @@ fn run(capacity: usize, batched: bool) {
                             }
                         };
                         if got == 0 {
+                            deadline.check(|| {
+                                format!(
+                                    "consumer {c}: {} of {TOTAL} taken, {} in the queue",
+                                    taken.load(Ordering::SeqCst),
+                                    queue.len()
+                                )
+                            });
                             std::thread::yield_now();
                         } else {
                             taken.fetch_add(got as u64, Ordering::SeqCst);
@@ -71,7 +125,10 @@ fn run(capacity: usize, batched: bool) {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a consumer failed (see its message)"))
+            .collect()
     });
     let mut count = vec![0u8; TOTAL as usize];
     let mut sum = 0u64;
@@ -93,7 +150,7 @@ fn run(capacity: usize, batched: bool) {
 
 #[test]
 fn four_by_four_single_items() {
-    run(64, false);
+    run(if cfg!(miri) { 8 } else { 64 }, false);
 }
 
 #[test]
@@ -108,8 +165,11 @@ fn four_by_four_tiny_queue() {
 
 #[test]
 fn spsc_million_items_in_order() {
-    let (mut tx, mut rx) = spsc::channel::<u64>(1000).unwrap();
+    let (mut tx, mut rx) = spsc::channel::<u64>(if cfg!(miri) { 10 } else { 1000 }).unwrap();
+    let deadline = Deadline::new();
+    let producer_deadline = deadline.clone();
     let producer = std::thread::spawn(move || {
+        let deadline = producer_deadline;
         let mut next = 0u64;
         let mut buffer = [0u64; 37];
         while next < TOTAL {
@@ -117,6 +177,9 @@ fn spsc_million_items_in_order() {
                 let mut item = next;
                 while let Err(back) = tx.push(item) {
                     item = back;
+                    if deadline.passed() {
+                        return;
+                    }
                     std::thread::yield_now();
                 }
                 next += 1;
@@ -128,6 +191,9 @@ fn spsc_million_items_in_order() {
                 let pushed = tx.push_slice(&buffer[..n]);
                 next += pushed as u64;
                 if pushed == 0 {
+                    if deadline.passed() {
+                        return;
+                    }
                     std::thread::yield_now();
                 }
             }
@@ -138,6 +204,7 @@ fn spsc_million_items_in_order() {
     while expected < TOTAL {
         out.clear();
         if rx.pop_into(&mut out, 50) == 0 {
+            deadline.check(|| format!("{expected} of {TOTAL} items received"));
             std::thread::yield_now();
         }
         for &v in &out {
@@ -153,7 +220,7 @@ fn spsc_million_items_in_order() {
 fn force_push_under_contention_loses_nothing() {
     // Producers overwrite; every item is either popped or evicted, exactly once.
     let queue = Arc::new(Queue::new(8).unwrap());
-    let per = 50_000u64;
+    let per = if cfg!(miri) { 100 } else { 50_000u64 };
     let (popped, evicted): (Vec<u64>, Vec<u64>) = std::thread::scope(|s| {
         let producers: Vec<_> = (0..2u64)
             .map(|p| {

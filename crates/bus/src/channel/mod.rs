@@ -231,7 +231,9 @@ impl<T> Shared<T> {
             return;
         }
         self.counters.sent.fetch_add(n as u64, Ordering::Relaxed);
-        let depth = self.queue.len() as u64;
+        // One relaxed sample of the depth, no retry loop: the high-water mark is a statistic,
+        // and a sample that is a little stale under contention is good enough for it.
+        let depth = self.queue.len_hint() as u64;
         if depth > self.counters.high_water.load(Ordering::Relaxed) {
             self.counters.high_water.fetch_max(depth, Ordering::Relaxed);
         }

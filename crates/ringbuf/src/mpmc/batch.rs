@@ -52,16 +52,24 @@ impl<T> Queue<T> {
     /// # Ok::<(), flowbalancer_ringbuf::CapacityError>(())
     /// ```
     pub fn pop_batch(&self, out: &mut Vec<T>, max: usize) -> usize {
-        let wanted = max.min(self.capacity()) as u64;
+        let wanted = max.min(self.capacity());
         if wanted == 0 {
             return 0;
         }
-        let Some((head, count)) = self.claim_head_run(wanted) else {
+        // Make room before claiming: once a run is claimed, its slots must be read and freed,
+        // or the threads that reach them next spin forever. So the only step that can panic
+        // (allocation) happens first, and the claim is capped to the room made.
+        let head = self.head.load(Ordering::Relaxed);
+        let tail = self.tail.load(Ordering::Relaxed);
+        let estimate = (self.positions.distance(head, tail) as usize).clamp(1, wanted);
+        out.reserve(estimate);
+        let room = out.capacity() - out.len();
+        let Some((head, count)) = self.claim_head_run(wanted.min(room) as u64) else {
             return 0;
         };
-        out.reserve(count as usize);
         let mut position = head;
         for _ in 0..count {
+            // Cannot reallocate: `count <= room`.
             out.push(self.take(position));
             position = self.positions.next(position);
         }

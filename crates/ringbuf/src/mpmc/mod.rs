@@ -147,6 +147,31 @@ impl<T> Queue<T> {
         }
     }
 
+    /// The number of items, from one cheap sample of the head and the tail: no retry loop, so
+    /// under contention it may be slightly stale, but it is always between 0 and the capacity.
+    /// For statistics (depth gauges, high-water marks) on a hot path; use [`len`](Self::len)
+    /// when a consistent snapshot matters.
+    ///
+    /// ```
+    /// let queue = flowbalancer_ringbuf::Queue::new(4)?;
+    /// queue.push(1).unwrap();
+    /// assert_eq!(queue.len_hint(), 1);
+    /// # Ok::<(), flowbalancer_ringbuf::CapacityError>(())
+    /// ```
+    #[inline]
+    pub fn len_hint(&self) -> usize {
+        let tail = self.tail.load(Ordering::Relaxed);
+        let head = self.head.load(Ordering::Relaxed);
+        // A head read after the tail may be ahead of it (then the distance wraps to a huge
+        // number); either way the result is clamped.
+        let distance = self.positions.distance(head, tail);
+        if distance > self.capacity() as u64 {
+            0
+        } else {
+            distance as usize
+        }
+    }
+
     /// Whether the queue held no item at one instant.
     pub fn is_empty(&self) -> bool {
         let head = self.head.load(Ordering::SeqCst);
@@ -161,12 +186,30 @@ impl<T> Queue<T> {
         head.wrapping_add(self.positions.one_lap()) == tail
     }
 
+    /// The slot that serves `position`.
+    ///
+    /// `position` must be one the queue produced: the head, the tail, or a position reached
+    /// from them with [`Positions::next`]/[`Positions::advance`]. Every call site passes such a
+    /// position; the bounds argument is in the SAFETY comment below.
     #[inline(always)]
     fn slot(&self, position: u64) -> &Slot<T> {
         let index = self.positions.slot_of(position);
         debug_assert!(index < self.slots.len());
-        // SAFETY: `slot_of` maps every position to an index below the capacity, which is the
-        // length of `slots` (checked by the `slots_are_a_permutation` test).
+        // SAFETY: `index < self.slots.len()` (= `capacity`), by these three facts:
+        // 1. Every position the queue holds has a low part (`position & (one_lap - 1)`) below
+        //    `capacity`. Head and tail start at 0 and are only ever stored with values from
+        //    `Positions::next`/`advance` (the compare-exchanges and the store in `force_push`),
+        //    and `advance(p, n)` with `n <= capacity` keeps the low part below `capacity`:
+        //    either it is `low + n < capacity`, or `low + n - capacity`, which is below `n`
+        //    (as `low < capacity`) and so below `capacity`. Positions passed here are head,
+        //    tail, or reached from them by `next`/`advance` (never `sequence` values or
+        //    `oldest`, which are only compared).
+        // 2. `slot_of` without striping returns the low part itself.
+        // 3. With striping (`stripe_bits > 0`), `stripe_bits()` guarantees `capacity` is a
+        //    power of two, so `capacity == one_lap` and the low part is any `shift`-bit
+        //    number; `capacity >= per_block²` gives `2 * stripe_bits <= shift`, so `slot_of`
+        //    only exchanges two bit fields inside the low `shift` bits: the result still has
+        //    `shift` bits, i.e. is below `capacity`.
         unsafe { self.slots.get_unchecked(index) }
     }
 
@@ -296,7 +339,8 @@ impl<T> Queue<T> {
     #[inline(always)]
     fn take(&self, head: u64) -> T {
         let slot = self.slot(head);
-        let value = slot.value.with(|cell| {
+        // `with_mut`: moving the item out is a write as far as loom's race detection goes.
+        let value = slot.value.with_mut(|cell| {
             // SAFETY: the caller claimed `head`, whose item was published (sequence ==
             // head + 1, read with Acquire); we move it out exactly once and free the slot.
             unsafe { cell.read().assume_init() }
@@ -314,16 +358,44 @@ impl<T> Drop for Queue<T> {
         if !std::mem::needs_drop::<T>() {
             return;
         }
-        let tail = self.tail.load(Ordering::Relaxed);
-        let mut position = self.head.load(Ordering::Relaxed);
-        while position != tail {
-            self.slot(position).value.with_mut(|cell| {
-                // SAFETY: `&mut self` means no operation is in flight, so every position from
-                // head to tail holds a published item that was never read; each is dropped once.
+        let mut rest = Remaining {
+            queue: self,
+            next: self.head.load(Ordering::Relaxed),
+            end: self.tail.load(Ordering::Relaxed),
+        };
+        rest.drop_all();
+    }
+}
+
+/// The items left in a queue being dropped. Dropping it drops those not dropped yet, so an item
+/// whose `Drop` panics does not leak the ones after it (the same guarantee as `Vec`).
+struct Remaining<'a, T> {
+    queue: &'a Queue<T>,
+    next: u64,
+    end: u64,
+}
+
+impl<T> Remaining<'_, T> {
+    fn drop_all(&mut self) {
+        while self.next != self.end {
+            let slot = self.queue.slot(self.next);
+            // Advance first: if this item's drop panics, the guard's own drop resumes after it.
+            self.next = self.queue.positions.next(self.next);
+            slot.value.with_mut(|cell| {
+                // SAFETY: the queue is being dropped (`&mut self` in `Queue::drop`), so no
+                // operation is in flight and every claimed position was published; every
+                // position from head to tail holds an item that was never read. `next` moved
+                // past this one before the call, so it is dropped once even if its drop unwinds.
                 unsafe { (*cell).assume_init_drop() }
             });
-            position = self.positions.next(position);
         }
+    }
+}
+
+impl<T> Drop for Remaining<'_, T> {
+    fn drop(&mut self) {
+        // Only reached with items left when an item's drop panicked in `drop_all`.
+        self.drop_all();
     }
 }
 

@@ -80,7 +80,9 @@ impl Positions {
     pub(crate) fn distance(&self, head: u64, tail: u64) -> u64 {
         let mask = self.one_lap() - 1;
         let laps = (tail & !mask).wrapping_sub(head & !mask) >> self.shift;
-        (laps * self.capacity + (tail & mask)).wrapping_sub(head & mask)
+        laps.wrapping_mul(self.capacity)
+            .wrapping_add(tail & mask)
+            .wrapping_sub(head & mask)
     }
 }
 
@@ -106,7 +108,12 @@ mod tests {
 
     #[test]
     fn slots_are_a_permutation() {
-        for capacity in [1usize, 2, 3, 7, 64, 100, 256, 1024, 4096] {
+        let capacities: &[usize] = if cfg!(miri) {
+            &[1, 2, 3, 7, 64, 256]
+        } else {
+            &[1, 2, 3, 7, 64, 100, 256, 1024, 4096]
+        };
+        for &capacity in capacities {
             for slot_size in [8usize, 16, 24, 64, 200] {
                 let p = Positions::new(capacity, slot_size);
                 let mut seen = vec![false; capacity];

@@ -74,16 +74,51 @@ impl<T> Drop for Shared<T> {
         if !std::mem::needs_drop::<T>() {
             return;
         }
+        // Both ends published their final positions when they were dropped (`Producer::drop`,
+        // `Consumer::drop`), before releasing their `Arc`; the `Arc`'s last release makes those
+        // stores visible here. So every position in head..tail holds an item pushed and never
+        // taken, and no position outside it does, whatever iterators were forgotten.
         let head = self.head.load(Ordering::Relaxed);
         let tail = self.tail.load(Ordering::Relaxed);
-        let capacity = self.capacity();
-        for position in head..tail {
-            self.slots[(position % capacity) as usize].with_mut(|cell| {
-                // SAFETY: both sides are gone (this is the last `Arc`); every position from
-                // head to tail holds a pushed item that was never popped; each drops once.
+        let mut rest = Remaining {
+            slots: &self.slots,
+            next: head,
+            end: tail,
+        };
+        rest.drop_all();
+    }
+}
+
+/// The items left in a ring being dropped. Dropping it drops those not dropped yet, so an item
+/// whose `Drop` panics does not leak the ones after it (the same guarantee as `Vec`).
+struct Remaining<'a, T> {
+    slots: &'a [UnsafeCell<MaybeUninit<T>>],
+    next: u64,
+    end: u64,
+}
+
+impl<T> Remaining<'_, T> {
+    fn drop_all(&mut self) {
+        let capacity = self.slots.len() as u64;
+        while self.next < self.end {
+            let index = (self.next % capacity) as usize;
+            // Advance first: if this item's drop panics, the guard's own drop resumes after it.
+            self.next += 1;
+            self.slots[index].with_mut(|cell| {
+                // SAFETY: the ring is being dropped (no end is left), and `next` walked
+                // head..tail, which holds exactly the items pushed and never taken (see
+                // `Shared::drop`); `next` moved past this one before the call, so it is
+                // dropped once even if its drop unwinds.
                 unsafe { (*cell).assume_init_drop() }
             });
         }
+    }
+}
+
+impl<T> Drop for Remaining<'_, T> {
+    fn drop(&mut self) {
+        // Only reached with items left when an item's drop panicked in `drop_all`.
+        self.drop_all();
     }
 }
 
@@ -271,10 +306,14 @@ impl<T> Consumer<T> {
     /// The caller has checked that an item is there.
     #[inline(always)]
     fn read(&mut self) -> T {
-        let value = self.shared.slots[self.index].with(|cell| {
+        // `with_mut`: moving the item out leaves the slot logically uninitialised, a write as
+        // far as loom's race detection is concerned.
+        let value = self.shared.slots[self.index].with_mut(|cell| {
             // SAFETY: `head < tail` with a tail read with Acquire: the producer wrote and
             // published this slot, and will not touch it again until we publish a head past it.
-            // We move the item out once.
+            // Our local `head` moves past the slot right below, and it is published (at the
+            // latest when the consumer is dropped) before anything else can read the slot
+            // again, so the item is moved out once.
             unsafe { cell.read().assume_init() }
         });
         self.head += 1;
@@ -283,6 +322,22 @@ impl<T> Consumer<T> {
             self.index = 0;
         }
         value
+    }
+}
+
+impl<T> Drop for Producer<T> {
+    fn drop(&mut self) {
+        // Publish items written but not yet published (a `push_iter` cut short by a panic in
+        // the iterator), so the consumer, or the ring's own drop, sees and drops each of them.
+        self.shared.tail.store(self.tail, Ordering::Release);
+    }
+}
+
+impl<T> Drop for Consumer<T> {
+    fn drop(&mut self) {
+        // Publish items taken but not yet published (a forgotten `PopIter`): they were moved
+        // out, so the ring's drop must not drop them again.
+        self.shared.head.store(self.head, Ordering::Release);
     }
 }
 
