@@ -200,7 +200,15 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             let params = parse_args(&args)?;
             let balancer = start(config.as_ref(), scratch.path(), &logs).await?;
             let result = balancer
-                .call(&tool, params, CallOptions { session, timeout })
+                .call(
+                    &tool,
+                    params,
+                    CallOptions {
+                        session,
+                        timeout,
+                        ..CallOptions::default()
+                    },
+                )
                 .await;
             balancer.shutdown().await;
             match result {

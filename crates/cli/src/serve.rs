@@ -13,8 +13,8 @@ use flowbalancer::Balancer;
 use flowbalancer::tiers::CallOptions;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    InitializeResult, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
-    Tool,
+    InitializeResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
+    ProgressToken, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt};
@@ -122,15 +122,21 @@ impl ServerHandler for Gateway {
             .and_then(|v| v.as_object().cloned())
             .unwrap_or_default();
         let session = session_of(&meta, &mut arguments);
+        let progress = context
+            .meta
+            .get_progress_token()
+            .map(|token| progress_forwarder(token, context.peer.clone()));
         let call = self.balancer.call(
             &name,
             Value::Object(arguments),
             CallOptions {
                 session,
                 timeout: None,
+                progress,
             },
         );
-        // A cancelled request drops the call: the pool gets its worker back.
+        // A cancelled request drops the call: the pool cancels it at the worker and keeps the
+        // worker's slot until the worker has stopped.
         let result = tokio::select! {
             result = call => result,
             () = context.ct.cancelled() => {
@@ -160,6 +166,35 @@ impl ServerHandler for Gateway {
         };
         Ok(result.into())
     }
+}
+
+/// A progress sink that forwards a worker's reports to the client as `notifications/progress`
+/// with the client's own token, in order, from one task that ends when the call's sinks are
+/// gone.
+fn progress_forwarder(
+    token: ProgressToken,
+    peer: rmcp::Peer<RoleServer>,
+) -> flowbalancer::pool::ProgressSink {
+    let (reports, mut received) = mpsc::unbounded_channel::<flowbalancer::pool::Progress>();
+    let token_json = serde_json::to_value(&token).unwrap_or(Value::Null);
+    tokio::spawn(async move {
+        while let Some(report) = received.recv().await {
+            let mut param = ProgressNotificationParam::new(token.clone(), report.progress);
+            if let Some(total) = report.total {
+                param = param.with_total(total);
+            }
+            if let Some(message) = report.message {
+                param = param.with_message(message);
+            }
+            if peer.notify_progress(param).await.is_err() {
+                break; // the client is gone
+            }
+        }
+    });
+    flowbalancer::pool::ProgressSink::new(move |report| {
+        let _ = reports.send(report);
+    })
+    .with_token(token_json)
 }
 
 /// A JSON-RPC error line for input that could not be served.

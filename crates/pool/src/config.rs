@@ -49,6 +49,10 @@ pub struct PoolConfig {
     pub queue_timeout: Duration,
     /// How long one call may run before the worker is killed and replaced.
     pub call_timeout: Duration,
+    /// How long a worker has to answer a call the pool gave up on (the caller's deadline, the
+    /// caller gone) after being asked to cancel it. Its slot stays taken meanwhile; past this,
+    /// the worker is killed and replaced. `Duration::MAX`: wait for the answer forever.
+    pub cancel_grace: Duration,
     /// Calls one worker runs at once (pipelining).
     pub max_in_flight: usize,
     /// Transient failures retried on another worker, per call.
@@ -96,6 +100,7 @@ impl Default for PoolConfig {
             queue_capacity: 1024,
             queue_timeout: Duration::from_secs(5),
             call_timeout: Duration::from_secs(30),
+            cancel_grace: Duration::from_secs(2),
             max_in_flight: 1,
             transient_retries: 1,
             health_interval: Some(Duration::from_secs(30)),

@@ -145,6 +145,7 @@ impl PoolError {
                 ErrorKind::Transient => "transient",
                 ErrorKind::Crashed => "crashed",
                 ErrorKind::ProtocolViolation => "protocol_violation",
+                ErrorKind::Cancelled => "cancelled",
             },
             PoolError::NoWorkers { .. } => "no_workers",
             PoolError::SessionBusy { .. } => "session_busy",

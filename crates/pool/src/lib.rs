@@ -31,8 +31,8 @@ pub use config::{AffinityMode, PoolConfig, StartMode};
 pub use error::{FailureClass, PoolError};
 pub use histogram::{LatencyHistogram, LatencySummary};
 pub use pool::{Pool, PoolBuilder, ScaleReport, WorkerInfo};
-pub use process::{ProcessFactory, ProcessSpec, ProcessWorker, WorkerServer};
-pub use request::{Meta, Payload, Request, Response, ToolSpec, WorkerId};
+pub use process::{CallContext, ProcessFactory, ProcessSpec, ProcessWorker, WorkerServer};
+pub use request::{Meta, Payload, Progress, ProgressSink, Request, Response, ToolSpec, WorkerId};
 pub use state::{Health, StateMachine, Transition, TransitionError, WorkerState};
 pub use stats::{AffinityStats, PoolStats, WorkerCounts};
 pub use worker::{

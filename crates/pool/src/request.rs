@@ -74,7 +74,91 @@ pub struct Meta {
     pub session: Option<Arc<str>>,
     /// When the caller stops waiting.
     pub deadline: Option<Instant>,
+    /// Where the worker's progress reports go (none: the caller does not listen).
+    pub progress: Option<ProgressSink>,
 }
+
+/// One progress report of a running call: `progress` out of `total` (when known), with an
+/// optional message. Workers send it with the protocol's `progress` message; the MCP gateway
+/// turns it into `notifications/progress`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// How far the call is (increasing).
+    pub progress: f64,
+    /// The total, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<f64>,
+    /// What it is doing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Where a call's progress reports go: a callback, and the token the caller knows them by
+/// (handed to the worker as `meta.progress_token`). Cheap to clone; two sinks are equal when
+/// they are the same sink.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use flowbalancer_pool::{Progress, ProgressSink, Request};
+///
+/// let seen = Arc::new(Mutex::new(Vec::new()));
+/// let sink = {
+///     let seen = Arc::clone(&seen);
+///     ProgressSink::new(move |p: Progress| seen.lock().unwrap().push(p.progress))
+/// };
+/// let request = Request::new("long_job", serde_json::json!({})).with_progress(sink);
+/// if let Some(sink) = &request.meta.progress {
+///     sink.report(Progress { progress: 1.0, total: Some(4.0), message: None });
+/// }
+/// assert_eq!(*seen.lock().unwrap(), [1.0]);
+/// ```
+#[derive(Clone)]
+pub struct ProgressSink {
+    token: Option<serde_json::Value>,
+    report: Arc<dyn Fn(Progress) + Send + Sync>,
+}
+
+impl ProgressSink {
+    /// A sink calling `report` for every progress report.
+    pub fn new(report: impl Fn(Progress) + Send + Sync + 'static) -> Self {
+        Self {
+            token: None,
+            report: Arc::new(report),
+        }
+    }
+
+    /// The same sink, known to the caller by `token` (an MCP `progressToken`, say).
+    pub fn with_token(mut self, token: serde_json::Value) -> Self {
+        self.token = Some(token);
+        self
+    }
+
+    /// The caller's token for these reports, if it gave one.
+    pub fn token(&self) -> Option<&serde_json::Value> {
+        self.token.as_ref()
+    }
+
+    /// Delivers one report.
+    pub fn report(&self, progress: Progress) {
+        (self.report)(progress);
+    }
+}
+
+impl fmt::Debug for ProgressSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProgressSink")
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for ProgressSink {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.report, &other.report)
+    }
+}
+
+impl Eq for ProgressSink {}
 
 static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
 
@@ -99,6 +183,7 @@ impl Request {
                 request_id: NEXT_REQUEST.fetch_add(1, Ordering::Relaxed),
                 session: None,
                 deadline: None,
+                progress: None,
             },
         }
     }
@@ -112,6 +197,12 @@ impl Request {
     /// The same request with a deadline.
     pub fn with_deadline(mut self, deadline: Instant) -> Self {
         self.meta.deadline = Some(deadline);
+        self
+    }
+
+    /// The same request with a progress sink: progress reports of the worker go there.
+    pub fn with_progress(mut self, sink: ProgressSink) -> Self {
+        self.meta.progress = Some(sink);
         self
     }
 

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::histogram::LatencySummary;
 
 /// The failure kinds counted, by their `PoolError::kind_name`.
-pub(crate) const FAILURE_KINDS: [&str; 15] = [
+pub(crate) const FAILURE_KINDS: [&str; 16] = [
     "overloaded",
     "queue_timeout",
     "timeout",
@@ -24,6 +24,7 @@ pub(crate) const FAILURE_KINDS: [&str; 15] = [
     "session_worker_lost",
     "shutting_down",
     "health_check",
+    "cancelled",
 ];
 
 #[derive(Debug, Default)]
@@ -32,6 +33,8 @@ pub(crate) struct Counters {
     pub(crate) successes: AtomicU64,
     pub(crate) failures: [AtomicU64; FAILURE_KINDS.len()],
     pub(crate) retries: AtomicU64,
+    /// Calls given up on while the worker ran them (deadline, caller gone).
+    pub(crate) cancels: AtomicU64,
     pub(crate) started: AtomicU64,
     pub(crate) start_failures: AtomicU64,
     pub(crate) replacements: AtomicU64,
@@ -118,6 +121,9 @@ pub struct PoolStats {
     pub failures: BTreeMap<&'static str, u64>,
     /// Transient failures retried on another worker.
     pub retries: u64,
+    /// Calls given up on (deadline, caller gone) while a worker ran them; each was cancelled
+    /// at the worker, whose slot stayed taken until it answered or was replaced.
+    pub cancels: u64,
     /// Workers started.
     pub started: u64,
     /// Worker starts that failed.

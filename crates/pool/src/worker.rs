@@ -28,6 +28,9 @@ pub enum ErrorKind {
     Crashed,
     /// The worker broke the protocol (garbage, oversized frame, wrong id): it is replaced.
     ProtocolViolation,
+    /// The call was cancelled (the caller gave up and the pool asked the worker to stop): the
+    /// worker's answer to a `cancel`. The worker is fine.
+    Cancelled,
 }
 
 impl ErrorKind {
@@ -35,7 +38,10 @@ impl ErrorKind {
     pub fn is_caller_error(self) -> bool {
         matches!(
             self,
-            ErrorKind::BadParams | ErrorKind::UnknownMethod | ErrorKind::Handler
+            ErrorKind::BadParams
+                | ErrorKind::UnknownMethod
+                | ErrorKind::Handler
+                | ErrorKind::Cancelled
         )
     }
 
@@ -54,6 +60,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Transient => "transient",
             ErrorKind::Crashed => "worker crashed",
             ErrorKind::ProtocolViolation => "protocol violation",
+            ErrorKind::Cancelled => "cancelled",
         })
     }
 }
@@ -91,6 +98,17 @@ impl WorkerError {
 /// A worker: something that runs calls. The pool owns each worker and never runs more than
 /// [`max_in_flight`](crate::PoolBuilder::max_in_flight) calls on it at once.
 pub trait Worker: Send + Sync + 'static {
+    /// Whether a call keeps running in the worker after the pool drops the call's future: true
+    /// for a process or a remote server, false (the default) for in-process futures, which stop
+    /// when dropped.
+    ///
+    /// When true, a call the pool gives up on (the caller's deadline, the caller gone) is not
+    /// dropped: the pool calls [`cancel`](Self::cancel), keeps the call's future running in the
+    /// background and the worker's slot taken until the worker answers, and kills and replaces
+    /// the worker if no answer comes within the pool's `cancel_grace`. A worker slot is free
+    /// only once the worker is.
+    const KEEPS_RUNNING_WHEN_DROPPED: bool = false;
+
     /// Runs one call.
     fn call(&self, request: Request) -> impl Future<Output = Result<Payload, WorkerError>> + Send;
 
@@ -102,6 +120,15 @@ pub trait Worker: Send + Sync + 'static {
     /// Stops the worker: it will get no call any more. Default: nothing to do.
     fn shutdown(&self) -> impl Future<Output = ()> + Send {
         async {}
+    }
+
+    /// Asks the worker to stop the call with this request id ([`Meta::request_id`]), which the
+    /// pool has given up on. Its answer (or the cancellation error it sends) still ends the
+    /// call. Default: nothing to do.
+    ///
+    /// [`Meta::request_id`]: crate::Meta::request_id
+    fn cancel(&self, request_id: u64) {
+        let _ = request_id;
     }
 
     /// Kills the worker at once (after a timeout, the pool does this before replacing it).

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use flowbalancer_pool::{FailureClass, Payload, PoolError, Request, Response, ToolSpec, WorkerId};
+use flowbalancer_pool::{
+    FailureClass, Payload, PoolError, ProgressSink, Request, Response, ToolSpec, WorkerId,
+};
 use parking_lot::Mutex;
 
 use crate::breaker::{Admission, Breaker, BreakerConfig};
@@ -48,6 +50,8 @@ pub struct CallOptions {
     pub timeout: Option<Duration>,
     /// The session, for affinity in the pools.
     pub session: Option<String>,
+    /// Where the serving worker's progress reports go (none: nobody listens).
+    pub progress: Option<ProgressSink>,
 }
 
 /// A served call and where it was served.
@@ -386,6 +390,9 @@ impl Router {
         let mut request = Request::new(method, params);
         if let Some(session) = options.session {
             request = request.with_session(session);
+        }
+        if let Some(progress) = options.progress {
+            request = request.with_progress(progress);
         }
         self.call_request(request, options.timeout).await
     }

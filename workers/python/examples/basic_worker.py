@@ -20,12 +20,18 @@ def word_count(text: str) -> dict:
     return {"words": len(text.split())}
 
 
-@tool(description="Sleeps for ms milliseconds (shows timeouts)")
-def sleep(ms: int) -> str:
+@tool(description="Sleeps for ms milliseconds (shows timeouts; stops early when cancelled)")
+def sleep(ms: int, ctx=None) -> str:
     if ms < 0:
         raise BadParams("ms must be >= 0")
-    time.sleep(ms / 1000.0)
-    return "slept"
+    end = time.monotonic() + ms / 1000.0
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            return "slept"
+        if ctx is not None and ctx.cancelled:
+            return "cancelled"
+        time.sleep(min(left, 0.05))
 
 
 @tool(description="The n-th Fibonacci number (CPU work, for the cold tier)")
@@ -79,6 +85,37 @@ if "--faults" in sys.argv:
     @tool(description="An async tool")
     async def async_echo(text: str) -> str:
         return text
+
+    @tool(description="An async tool that never answers (until cancelled)")
+    async def async_hang() -> None:
+        import asyncio
+
+        await asyncio.sleep(3600)
+
+    @tool(description="Busy Python loop for `seconds` (interruptible by a cancel)")
+    def spin(seconds: float = 3600) -> str:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            pass
+        return "spun"
+
+    @tool(description="Reports `steps` progress steps, then answers")
+    def progress_steps(steps: int = 3, ctx=None) -> int:
+        for i in range(steps):
+            ctx.progress(i + 1, steps, "step %d" % (i + 1))
+        return steps
+
+    @tool(description="What the call's context says")
+    def context_of(ctx=None) -> dict:
+        return {
+            "session": ctx.session,
+            "has_deadline": ctx.deadline is not None,
+            "progress_token": ctx.progress_token,
+        }
+
+    @tool(description="Returns a string of `size` characters")
+    def big_result(size: int) -> str:
+        return "x" * size
 
 
 if __name__ == "__main__":

@@ -72,7 +72,8 @@ class ProtocolTest(unittest.TestCase):
 
     def test_hello_lists_tools_with_schemas_from_type_hints(self):
         self.assertEqual(self.hello["type"], "hello")
-        self.assertEqual(self.hello["protocol"], 1)
+        self.assertEqual(self.hello["protocol"], 2)
+        self.assertNotIn("ctx", tools_of(self.hello)["progress_steps"]["input_schema"]["properties"])
         tools = {t["name"]: t for t in self.hello["tools"]}
         self.assertEqual(
             tools["word_count"]["input_schema"],
@@ -112,7 +113,104 @@ class ProtocolTest(unittest.TestCase):
         self.assertEqual(self.worker.process.wait(timeout=5), 0)
 
 
+def tools_of(hello):
+    return {t["name"]: t for t in hello["tools"]}
+
+
+class ConcurrencyTest(unittest.TestCase):
+    """Protocol v2: calls run concurrently, pings are answered during a call, cancel stops a
+    call, progress reaches the pool."""
+
+    def setUp(self):
+        self.worker = Worker()
+        self.worker.read()  # hello
+
+    def tearDown(self):
+        self.worker.close()
+
+    def send_call(self, call_id, method, params, meta=None):
+        self.worker.send({"type": "call", "id": call_id, "method": method, "params": params, "meta": meta or {}})
+
+    def test_a_ping_is_answered_while_a_call_runs(self):
+        self.send_call(1, "sleep", {"ms": 400})
+        self.worker.send({"type": "ping", "id": 2})
+        self.assertEqual(self.worker.read(), {"type": "pong", "id": 2})
+        self.assertEqual(self.worker.read(), {"type": "result", "id": 1, "result": "slept"})
+
+    def test_a_short_call_overtakes_a_long_one(self):
+        self.send_call(1, "sleep", {"ms": 400})
+        self.send_call(2, "echo", {"text": "quick"})
+        self.assertEqual(self.worker.read()["id"], 2)
+        self.assertEqual(self.worker.read()["id"], 1)
+
+    def assert_cancelled(self, method, params):
+        self.send_call(1, method, params)
+        self.worker.send({"type": "ping", "id": 2})
+        self.assertEqual(self.worker.read()["type"], "pong")  # the call is running
+        self.worker.send({"type": "cancel", "id": 1})
+        answer = self.worker.read()
+        self.assertEqual((answer["type"], answer["id"]), ("error", 1), answer)
+        self.assertEqual(answer["error"]["kind"], "cancelled")
+        # The worker goes on serving.
+        self.send_call(3, "echo", {"text": "after"})
+        self.assertEqual(self.worker.read()["result"], {"text": "after"})
+
+    def test_cancel_stops_an_async_tool(self):
+        self.assert_cancelled("async_hang", {})
+
+    def test_cancel_interrupts_a_busy_sync_tool(self):
+        self.assert_cancelled("spin", {})
+
+    def test_cancel_is_seen_by_a_cooperative_tool(self):
+        self.send_call(1, "sleep", {"ms": 60000})
+        self.worker.send({"type": "ping", "id": 2})
+        self.assertEqual(self.worker.read()["type"], "pong")
+        self.worker.send({"type": "cancel", "id": 1})
+        answer = self.worker.read()
+        # Either the tool saw ctx.cancelled and returned, or the cancel interrupted it.
+        self.assertEqual(answer["id"], 1)
+        self.assertTrue(answer.get("result") == "cancelled" or answer["error"]["kind"] == "cancelled", answer)
+
+    def test_a_cancel_for_a_finished_call_is_ignored(self):
+        self.send_call(1, "echo", {"text": "x"})
+        self.assertEqual(self.worker.read()["id"], 1)
+        self.worker.send({"type": "cancel", "id": 1})
+        self.worker.send({"type": "ping", "id": 2})
+        self.assertEqual(self.worker.read(), {"type": "pong", "id": 2})
+
+    def test_progress_reaches_the_pool_when_asked_for(self):
+        self.send_call(1, "progress_steps", {"steps": 2}, {"progress_token": "tok"})
+        first, second, result = self.worker.read(), self.worker.read(), self.worker.read()
+        self.assertEqual(first, {"type": "progress", "id": 1, "progress": 1.0, "total": 2.0, "message": "step 1"})
+        self.assertEqual(second["progress"], 2.0)
+        self.assertEqual(result, {"type": "result", "id": 1, "result": 2})
+        # Without a token, no progress frames.
+        self.send_call(2, "progress_steps", {"steps": 2})
+        self.assertEqual(self.worker.read(), {"type": "result", "id": 2, "result": 2})
+
+    def test_the_context_carries_the_meta(self):
+        self.send_call(1, "context_of", {}, {"session": "s1", "deadline_ms": 5000, "progress_token": 7})
+        self.assertEqual(
+            self.worker.read()["result"],
+            {"session": "s1", "has_deadline": True, "progress_token": 7},
+        )
+
+
 class LimitsTest(unittest.TestCase):
+    def test_a_result_larger_than_a_frame_is_an_error_answer(self):
+        env = dict(os.environ, FLOWBALANCER_MAX_FRAME="8192")
+        worker = Worker(env=env)
+        try:
+            worker.read()  # hello
+            worker.send({"type": "call", "id": 1, "method": "big_result", "params": {"size": 20000}, "meta": {}})
+            answer = worker.read()
+            self.assertEqual((answer["type"], answer["error"]["kind"]), ("error", "handler"))
+            self.assertIn("exceeds the maximum frame", answer["error"]["message"])
+            worker.send({"type": "ping", "id": 2})
+            self.assertEqual(worker.read(), {"type": "pong", "id": 2})
+        finally:
+            worker.close()
+
     def test_an_oversized_length_prefix_is_refused_before_allocating(self):
         worker = Worker()
         try:

@@ -121,6 +121,35 @@ async fn main() -> std::io::Result<()> {
                 },
             )
             .tool(
+                "panic",
+                "Panics in the handler",
+                json!({}),
+                |_| async move {
+                    if std::env::var_os("FLOWBALANCER_NEVER_SET").is_none() {
+                        panic!("the handler gave up");
+                    }
+                    Ok(Value::Null)
+                },
+            )
+            .tool(
+                "big_result",
+                "Returns a string of `size` characters",
+                json!({}),
+                |p| async move { Ok(json!("x".repeat(p["size"].as_u64().unwrap_or(0) as usize))) },
+            )
+            .tool_with_context(
+                "progress_steps",
+                "Reports `steps` progress steps, then answers",
+                json!({}),
+                |p, ctx| async move {
+                    let steps = p["steps"].as_u64().unwrap_or(3);
+                    for i in 1..=steps {
+                        ctx.progress(i as f64, Some(steps as f64), Some(format!("step {i}")));
+                    }
+                    Ok(json!(steps))
+                },
+            )
+            .tool(
                 "stderr_flood",
                 "Writes lines to stderr",
                 json!({}),

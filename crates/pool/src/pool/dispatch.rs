@@ -190,6 +190,8 @@ pub(crate) enum Discard {
     Crashed,
     ProtocolViolation,
     HealthChecks,
+    /// A call given up on was not answered within the cancel grace.
+    CancelIgnored,
 }
 
 impl Discard {
@@ -199,6 +201,7 @@ impl Discard {
             Discard::Crashed => "worker crashed",
             Discard::ProtocolViolation => "protocol violation",
             Discard::HealthChecks => "failed health checks",
+            Discard::CancelIgnored => "a cancelled call was not answered within the cancel grace",
         }
     }
 }

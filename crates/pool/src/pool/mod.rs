@@ -1,5 +1,6 @@
 //! The pool: building it, calling through it, stats, scaling, shutdown.
 
+mod call;
 mod dispatch;
 mod workers;
 
@@ -7,7 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flowbalancer_lifecycle::{CloseReport, Limits, Scope};
 use parking_lot::Mutex;
@@ -15,11 +16,11 @@ use parking_lot::Mutex;
 use crate::config::{AffinityMode, PoolConfig, StartMode};
 use crate::error::PoolError;
 use crate::histogram::LatencyHistogram;
-use crate::request::{Request, Response, ToolSpec, WorkerId};
+use crate::request::{ToolSpec, WorkerId};
 use crate::state::{Health, Transition, WorkerState};
 use crate::stats::{AffinityStats, Counters, PoolStats, WorkerCounts};
-use crate::worker::{ErrorKind, StartContext, StartError, Worker, WorkerFactory};
-use dispatch::{Discard, Outcome, State};
+use crate::worker::{StartContext, StartError, Worker, WorkerFactory};
+use dispatch::State;
 
 type StartFuture<W> = Pin<Box<dyn Future<Output = Result<W, StartError>> + Send>>;
 type Factory<W> = Arc<dyn Fn(StartContext) -> StartFuture<W> + Send + Sync>;
@@ -156,6 +157,9 @@ impl<F: WorkerFactory> PoolBuilder<F> {
         queue_timeout: Duration,
         /// How long a call may run before its worker is killed and replaced (default 30 s).
         call_timeout: Duration,
+        /// How long a worker has to answer a call given up on before it is killed and replaced
+        /// (default 2 s).
+        cancel_grace: Duration,
         /// Calls per worker at once (default 1).
         max_in_flight: usize,
         /// Transient failures retried on another worker (default 1).
@@ -303,106 +307,6 @@ impl<W: Worker> Pool<W> {
         &self.inner.config
     }
 
-    /// Runs `request` on a worker; see [`Pool`] for how failures are handled.
-    ///
-    /// # Errors
-    ///
-    /// Exactly one [`PoolError`] when the call does not produce a result.
-    pub async fn call(&self, request: Request) -> Result<Response, PoolError> {
-        let inner = &self.inner;
-        Counters::bump(&inner.counters.calls);
-        let started = Instant::now();
-        let deadline = request.meta.deadline;
-        let mut tried: Vec<WorkerId> = Vec::new();
-        let mut attempts = 0u32;
-        let mut rebound = false;
-        loop {
-            attempts += 1;
-            let granted = inner
-                .checkout(request.meta.session.as_ref(), deadline, &tried)
-                .await?;
-            rebound |= granted.rebound;
-            let checkout = granted.checkout;
-            let slot = Arc::clone(checkout.slot());
-            let mut limit = inner.config.call_timeout;
-            let mut limited_by_deadline = false;
-            if let Some(deadline) = deadline {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left < limit {
-                    limit = left;
-                    limited_by_deadline = true;
-                }
-            }
-            if limit.is_zero() {
-                checkout.finish(Outcome::Unused);
-                inner.counters.failure("deadline_exceeded");
-                return Err(PoolError::DeadlineExceeded);
-            }
-            let result = tokio::time::timeout(limit, slot.worker.call(request.clone())).await;
-            let worker = slot.id;
-            let error = match result {
-                Ok(Ok(payload)) => {
-                    checkout.finish(Outcome::Done);
-                    Counters::bump(&inner.counters.successes);
-                    inner.latency.record(started.elapsed());
-                    return Ok(Response {
-                        payload,
-                        worker,
-                        attempts,
-                        rebound,
-                    });
-                }
-                Ok(Err(error)) => match error.kind {
-                    kind if kind.is_caller_error() => {
-                        checkout.finish(Outcome::Done);
-                        PoolError::Call { worker, error }
-                    }
-                    ErrorKind::Transient => {
-                        checkout.finish(Outcome::Transient);
-                        if attempts <= inner.config.transient_retries {
-                            Counters::bump(&inner.counters.retries);
-                            tracing::debug!(pool = %inner.config.name, %worker, %error, "transient failure; retrying on another worker");
-                            tried.push(worker);
-                            continue;
-                        }
-                        PoolError::Call { worker, error }
-                    }
-                    ErrorKind::Crashed => {
-                        checkout.finish(Outcome::Discard(Discard::Crashed));
-                        PoolError::Crashed {
-                            worker,
-                            message: error.message,
-                        }
-                    }
-                    _ => {
-                        slot.worker.kill();
-                        checkout.finish(Outcome::Discard(Discard::ProtocolViolation));
-                        PoolError::ProtocolViolation {
-                            worker,
-                            message: error.message,
-                        }
-                    }
-                },
-                Err(_) if limited_by_deadline => {
-                    // The caller gave up; the worker is not at fault.
-                    checkout.finish(Outcome::Done);
-                    PoolError::DeadlineExceeded
-                }
-                Err(_) => {
-                    tracing::warn!(pool = %inner.config.name, %worker, timeout = ?limit, "call timed out; killing the worker");
-                    slot.worker.kill();
-                    checkout.finish(Outcome::Discard(Discard::Timeout));
-                    PoolError::Timeout {
-                        worker,
-                        after: limit,
-                    }
-                }
-            };
-            inner.counters.failure(error.kind_name());
-            return Err(error);
-        }
-    }
-
     /// The tools the workers announced (from the most recently started worker).
     pub fn tools(&self) -> Vec<ToolSpec> {
         self.inner.state.lock().tools.as_ref().clone()
@@ -450,6 +354,7 @@ impl<W: Worker> Pool<W> {
             successes: load(&c.successes),
             failures: c.failures_by_kind(),
             retries: load(&c.retries),
+            cancels: load(&c.cancels),
             started: load(&c.started),
             start_failures: load(&c.start_failures),
             replacements: load(&c.replacements),

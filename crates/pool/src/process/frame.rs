@@ -77,18 +77,29 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     body: &[u8],
     max: usize,
 ) -> Result<(), FrameError> {
-    if body.len() > max || u32::try_from(body.len()).is_err() {
-        return Err(FrameError::TooLarge {
-            length: body.len() as u64,
-            max,
-        });
-    }
-    let mut frame = Vec::with_capacity(4 + body.len());
-    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    frame.extend_from_slice(body);
+    let frame = encode_frame(body, max)?;
     writer.write_all(&frame).await?;
     writer.flush().await?;
     Ok(())
+}
+
+/// The bytes of one whole frame (length prefix and body), ready to be written in one go.
+///
+/// # Errors
+///
+/// [`FrameError::TooLarge`] when `body` exceeds `max` or 4 GiB.
+pub fn encode_frame(body: &[u8], max: usize) -> Result<Vec<u8>, FrameError> {
+    let length = u32::try_from(body.len())
+        .ok()
+        .filter(|_| body.len() <= max)
+        .ok_or(FrameError::TooLarge {
+            length: body.len() as u64,
+            max,
+        })?;
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&length.to_be_bytes());
+    frame.extend_from_slice(body);
+    Ok(frame)
 }
 
 #[cfg(test)]

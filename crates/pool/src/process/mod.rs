@@ -6,7 +6,7 @@ pub mod protocol;
 mod serve;
 mod worker;
 
-pub use serve::WorkerServer;
+pub use serve::{CallContext, WorkerServer};
 pub use worker::{
     DEFAULT_ENV_ALLOW, ProcessFactory, ProcessSpec, ProcessWorker, python_interpreter,
 };

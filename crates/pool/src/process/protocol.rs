@@ -1,12 +1,15 @@
-//! The messages of protocol version 1 (see `docs/protocol.md`).
+//! The messages of the worker protocol, versions 1 and 2 (see `docs/protocol.md`).
 
 use serde::{Deserialize, Serialize};
 
 use crate::request::ToolSpec;
 use crate::worker::{ErrorKind, WorkerError};
 
-/// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The newest protocol version this crate speaks (2: `cancel` and `progress`).
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The oldest protocol version a pool still accepts from a worker.
+pub const OLDEST_PROTOCOL_VERSION: u32 = 1;
 
 /// Call metadata sent to the worker.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -17,6 +20,9 @@ pub struct CallMeta {
     /// Milliseconds left before the caller's deadline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_ms: Option<u64>,
+    /// Present when the caller listens for progress (v2): the caller's token for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_token: Option<serde_json::Value>,
 }
 
 /// The error object of an `error` message.
@@ -93,4 +99,23 @@ pub enum Message {
     },
     /// Pool → worker: finish and exit.
     Shutdown,
+    /// Pool → worker (v2): stop call `id`, which the caller gave up on. The worker still
+    /// answers it (with its result, or an error of kind `cancelled`).
+    Cancel {
+        /// The call's id.
+        id: u64,
+    },
+    /// Worker → pool (v2): how far call `id` is.
+    Progress {
+        /// The call's id.
+        id: u64,
+        /// How far (increasing).
+        progress: f64,
+        /// The total, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        total: Option<f64>,
+        /// What it is doing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
 }

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 
 use flowbalancer_lifecycle::ProcessHandle;
 use parking_lot::Mutex;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
-use super::frame::{DEFAULT_MAX_FRAME, FrameError, read_frame, write_frame};
-use super::protocol::{CallMeta, Message, PROTOCOL_VERSION};
-use crate::request::{Payload, Request, ToolSpec, WorkerId};
+use super::frame::{DEFAULT_MAX_FRAME, FrameError, encode_frame, read_frame};
+use super::protocol::{CallMeta, Message, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use crate::request::{Payload, Progress, ProgressSink, Request, ToolSpec, WorkerId};
 use crate::worker::{ErrorKind, StartContext, StartError, Worker, WorkerError, WorkerFactory};
 
 /// Variables passed through from the pool's environment by default.
@@ -183,7 +183,13 @@ impl WorkerFactory for ProcessFactory {
 }
 
 enum Waiting {
-    Call(oneshot::Sender<Result<serde_json::Value, WorkerError>>),
+    Call {
+        answer: oneshot::Sender<Result<serde_json::Value, WorkerError>>,
+        /// The pool's request id, by which the pool cancels the call.
+        request_id: u64,
+        /// Where its progress reports go.
+        progress: Option<ProgressSink>,
+    },
     Ping(oneshot::Sender<()>),
 }
 
@@ -201,6 +207,9 @@ struct Shared {
     pending: Mutex<Pending>,
     process: ProcessHandle,
     max_frame: usize,
+    /// Set when the pool stops the worker on purpose (shutdown, kill): its death is then
+    /// expected and logged quietly.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -211,14 +220,18 @@ impl Shared {
         let waiting = {
             let mut pending = self.pending.lock();
             if pending.dead.is_none() {
-                tracing::warn!(worker = %self.id, pid = self.process.pid(), error = %error, "worker process is dead");
+                if self.stopping.load(Ordering::SeqCst) {
+                    tracing::debug!(worker = %self.id, pid = self.process.pid(), reason = %error, "worker process stopped");
+                } else {
+                    tracing::warn!(worker = %self.id, pid = self.process.pid(), error = %error, "worker process is dead");
+                }
                 pending.dead = Some(error.clone());
             }
             std::mem::take(&mut pending.waiting)
         };
         for (_, waiter) in waiting {
-            if let Waiting::Call(tx) = waiter {
-                let _ = tx.send(Err(error.clone()));
+            if let Waiting::Call { answer, .. } = waiter {
+                let _ = answer.send(Err(error.clone()));
             }
         }
         let _ = self.process.kill();
@@ -233,12 +246,16 @@ impl Shared {
 /// stdout, in its own process group inside the pool's lifecycle scope. Its stderr is read line
 /// by line into `tracing`. EOF, exit, a bad or oversized frame, or an unexpected id mean the
 /// worker is dead: its calls fail at once with a typed error and the pool replaces it.
+///
+/// Frames go out through one writer task per worker, fed with whole frames: a caller
+/// cancelled while its call is being sent never leaves half a frame in the pipe.
 pub struct ProcessWorker {
     shared: Arc<Shared>,
-    stdin: tokio::sync::Mutex<ChildStdin>,
+    frames: mpsc::UnboundedSender<Vec<u8>>,
     next_id: AtomicU64,
     tools: Vec<ToolSpec>,
     name: String,
+    protocol: u32,
 }
 
 impl std::fmt::Debug for ProcessWorker {
@@ -257,7 +274,7 @@ impl ProcessWorker {
     /// # Errors
     ///
     /// A [`StartError`] when the process cannot start, exits, says something other than a
-    /// hello of protocol 1, or says nothing within the hello timeout.
+    /// hello of protocol 1 or 2, or says nothing within the hello timeout.
     pub async fn start(spec: Arc<ProcessSpec>, context: StartContext) -> Result<Self, StartError> {
         let id = context.id;
         let fail = |message: String| StartError {
@@ -291,15 +308,17 @@ impl ProcessWorker {
                     protocol,
                     worker,
                     tools,
-                }) if protocol == PROTOCOL_VERSION => Ok((worker, tools)),
+                }) if (OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&protocol) => {
+                    Ok((worker, tools, protocol))
+                }
                 Ok(Message::Hello { protocol, .. }) => Err(format!(
-                    "speaks protocol {protocol}, this pool speaks {PROTOCOL_VERSION}"
+                    "speaks protocol {protocol}, this pool speaks {OLDEST_PROTOCOL_VERSION} to {PROTOCOL_VERSION}"
                 )),
                 Ok(other) => Err(format!("first frame is not a hello: {other:?}")),
                 Err(e) => Err(format!("hello is not valid JSON of the protocol: {e}")),
             },
         };
-        let (name, tools) = match hello {
+        let (name, tools, protocol) = match hello {
             Ok(hello) => hello,
             Err(message) => {
                 let _ = process.kill();
@@ -313,7 +332,14 @@ impl ProcessWorker {
             pending: Mutex::new(Pending::default()),
             process,
             max_frame: spec.max_frame,
+            stopping: std::sync::atomic::AtomicBool::new(false),
         });
+        let (frames, queued) = mpsc::unbounded_channel();
+        let writer = Arc::clone(&shared);
+        context
+            .scope
+            .spawn(write_frames(writer, stdin, queued))
+            .map_err(|e| fail(e.to_string()))?;
         let reader = Arc::clone(&shared);
         context
             .scope
@@ -321,11 +347,17 @@ impl ProcessWorker {
             .map_err(|e| fail(e.to_string()))?;
         Ok(Self {
             shared,
-            stdin: tokio::sync::Mutex::new(stdin),
+            frames,
             next_id: AtomicU64::new(1),
             tools,
             name,
+            protocol,
         })
+    }
+
+    /// The protocol version the worker said hello with.
+    pub fn protocol(&self) -> u32 {
+        self.protocol
     }
 
     /// The process id (and process group id).
@@ -338,29 +370,26 @@ impl ProcessWorker {
         &self.name
     }
 
-    async fn send(&self, message: &Message) -> Result<(), WorkerError> {
+    /// Queues one whole frame for the writer task.
+    fn send(&self, message: &Message) -> Result<(), WorkerError> {
         let body = serde_json::to_vec(message).map_err(|e| {
             WorkerError::new(
                 ErrorKind::BadParams,
                 format!("params do not serialize: {e}"),
             )
         })?;
-        let mut stdin = self.stdin.lock().await;
-        match write_frame(&mut *stdin, &body, self.shared.max_frame).await {
-            Ok(()) => Ok(()),
-            Err(FrameError::TooLarge { length, max }) => Err(WorkerError::new(
+        let frame = encode_frame(&body, self.shared.max_frame).map_err(|e| match e {
+            FrameError::TooLarge { length, max } => WorkerError::new(
                 ErrorKind::BadParams,
                 format!("request of {length} bytes exceeds the maximum frame of {max}"),
-            )),
-            Err(e) => {
-                let error = WorkerError::new(
-                    ErrorKind::Crashed,
-                    format!("writing to the worker failed: {e}"),
-                );
-                self.shared.die(error.clone());
-                Err(self.shared.dead().unwrap_or(error))
-            }
-        }
+            ),
+            other => WorkerError::new(ErrorKind::BadParams, other.to_string()),
+        })?;
+        self.frames.send(frame).map_err(|_| {
+            self.shared.dead().unwrap_or_else(|| {
+                WorkerError::new(ErrorKind::Crashed, "the worker's input is closed")
+            })
+        })
     }
 
     fn register(&self, waiting: Waiting) -> Result<u64, WorkerError> {
@@ -375,13 +404,24 @@ impl ProcessWorker {
 }
 
 impl Worker for ProcessWorker {
+    const KEEPS_RUNNING_WHEN_DROPPED: bool = true;
+
     async fn call(&self, request: Request) -> Result<Payload, WorkerError> {
         let (tx, rx) = oneshot::channel();
-        let id = self.register(Waiting::Call(tx))?;
-        let deadline_ms = request
-            .meta
-            .deadline
-            .map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64);
+        let progress_token = request.meta.progress.as_ref().map(|sink| {
+            sink.token()
+                .cloned()
+                .unwrap_or_else(|| serde_json::Value::from(request.meta.request_id))
+        });
+        let id = self.register(Waiting::Call {
+            answer: tx,
+            request_id: request.meta.request_id,
+            progress: request.meta.progress.clone(),
+        })?;
+        let deadline_ms = request.meta.deadline.map(|d| {
+            u64::try_from(d.saturating_duration_since(Instant::now()).as_millis())
+                .unwrap_or(u64::MAX)
+        });
         let message = Message::Call {
             id,
             method: request.method.to_string(),
@@ -389,9 +429,10 @@ impl Worker for ProcessWorker {
             meta: CallMeta {
                 session: request.meta.session.as_deref().map(str::to_string),
                 deadline_ms,
+                progress_token,
             },
         };
-        if let Err(error) = self.send(&message).await {
+        if let Err(error) = self.send(&message) {
             self.shared.pending.lock().waiting.remove(&id);
             return Err(error);
         }
@@ -407,10 +448,34 @@ impl Worker for ProcessWorker {
         }
     }
 
+    fn cancel(&self, request_id: u64) {
+        if self.protocol < 2 {
+            return; // a v1 worker cannot be asked: the grace period, then a kill
+        }
+        let id = {
+            let pending = self.shared.pending.lock();
+            pending
+                .waiting
+                .iter()
+                .find_map(|(id, waiting)| match waiting {
+                    Waiting::Call { request_id: r, .. } if *r == request_id => Some(*id),
+                    _ => None,
+                })
+        };
+        if let Some(id) = id
+            && let Err(error) = self.send(&Message::Cancel { id })
+        {
+            tracing::debug!(worker = %self.shared.id, %error, "could not send a cancel");
+        }
+    }
+
     async fn health_check(&self) -> Result<(), WorkerError> {
         let (tx, rx) = oneshot::channel();
         let id = self.register(Waiting::Ping(tx))?;
-        self.send(&Message::Ping { id }).await?;
+        if let Err(error) = self.send(&Message::Ping { id }) {
+            self.shared.pending.lock().waiting.remove(&id);
+            return Err(error);
+        }
         rx.await.map_err(|_| {
             self.shared
                 .dead()
@@ -419,7 +484,8 @@ impl Worker for ProcessWorker {
     }
 
     async fn shutdown(&self) {
-        if self.shared.dead().is_none() && self.send(&Message::Shutdown).await.is_ok() {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        if self.shared.dead().is_none() && self.send(&Message::Shutdown).is_ok() {
             // Give it a moment to exit on its own; the pool's timeout and the scope kill
             // it otherwise.
             let _ = tokio::time::timeout(Duration::from_secs(2), self.shared.process.wait()).await;
@@ -429,6 +495,7 @@ impl Worker for ProcessWorker {
     }
 
     fn kill(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
         self.shared.die(WorkerError::new(
             ErrorKind::Crashed,
             "worker killed by the pool",
@@ -441,6 +508,24 @@ impl Worker for ProcessWorker {
 
     fn is_alive(&self) -> bool {
         self.shared.alive.load(Ordering::SeqCst)
+    }
+}
+
+/// Writes whole frames to the worker's stdin, in order, until every sender is gone (the
+/// worker was dropped: its stdin closes) or a write fails (the worker is dead).
+async fn write_frames(
+    shared: Arc<Shared>,
+    mut stdin: ChildStdin,
+    mut frames: mpsc::UnboundedReceiver<Vec<u8>>,
+) {
+    while let Some(frame) = frames.recv().await {
+        if let Err(e) = stdin.write_all(&frame).await {
+            shared.die(WorkerError::new(
+                ErrorKind::Crashed,
+                format!("writing to the worker failed: {e}"),
+            ));
+            return;
+        }
     }
 }
 
@@ -498,6 +583,26 @@ async fn read_answers(shared: Arc<Shared>, mut stdout: ChildStdout) {
         let (id, answer) = match message {
             Message::Result { id, result } => (id, Ok(result)),
             Message::Error { id, error } => (id, Err(WorkerError::from(error))),
+            Message::Progress {
+                id,
+                progress,
+                total,
+                message,
+            } => {
+                let sink = match shared.pending.lock().waiting.get(&id) {
+                    Some(Waiting::Call { progress, .. }) => progress.clone(),
+                    // Progress of a call already answered, or one nobody listens to.
+                    _ => None,
+                };
+                if let Some(sink) = sink {
+                    sink.report(Progress {
+                        progress,
+                        total,
+                        message,
+                    });
+                }
+                continue;
+            }
             Message::Pong { id } => match shared.pending.lock().waiting.remove(&id) {
                 Some(Waiting::Ping(tx)) => {
                     let _ = tx.send(());
@@ -522,7 +627,7 @@ async fn read_answers(shared: Arc<Shared>, mut stdout: ChildStdout) {
         };
         let waiter = shared.pending.lock().waiting.remove(&id);
         match waiter {
-            Some(Waiting::Call(tx)) => {
+            Some(Waiting::Call { answer: tx, .. }) => {
                 let _ = tx.send(answer); // the caller may have gone: the answer is dropped
             }
             _ => {
@@ -547,6 +652,8 @@ fn message_type(message: &Message) -> &'static str {
         Message::Ping { .. } => "ping",
         Message::Pong { .. } => "pong",
         Message::Shutdown => "shutdown",
+        Message::Cancel { .. } => "cancel",
+        Message::Progress { .. } => "progress",
     }
 }
 

@@ -1,0 +1,254 @@
+//! One call through the pool: checkout, the worker's call, and what happens when the caller
+//! gives up before the worker answers.
+//!
+//! A worker's slot is free only once the worker has answered. A call given up on (the
+//! caller's deadline passed, or the caller's future was dropped) is handed to a background
+//! task that asks the worker to cancel it and keeps the slot taken until the answer comes; a
+//! worker that does not answer within `cancel_grace` is killed and replaced. Workers whose
+//! calls stop when their future is dropped (in-process ones) are free at once.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::dispatch::{Checkout, Discard, Outcome};
+use super::{Inner, Pool};
+use crate::error::PoolError;
+use crate::request::{Payload, Request, Response, WorkerId};
+use crate::stats::Counters;
+use crate::worker::{ErrorKind, Worker, WorkerError};
+
+/// The worker's call, owned so that it can outlive the caller.
+type CallFuture = Pin<Box<dyn Future<Output = Result<Payload, WorkerError>> + Send>>;
+
+/// Why a running call was given up on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GiveUp {
+    /// The caller's deadline passed.
+    Deadline,
+    /// The caller's future was dropped (a client cancel, a disconnect, a chain deadline).
+    CallerGone,
+}
+
+/// A call running on a checked-out worker. Dropping it before [`Running::finish`] gives the
+/// call up: see the module docs.
+struct Running<W: Worker> {
+    inner: Arc<Inner<W>>,
+    checkout: Option<Checkout<W>>,
+    call: Option<CallFuture>,
+    request_id: u64,
+}
+
+impl<W: Worker> Running<W> {
+    /// The call finished (or is abandoned on purpose): hands back the checkout to settle.
+    fn finish(mut self) -> Checkout<W> {
+        self.call = None;
+        match self.checkout.take() {
+            Some(checkout) => checkout,
+            // Only `finish` and `drop` take it, and `finish` consumes `self`.
+            None => unreachable!("a running call's checkout is taken once"),
+        }
+    }
+
+    fn give_up(mut self, why: GiveUp) {
+        if let (Some(checkout), Some(call)) = (self.checkout.take(), self.call.take()) {
+            self.inner.give_up(checkout, call, self.request_id, why);
+        }
+    }
+}
+
+impl<W: Worker> Drop for Running<W> {
+    fn drop(&mut self) {
+        if let (Some(checkout), Some(call)) = (self.checkout.take(), self.call.take()) {
+            self.inner
+                .give_up(checkout, call, self.request_id, GiveUp::CallerGone);
+        }
+    }
+}
+
+impl<W: Worker> Inner<W> {
+    /// Settles a call the caller no longer waits for.
+    fn give_up(
+        self: &Arc<Self>,
+        checkout: Checkout<W>,
+        call: CallFuture,
+        request_id: u64,
+        why: GiveUp,
+    ) {
+        if !W::KEEPS_RUNNING_WHEN_DROPPED {
+            // Dropping the future stopped the call: the worker is free now.
+            drop(call);
+            checkout.finish(Outcome::Cancelled);
+            return;
+        }
+        let slot = Arc::clone(checkout.slot());
+        slot.worker.cancel(request_id);
+        Counters::bump(&self.counters.cancels);
+        let can_wait =
+            tokio::runtime::Handle::try_current().is_ok() && !self.scope.handle().is_closed();
+        if !can_wait {
+            // No runtime, or the pool is closing: nobody can wait for the answer, so the
+            // worker cannot be trusted with another call.
+            drop(call);
+            slot.worker.kill();
+            checkout.finish(Outcome::Discard(Discard::CancelIgnored));
+            return;
+        }
+        let victim = Arc::clone(&slot);
+        let grace = self.config.cancel_grace;
+        let pool = self.config.name.clone();
+        let settle = async move {
+            match tokio::time::timeout(grace, call).await {
+                Ok(Ok(_)) => checkout.finish(Outcome::Done),
+                Ok(Err(error)) => match error.kind {
+                    ErrorKind::Crashed => checkout.finish(Outcome::Discard(Discard::Crashed)),
+                    ErrorKind::ProtocolViolation => {
+                        slot.worker.kill();
+                        checkout.finish(Outcome::Discard(Discard::ProtocolViolation));
+                    }
+                    _ => checkout.finish(Outcome::Done),
+                },
+                Err(_) => {
+                    tracing::warn!(
+                        pool = %pool,
+                        worker = %slot.id,
+                        grace = ?grace,
+                        reason = ?why,
+                        "a call given up on was not answered within the cancel grace; killing the worker"
+                    );
+                    slot.worker.kill();
+                    checkout.finish(Outcome::Discard(Discard::CancelIgnored));
+                }
+            }
+        };
+        if let Err(error) = self.scope.spawn(settle) {
+            // The pool closed in between: the worker must not serve again.
+            tracing::debug!(pool = %self.config.name, %error, "cannot wait for a cancelled call; killing its worker");
+            victim.worker.kill();
+        }
+    }
+}
+
+impl<W: Worker> Pool<W> {
+    /// Runs `request` on a worker; see [`Pool`] for how failures are handled.
+    ///
+    /// A call given up on, because its deadline passed or because this future was dropped,
+    /// is cancelled at the worker, and the worker takes no other call until it has answered
+    /// (or has been killed and replaced after `cancel_grace`).
+    ///
+    /// # Errors
+    ///
+    /// Exactly one [`PoolError`] when the call does not produce a result.
+    pub async fn call(&self, request: Request) -> Result<Response, PoolError> {
+        let inner = &self.inner;
+        Counters::bump(&inner.counters.calls);
+        let started = Instant::now();
+        let deadline = request.meta.deadline;
+        let mut tried: Vec<WorkerId> = Vec::new();
+        let mut attempts = 0u32;
+        let mut rebound = false;
+        loop {
+            attempts += 1;
+            let granted = inner
+                .checkout(request.meta.session.as_ref(), deadline, &tried)
+                .await?;
+            rebound |= granted.rebound;
+            let checkout = granted.checkout;
+            let slot = Arc::clone(checkout.slot());
+            let mut limit = inner.config.call_timeout;
+            let mut limited_by_deadline = false;
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left < limit {
+                    limit = left;
+                    limited_by_deadline = true;
+                }
+            }
+            if limit.is_zero() {
+                checkout.finish(Outcome::Unused);
+                inner.counters.failure("deadline_exceeded");
+                return Err(PoolError::DeadlineExceeded);
+            }
+            let worker = slot.id;
+            let call_slot = Arc::clone(&slot);
+            let call_request = request.clone();
+            let mut running = Running {
+                inner: Arc::clone(inner),
+                checkout: Some(checkout),
+                call: Some(Box::pin(async move {
+                    call_slot.worker.call(call_request).await
+                })),
+                request_id: request.meta.request_id,
+            };
+            let result = match running.call.as_mut() {
+                Some(call) => tokio::time::timeout(limit, call).await,
+                None => unreachable!("the call was just set"),
+            };
+            let error = match result {
+                Ok(Ok(payload)) => {
+                    running.finish().finish(Outcome::Done);
+                    Counters::bump(&inner.counters.successes);
+                    inner.latency.record(started.elapsed());
+                    return Ok(Response {
+                        payload,
+                        worker,
+                        attempts,
+                        rebound,
+                    });
+                }
+                Ok(Err(error)) => {
+                    let checkout = running.finish();
+                    match error.kind {
+                        kind if kind.is_caller_error() => {
+                            checkout.finish(Outcome::Done);
+                            PoolError::Call { worker, error }
+                        }
+                        ErrorKind::Transient => {
+                            checkout.finish(Outcome::Transient);
+                            if attempts <= inner.config.transient_retries {
+                                Counters::bump(&inner.counters.retries);
+                                tracing::debug!(pool = %inner.config.name, %worker, %error, "transient failure; retrying on another worker");
+                                tried.push(worker);
+                                continue;
+                            }
+                            PoolError::Call { worker, error }
+                        }
+                        ErrorKind::Crashed => {
+                            checkout.finish(Outcome::Discard(Discard::Crashed));
+                            PoolError::Crashed {
+                                worker,
+                                message: error.message,
+                            }
+                        }
+                        _ => {
+                            slot.worker.kill();
+                            checkout.finish(Outcome::Discard(Discard::ProtocolViolation));
+                            PoolError::ProtocolViolation {
+                                worker,
+                                message: error.message,
+                            }
+                        }
+                    }
+                }
+                Err(_) if limited_by_deadline => {
+                    // The caller gave up; the worker is not at fault, but stays taken until
+                    // it has stopped.
+                    running.give_up(GiveUp::Deadline);
+                    PoolError::DeadlineExceeded
+                }
+                Err(_) => {
+                    tracing::warn!(pool = %inner.config.name, %worker, timeout = ?limit, "call timed out; killing the worker");
+                    slot.worker.kill();
+                    running.finish().finish(Outcome::Discard(Discard::Timeout));
+                    PoolError::Timeout {
+                        worker,
+                        after: limit,
+                    }
+                }
+            };
+            inner.counters.failure(error.kind_name());
+            return Err(error);
+        }
+    }
+}
