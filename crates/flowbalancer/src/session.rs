@@ -51,7 +51,7 @@ impl SessionManager {
 
     /// Stores `value` under `key` for `session` (and keeps the session alive).
     pub fn set(&self, session: &str, key: &str, value: Value) {
-        let expires = Instant::now() + self.ttl;
+        let expires = expiry(Instant::now(), self.ttl);
         let mut sessions = self.sessions.lock();
         let entry = sessions
             .entry(session.to_string())
@@ -72,7 +72,7 @@ impl SessionManager {
             sessions.remove(session);
             return None;
         }
-        entry.expires = now + self.ttl;
+        entry.expires = expiry(now, self.ttl);
         entry.values.get(key).cloned()
     }
 
@@ -104,4 +104,11 @@ impl SessionManager {
     pub fn ttl(&self) -> Duration {
         self.ttl
     }
+}
+
+/// `now + ttl`, saturating: a TTL too long for the clock (`Duration::MAX`) never expires.
+fn expiry(now: Instant, ttl: std::time::Duration) -> Instant {
+    now.checked_add(ttl)
+        .or_else(|| now.checked_add(std::time::Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
 }

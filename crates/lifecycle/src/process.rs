@@ -74,7 +74,11 @@ impl ProcessEntry {
 
     /// Waits until the child is reaped or `timeout` passes; `true` when reaped.
     pub(crate) async fn reap_within(&self, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let now = tokio::time::Instant::now();
+        let deadline = now
+            .checked_add(timeout)
+            .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+            .unwrap_or(now);
         let mut pause = Duration::from_millis(1);
         loop {
             if matches!(self.try_reap(), Ok(Some(_)) | Err(_)) {

@@ -123,12 +123,62 @@ impl Default for PoolConfig {
 }
 
 impl PoolConfig {
-    /// The restart delay after `failures` consecutive failures (exponential, capped).
+    /// The restart delay after `failures` consecutive failures (exponential, capped; the
+    /// arithmetic saturates, so any configured duration is safe).
     pub(crate) fn backoff(&self, failures: u32) -> Duration {
         if failures == 0 {
             return Duration::ZERO;
         }
         let factor = 1u32 << failures.saturating_sub(1).min(16);
-        (self.restart_backoff * factor).min(self.restart_backoff_max)
+        self.restart_backoff
+            .saturating_mul(factor)
+            .min(self.restart_backoff_max)
     }
+
+    /// Checks what a builder cannot: the recycle jitter is a fraction in `[0, 1]`.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.recycle_jitter) {
+            return Err(format!(
+                "recycle_jitter must be a fraction between 0 and 1, got {}",
+                self.recycle_jitter
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `now + duration`, saturating: a duration too large for the clock (`Duration::MAX`, say)
+/// means "no limit" and gives a time far in the future instead of a panic.
+pub(crate) fn saturating_after<I>(now: I, duration: Duration) -> I
+where
+    I: Copy + CheckedAdd,
+{
+    now.checked_add_duration(duration)
+        .or_else(|| now.checked_add_duration(FAR_FUTURE))
+        .unwrap_or(now)
+}
+
+/// A hundred years: "never" for deadlines computed from `Duration::MAX`.
+const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Instants that can be moved on without panicking (std's and tokio's).
+pub(crate) trait CheckedAdd: Sized {
+    fn checked_add_duration(self, duration: Duration) -> Option<Self>;
+}
+
+impl CheckedAdd for std::time::Instant {
+    fn checked_add_duration(self, duration: Duration) -> Option<Self> {
+        self.checked_add(duration)
+    }
+}
+
+impl CheckedAdd for tokio::time::Instant {
+    fn checked_add_duration(self, duration: Duration) -> Option<Self> {
+        self.checked_add(duration)
+    }
+}
+
+/// `duration × factor` for a non-negative finite factor, saturating at `Duration::MAX`.
+pub(crate) fn scaled(duration: Duration, factor: f64) -> Duration {
+    Duration::try_from_secs_f64(duration.as_secs_f64() * factor.max(0.0)).unwrap_or(Duration::MAX)
 }

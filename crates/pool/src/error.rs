@@ -107,6 +107,14 @@ pub enum PoolError {
         /// The worker it was bound to.
         worker: WorkerId,
     },
+    /// The configuration cannot work (a NaN recycle jitter, say); nothing was started.
+    #[error("pool {pool:?} is misconfigured: {message}")]
+    InvalidConfig {
+        /// The pool.
+        pool: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The pool is shutting down and admits no call.
     #[error("pool {pool:?} is shutting down")]
     ShuttingDown {
@@ -124,7 +132,8 @@ impl PoolError {
             | PoolError::QueueTimeout { .. }
             | PoolError::NoWorkers { .. }
             | PoolError::SessionBusy { .. }
-            | PoolError::ShuttingDown { .. } => FailureClass::Unavailable,
+            | PoolError::ShuttingDown { .. }
+            | PoolError::InvalidConfig { .. } => FailureClass::Unavailable,
             _ => FailureClass::Failed,
         }
     }
@@ -151,6 +160,7 @@ impl PoolError {
             PoolError::SessionBusy { .. } => "session_busy",
             PoolError::SessionWorkerLost { .. } => "session_worker_lost",
             PoolError::ShuttingDown { .. } => "shutting_down",
+            PoolError::InvalidConfig { .. } => "invalid_config",
         }
     }
 

@@ -453,8 +453,10 @@ impl Writer {
             Err(error) => {
                 self.counters.io_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%error, "telemetry write failed; will retry");
-                self.retry_at = Instant::now() + self.backoff;
-                self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+                self.retry_at = Instant::now()
+                    .checked_add(self.backoff)
+                    .unwrap_or_else(Instant::now);
+                self.backoff = self.backoff.saturating_mul(2).min(Duration::from_secs(5));
                 if self.pending.len() > MAX_PENDING_LINES {
                     let excess = self.pending.len() - MAX_PENDING_LINES;
                     self.pending.drain(..excess);

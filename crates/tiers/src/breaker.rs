@@ -160,10 +160,19 @@ impl Breaker {
     /// Opens the breaker for a cooldown that doubles with each ejection.
     pub(crate) fn open(&mut self) -> Duration {
         let factor = 1u32 << self.ejections.min(16);
-        let cooldown = (self.config.base_cooldown * factor).min(self.config.max_cooldown);
-        self.ejections += 1;
+        let cooldown = self
+            .config
+            .base_cooldown
+            .saturating_mul(factor)
+            .min(self.config.max_cooldown);
+        self.ejections = self.ejections.saturating_add(1);
         self.probe_in_flight = false;
-        self.open_until = Instant::now() + cooldown;
+        let now = Instant::now();
+        // A cooldown too long for the clock means "open for good" (until a reset).
+        self.open_until = now
+            .checked_add(cooldown)
+            .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+            .unwrap_or(now);
         self.set(BreakerState::Open);
         cooldown
     }

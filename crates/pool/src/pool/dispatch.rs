@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use tokio::sync::oneshot;
 
 use super::Inner;
-use crate::config::AffinityMode;
+use crate::config::{AffinityMode, saturating_after};
 use crate::error::PoolError;
 use crate::request::WorkerId;
 use crate::state::{StateMachine, WorkerState};
@@ -33,6 +33,9 @@ pub(crate) struct Entry<W> {
     pub(crate) overflow: bool,
     /// Not given new calls: waiting for its replacement (recycling) or to go (scaling down).
     pub(crate) retiring: bool,
+    /// Retiring because it is being recycled: its sessions and strict waiters move to the
+    /// replacement once that is ready.
+    pub(crate) recycling: bool,
     pub(crate) recycle_after_calls: Option<u64>,
     pub(crate) recycle_at: Option<Instant>,
 }
@@ -52,9 +55,13 @@ impl<W: Worker> Entry<W> {
     }
 }
 
+/// What a waiting caller is handed: a worker, or (strict affinity) word that the session's
+/// worker has left the pool.
+pub(crate) type Handed<W> = Result<Handoff<W>, WorkerId>;
+
 /// A caller waiting for a worker.
 pub(crate) struct Waiter<W: Worker> {
-    pub(crate) tx: oneshot::Sender<Handoff<W>>,
+    pub(crate) tx: oneshot::Sender<Handed<W>>,
     /// Strict affinity: only this worker will do.
     pub(crate) for_worker: Option<WorkerId>,
 }
@@ -334,7 +341,14 @@ impl<W: Worker> Inner<W> {
             wait = wait.min(deadline.saturating_duration_since(std::time::Instant::now()));
         }
         match tokio::time::timeout(wait, receiver).await {
-            Ok(Ok(handoff)) => {
+            Ok(Ok(Err(worker))) => {
+                self.counters.failure("session_worker_lost");
+                Err(PoolError::SessionWorkerLost {
+                    session: session.map(|s| s.to_string()).unwrap_or_default(),
+                    worker,
+                })
+            }
+            Ok(Ok(Ok(handoff))) => {
                 let checkout = handoff.into_checkout();
                 if let Some(session) = session {
                     let mut state = self.state.lock();
@@ -383,7 +397,7 @@ impl<W: Worker> Inner<W> {
             Arc::clone(session),
             Binding {
                 worker,
-                expires: Instant::now() + self.config.session_ttl,
+                expires: saturating_after(Instant::now(), self.config.session_ttl),
             },
         );
     }
@@ -399,6 +413,9 @@ impl<W: Worker> Inner<W> {
             return Ok(Bound::None);
         }
         match state.find(worker) {
+            // Being recycled: the session moves to the replacement once it is ready, so the
+            // session's calls wait for it (strict) or go elsewhere meanwhile (hint).
+            Some(index) if state.entries[index].recycling => Ok(Bound::Busy(worker)),
             Some(index) if !state.entries[index].retiring => {
                 if state.entries[index].available(self.config.max_in_flight) {
                     Ok(Bound::Free(index))
@@ -500,7 +517,7 @@ impl<W: Worker> Inner<W> {
                 slot: Arc::clone(&checkout.slot),
                 armed: true,
             };
-            if let Err(returned) = waiter.tx.send(handoff) {
+            if let Err(Ok(returned)) = waiter.tx.send(Ok(handoff)) {
                 // That caller is gone: undo the reservation here, under our lock.
                 returned.defuse();
                 let entry = &mut state.entries[index];
@@ -520,6 +537,35 @@ impl<W: Worker> Inner<W> {
                 .clone()
                 .unwrap_or_else(|| "no worker was started".into()),
         }
+    }
+
+    /// Worker `old` is being replaced by `new` on purpose (recycling): its sessions and the
+    /// callers waiting for it strictly move to `new`.
+    pub(crate) fn rebind(&self, state: &mut State<W>, old: WorkerId, new: WorkerId) {
+        for binding in state.sessions.values_mut() {
+            if binding.worker == old {
+                binding.worker = new;
+            }
+        }
+        for waiter in &mut state.waiters {
+            if waiter.for_worker == Some(old) {
+                waiter.for_worker = Some(new);
+            }
+        }
+    }
+
+    /// Worker `gone` left the pool for good: callers waiting strictly for it learn it at once
+    /// (`SessionWorkerLost`) instead of waiting out their queue timeout.
+    pub(crate) fn fail_strict_waiters(&self, state: &mut State<W>, gone: WorkerId) {
+        let mut kept = VecDeque::with_capacity(state.waiters.len());
+        for waiter in state.waiters.drain(..) {
+            if waiter.for_worker == Some(gone) {
+                let _ = waiter.tx.send(Err(gone));
+            } else {
+                kept.push_back(waiter);
+            }
+        }
+        state.waiters = kept;
     }
 
     /// Expired session bindings go.

@@ -226,6 +226,12 @@ impl<F: WorkerFactory> PoolBuilder<F> {
         let mut config = self.config;
         config.max_in_flight = config.max_in_flight.max(1);
         config.spawn_batch = config.spawn_batch.max(1);
+        if let Err(message) = config.validate() {
+            return Err(PoolError::InvalidConfig {
+                pool: config.name,
+                message,
+            });
+        }
         if config.size == 0 && config.max_overflow == 0 {
             return Err(PoolError::NoWorkers {
                 pool: config.name,

@@ -10,6 +10,7 @@ use flowbalancer_lifecycle::CloseReport;
 
 use super::dispatch::{Discard, Entry, Slot, StartReason, State};
 use super::{Inner, StartFuture};
+use crate::config::{saturating_after, scaled};
 use crate::request::WorkerId;
 use crate::state::{Health, StateMachine, WorkerState};
 use crate::stats::Counters;
@@ -110,6 +111,7 @@ impl<W: Worker> Inner<W> {
             health_failures: 0,
             overflow: reason == StartReason::Overflow,
             retiring: false,
+            recycling: false,
             recycle_after_calls: self
                 .config
                 .recycle_after_calls
@@ -117,13 +119,14 @@ impl<W: Worker> Inner<W> {
             recycle_at: self
                 .config
                 .recycle_after_age
-                .map(|age| now + age.mul_f64(jitter(1.0).max(0.0))),
+                .map(|age| saturating_after(now, scaled(age, jitter(1.0)))),
         });
         tracing::info!(pool = %self.config.name, worker = %id, ?reason, "worker ready");
         if let StartReason::Recycle(old) = reason {
             state.recycling = state.recycling.saturating_sub(1);
             if let Some(index) = state.find(old) {
                 Counters::bump(&self.counters.recycles);
+                self.rebind(&mut state, old, id);
                 self.retire(&mut state, index, "recycled");
             }
         }
@@ -153,8 +156,11 @@ impl<W: Worker> Inner<W> {
                 // Keep serving; try again later.
                 let entry = &mut state.entries[index];
                 entry.retiring = false;
-                entry.recycle_at =
-                    Some(Instant::now() + self.config.backoff(state.failed_starts_in_a_row));
+                entry.recycling = false;
+                entry.recycle_at = Some(saturating_after(
+                    Instant::now(),
+                    self.config.backoff(state.failed_starts_in_a_row),
+                ));
                 entry.recycle_after_calls = entry
                     .recycle_after_calls
                     .map(|n| n.saturating_add(n.max(1)));
@@ -180,6 +186,7 @@ impl<W: Worker> Inner<W> {
         why: Discard,
     ) {
         let mut entry = state.entries.remove(index);
+        self.fail_strict_waiters(state, entry.slot.id);
         let _ = entry
             .machine
             .transition(WorkerState::Terminating, why.reason());
@@ -202,6 +209,7 @@ impl<W: Worker> Inner<W> {
     /// Takes entry `index` out of service gracefully (recycled, idle overflow, scaled down).
     fn retire(self: &Arc<Self>, state: &mut State<W>, index: usize, reason: &'static str) {
         let mut entry = state.entries.remove(index);
+        self.fail_strict_waiters(state, entry.slot.id);
         let _ = entry.machine.transition(WorkerState::Terminating, reason);
         tracing::info!(pool = %self.config.name, worker = %entry.slot.id, reason, "worker retired");
         self.finish_off(entry.slot);
@@ -226,6 +234,7 @@ impl<W: Worker> Inner<W> {
     pub(crate) fn start_recycle(self: &Arc<Self>, state: &mut State<W>, index: usize) {
         let entry = &mut state.entries[index];
         entry.retiring = true;
+        entry.recycling = true;
         let old = entry.slot.id;
         state.recycling += 1;
         tracing::info!(pool = %self.config.name, worker = %old, "recycling worker");
@@ -489,7 +498,7 @@ impl<W: Worker> Inner<W> {
         }
         tracing::info!(pool = %self.config.name, "pool shutting down");
         self.state.lock().waiters.clear();
-        let deadline = Instant::now() + self.config.drain_grace;
+        let deadline = saturating_after(Instant::now(), self.config.drain_grace);
         loop {
             let busy = self.state.lock().entries.iter().any(|e| e.in_flight > 0);
             if !busy || Instant::now() >= deadline {
