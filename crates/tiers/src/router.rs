@@ -264,6 +264,7 @@ impl RouterBuilder {
                 default,
                 budget: self.budget.map(|b| Mutex::new(Bucket::new(b))),
                 timeout: self.timeout,
+                opening: Mutex::new(()),
             }),
         })
     }
@@ -276,6 +277,9 @@ struct Inner {
     default: Route,
     budget: Option<Mutex<Bucket>>,
     timeout: Duration,
+    /// Held while deciding to open a breaker: two tiers failing at the same moment must not
+    /// both see the other one usable and both open.
+    opening: Mutex<()>,
 }
 
 /// Routes calls to tiers by method, falls back through every tier that offers the method
@@ -479,6 +483,9 @@ impl Router {
             let mut tier_request = request.clone();
             tier_request.meta.deadline = Some(deadline.into_std());
             let left = deadline.saturating_duration_since(now);
+            // Earlier tiers used up part of the chain's deadline: running out of the rest is
+            // not this tier's fault, and does not count against its breaker.
+            let handed_leftover = left.as_secs_f64() < 0.9 * limit.as_secs_f64();
             let result = {
                 // Give the probe back if this future is dropped mid-call.
                 let probe = ProbeGuard {
@@ -534,9 +541,19 @@ impl Router {
                         }
                     }
                     FailureClass::Failed => {
-                        self.record_failure(index, &request.method, &error);
+                        let timed_out = matches!(error, PoolError::DeadlineExceeded);
+                        // A tier handed only what earlier tiers left of the chain's deadline
+                        // is not at fault for running out of it.
+                        if !(timed_out && handed_leftover) {
+                            self.record_failure(index, &request.method, &error);
+                        } else {
+                            entry.metrics.failure(error.kind_name());
+                            if admission == Admission::Probe {
+                                entry.breaker.lock().abandon_probe();
+                            }
+                        }
                         tried_any = true;
-                        if matches!(error, PoolError::DeadlineExceeded) {
+                        if timed_out {
                             Outcome::TimedOut { after: left }
                         } else {
                             Outcome::Failed {
@@ -547,7 +564,17 @@ impl Router {
                     }
                 },
                 Err(_) => {
-                    self.record_failure(index, &request.method, &PoolError::DeadlineExceeded);
+                    if handed_leftover {
+                        // Only the leftover of the chain's deadline: not this tier's fault.
+                        entry
+                            .metrics
+                            .failure(PoolError::DeadlineExceeded.kind_name());
+                        if admission == Admission::Probe {
+                            entry.breaker.lock().abandon_probe();
+                        }
+                    } else {
+                        self.record_failure(index, &request.method, &PoolError::DeadlineExceeded);
+                    }
                     tried_any = true;
                     Outcome::TimedOut { after: left }
                 }
@@ -584,6 +611,8 @@ impl Router {
         if !wants_open {
             return;
         }
+        // One decision at a time: another tier of the chain may be opening right now.
+        let _deciding = self.inner.opening.lock();
         let others_usable = self.chain_indexes(method).iter().any(|&i| {
             i != index
                 && self.inner.tiers[i].breaker.lock().state() != crate::breaker::BreakerState::Open
