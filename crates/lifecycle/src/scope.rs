@@ -323,6 +323,15 @@ impl ScopeHandle {
             .map_err(|_| ScopeError::NoRuntime { what: "spawn" })?;
         let handle = self.inner.tracker.spawn_on(future, &runtime);
         let mut state = self.inner.state();
+        // Closed meanwhile (see `spawn_process`): `close` already took the task list, so
+        // nobody would abort this one. Abort it now.
+        if self.inner.closed.load(Ordering::SeqCst) {
+            drop(state);
+            handle.abort();
+            return Err(ScopeError::Closed {
+                scope: self.inner.name.clone(),
+            });
+        }
         state.tasks.retain(|task| !task.is_finished());
         state.tasks.push(handle.abort_handle());
         Ok(handle)
@@ -437,16 +446,31 @@ impl ScopeHandle {
     ///
     /// # Errors
     ///
-    /// [`ScopeError::Closed`], [`ScopeError::LimitReached`].
+    /// [`ScopeError::Closed`] or [`ScopeError::LimitReached`]; `cleanup` has then already
+    /// run: nothing handed to a scope outlives it, registered or refused.
     pub fn guard<T: Send + 'static>(
         &self,
         value: T,
         cleanup: impl FnOnce(T) + Send + 'static,
     ) -> Result<ListenerGuard, ScopeError> {
-        self.inner.check_open()?;
-        self.admit(ResourceKind::Listeners)?;
+        if let Err(refused) = self
+            .inner
+            .check_open()
+            .and_then(|()| self.admit(ResourceKind::Listeners))
+        {
+            cleanup(value);
+            return Err(refused);
+        }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let mut state = self.inner.state();
+        if self.inner.closed.load(Ordering::SeqCst) {
+            // Closed while we registered (see `spawn_process`): clean up now.
+            drop(state);
+            cleanup(value);
+            return Err(ScopeError::Closed {
+                scope: self.inner.name.clone(),
+            });
+        }
         state
             .listeners
             .push_back((id, Box::new(move || cleanup(value))));
@@ -463,10 +487,18 @@ impl ScopeHandle {
     ///
     /// # Errors
     ///
-    /// [`ScopeError::Closed`].
+    /// [`ScopeError::Closed`] when the scope is closed or closing: `f` has then already run.
     pub fn defer(&self, f: impl FnOnce() + Send + 'static) -> Result<(), ScopeError> {
-        self.inner.check_open()?;
-        self.inner.state().deferred.push(Box::new(f));
+        let mut state = self.inner.state();
+        // Checked under the lock: `close` sets `closed` before it takes the state.
+        if self.inner.closed.load(Ordering::SeqCst) {
+            drop(state);
+            f();
+            return Err(ScopeError::Closed {
+                scope: self.inner.name.clone(),
+            });
+        }
+        state.deferred.push(Box::new(f));
         Ok(())
     }
 
@@ -486,6 +518,15 @@ impl ScopeHandle {
         }
         .build();
         let mut state = self.inner.state();
+        if self.inner.closed.load(Ordering::SeqCst) {
+            // Closed while we built it: the child goes at once (dropping a scope cleans it
+            // up synchronously; it holds nothing yet).
+            drop(state);
+            drop(child);
+            return Err(ScopeError::Closed {
+                scope: self.inner.name.clone(),
+            });
+        }
         state.children.retain(|c| !c.closed.load(Ordering::SeqCst));
         state.children.push(Arc::clone(&child.handle.inner));
         Ok(child)

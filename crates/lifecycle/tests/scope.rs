@@ -267,3 +267,107 @@ async fn dropped_child_scope_cleans_itself_first() {
     assert_eq!(parent.stats().children, 0);
     assert!(parent.close().await.is_clean());
 }
+
+/// Tasks, guards, deferred closures and child scopes registered while `close()` runs are
+/// cleaned at once (the same race the process test covers, for every other resource).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_registered_while_the_scope_closes_is_cleaned() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    for round in 0..40 {
+        let scope = Scope::builder()
+            .name("racing")
+            .grace(Duration::from_millis(100))
+            .limits(Limits {
+                processes: usize::MAX,
+                temp_files: usize::MAX,
+                listeners: usize::MAX,
+            })
+            .build();
+        let handle = scope.handle();
+        // Counts of what was registered and of what got cleaned (run, aborted, closed).
+        let registered = Arc::new(AtomicUsize::new(0));
+        let cleaned = Arc::new(AtomicUsize::new(0));
+        let registrar = tokio::spawn({
+            let (registered, cleaned) = (Arc::clone(&registered), Arc::clone(&cleaned));
+            async move {
+                let mut children = Vec::new();
+                for i in 0usize.. {
+                    let result = match i % 4 {
+                        0 => {
+                            // A task that never ends unless aborted; its drop guard counts.
+                            let counted = Counted(Arc::clone(&cleaned));
+                            handle
+                                .spawn(async move {
+                                    let _counted = counted;
+                                    std::future::pending::<()>().await;
+                                })
+                                .map(drop)
+                        }
+                        1 => {
+                            let cleaned = Arc::clone(&cleaned);
+                            handle
+                                .guard((), move |()| {
+                                    cleaned.fetch_add(1, Ordering::SeqCst);
+                                })
+                                .map(std::mem::forget)
+                        }
+                        2 => {
+                            let cleaned = Arc::clone(&cleaned);
+                            handle.defer(move || {
+                                cleaned.fetch_add(1, Ordering::SeqCst);
+                            })
+                        }
+                        _ => handle.child(format!("c{i}")).map(|child| {
+                            // A child's deferred closure runs when the child closes.
+                            let cleaned = Arc::clone(&cleaned);
+                            child
+                                .handle()
+                                .defer(move || {
+                                    cleaned.fetch_add(1, Ordering::SeqCst);
+                                })
+                                .ok();
+                            children.push(child);
+                        }),
+                    };
+                    // A refused task, guard or deferred closure is cleaned at once (so it
+                    // counts); a refused child scope was never made.
+                    if result.is_ok() || i % 4 != 3 {
+                        registered.fetch_add(1, Ordering::SeqCst);
+                    }
+                    match result {
+                        Ok(()) => {}
+                        Err(ScopeError::Closed { .. }) => return children,
+                        Err(other) => panic!("round {round}: {other}"),
+                    }
+                    tokio::task::yield_now().await;
+                }
+                children
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(2 + round % 5)).await;
+        scope.close().await;
+        let children = registrar.await.unwrap();
+        drop(children);
+        // Aborted tasks drop their futures on the runtime: give them a moment.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while cleaned.load(Ordering::SeqCst) < registered.load(Ordering::SeqCst)
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            cleaned.load(Ordering::SeqCst),
+            registered.load(Ordering::SeqCst),
+            "round {round}: everything registered was cleaned exactly once"
+        );
+    }
+}
+
+/// Counts its drop.
+struct Counted(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
