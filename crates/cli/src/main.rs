@@ -121,6 +121,18 @@ fn load_config(path: Option<&PathBuf>, scratch: &std::path::Path) -> Result<Conf
     }
 }
 
+/// Opens the per-user run registry (see `flowbalancer_lifecycle::RunRegistry`).
+fn open_run_registry() -> Option<flowbalancer::lifecycle::RunRegistry> {
+    let dir = flowbalancer::lifecycle::RunRegistry::default_dir()?;
+    match flowbalancer::lifecycle::RunRegistry::open(&dir) {
+        Ok((registry, _swept)) => Some(registry),
+        Err(error) => {
+            tracing::warn!(dir = %dir.display(), %error, "cannot record this run; a crash may leave workers behind");
+            None
+        }
+    }
+}
+
 async fn start(
     config: Option<&PathBuf>,
     scratch: &std::path::Path,
@@ -179,6 +191,9 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode, String> {
     let logs = init_logging();
+    // Kill what a run that died without cleaning up (SIGKILL, OOM) left behind, and record
+    // this run so that the next one can do the same for it. Not fatal when it cannot.
+    let _run = open_run_registry();
     let scratch = tempfile::Builder::new()
         .prefix("flowbalancer-")
         .tempdir()

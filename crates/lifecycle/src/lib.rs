@@ -45,6 +45,7 @@
 mod close;
 mod error;
 mod limits;
+mod orphans;
 mod process;
 mod report;
 mod scope;
@@ -52,6 +53,7 @@ mod with_scope;
 
 pub use error::ScopeError;
 pub use limits::{LimitPolicy, Limits, ResourceKind, ScopeStats};
+pub use orphans::{RUN_ENV, RunRegistry, Swept};
 pub use process::ProcessHandle;
 pub use report::{CleanupFailure, CloseReport};
 pub use scope::{ListenerGuard, Scope, ScopeBuilder, ScopeHandle, TempFile};

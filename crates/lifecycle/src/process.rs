@@ -52,6 +52,12 @@ impl ProcessEntry {
         let Some(inner) = child.as_mut() else {
             return Ok(*self.status.lock());
         };
+        // The leader exited but is not reaped yet: it is a zombie, so its pid (the group's id)
+        // cannot be reused. Kill what is left of its group now — the last moment a group
+        // signal is safe — then reap.
+        if leader_exited(self.pid) {
+            let _ = signal_group(self.pid, GroupSignal::Kill, None);
+        }
         match inner.try_wait()? {
             Some(status) => {
                 *self.status.lock() = Some(status);
@@ -68,8 +74,15 @@ impl ProcessEntry {
 
     /// Sends `signal` to the whole process group (to the child alone where groups do not
     /// exist). Does nothing once the leader is reaped and the group is gone.
+    /// Signals the process group, but only while its leader is not reaped: once reaped, its
+    /// pid may belong to an unrelated process (and group), so nothing is sent. Holding the
+    /// child's lock keeps a reap from slipping in between the check and the signal.
     pub(crate) fn signal_group(&self, signal: GroupSignal) -> io::Result<()> {
-        signal_group(self.pid, signal, &self.child)
+        let mut child = self.child.lock();
+        if child.is_none() {
+            return Ok(()); // reaped: the group was killed at reap time (see `try_reap`)
+        }
+        signal_group(self.pid, signal, child.as_mut())
     }
 
     /// Waits until the child is reaped or `timeout` passes; `true` when reaped.
@@ -97,8 +110,7 @@ impl ProcessEntry {
     /// already gone, otherwise on a short-lived reaper thread, so no runtime thread blocks.
     pub(crate) fn kill_and_reap_detached(self: &Arc<Self>) -> Option<String> {
         if self.is_reaped() {
-            let _ = self.signal_group(GroupSignal::Kill);
-            return None;
+            return None; // its group was killed when it was reaped
         }
         let error = self.signal_group(GroupSignal::Kill).err();
         if matches!(self.try_reap(), Ok(Some(_))) {
@@ -117,6 +129,11 @@ impl ProcessEntry {
 
     fn reap_blocking(&self) {
         let mut child = self.child.lock();
+        if child.is_some() {
+            wait_for_exit(self.pid);
+            // A zombie now: the group id is still ours (see `try_reap`).
+            let _ = signal_group(self.pid, GroupSignal::Kill, None);
+        }
         if let Some(inner) = child.as_mut()
             && let Ok(status) = inner.wait()
         {
@@ -127,14 +144,80 @@ impl ProcessEntry {
 }
 
 /// The signals a scope sends to process groups.
+/// Makes the child receive SIGKILL when its parent dies (`PR_SET_PDEATHSIG`), so a worker
+/// never outlives a gateway killed with SIGKILL or by the OOM killer. If the parent died
+/// between the fork and this call, the child exits at once instead of running as an orphan.
+#[cfg(target_os = "linux")]
+fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the forked child before `exec`, where only
+    // async-signal-safe calls are allowed. It makes three raw system calls through nix —
+    // prctl(PR_SET_PDEATHSIG), getppid and _exit — each async-signal-safe; it allocates
+    // nothing, takes no lock and touches no state shared with the parent (`parent` is a
+    // plain integer copied into the closure before the fork).
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(io::Error::from)?;
+            if nix::unistd::getppid() != parent {
+                // The parent is already gone: the signal will never come.
+                nix::libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum GroupSignal {
     Terminate,
     Kill,
 }
 
+/// Whether the child `pid` has exited (it is a zombie, not reaped): asked with `WNOWAIT`, so
+/// the child stays unreaped.
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+fn leader_exited(pid: u32) -> bool {
+    use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+    use nix::unistd::Pid;
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    matches!(
+        waitid(
+            Id::Pid(Pid::from_raw(pid)),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+        ),
+        Ok(status) if status != WaitStatus::StillAlive
+    )
+}
+
+/// Elsewhere the exit cannot be observed without reaping: no final group signal.
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+fn leader_exited(_pid: u32) -> bool {
+    false
+}
+
+/// Blocks until the child `pid` has exited, leaving it unreaped (a zombie).
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+fn wait_for_exit(pid: u32) {
+    use nix::sys::wait::{Id, WaitPidFlag, waitid};
+    use nix::unistd::Pid;
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = waitid(
+            Id::Pid(Pid::from_raw(pid)),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+        );
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+fn wait_for_exit(_pid: u32) {}
+
 #[cfg(unix)]
-fn signal_group(pid: u32, signal: GroupSignal, _child: &Mutex<Option<Child>>) -> io::Result<()> {
+fn signal_group(pid: u32, signal: GroupSignal, _child: Option<&mut Child>) -> io::Result<()> {
     use nix::errno::Errno;
     use nix::sys::signal::{Signal, killpg};
     use nix::unistd::Pid;
@@ -153,8 +236,9 @@ fn signal_group(pid: u32, signal: GroupSignal, _child: &Mutex<Option<Child>>) ->
 
 /// Without process groups, only the direct child can be signalled (documented fallback).
 #[cfg(not(unix))]
-fn signal_group(_pid: u32, _signal: GroupSignal, child: &Mutex<Option<Child>>) -> io::Result<()> {
-    match child.lock().as_mut() {
+fn signal_group(_pid: u32, _signal: GroupSignal, child: Option<&mut Child>) -> io::Result<()> {
+    // No process groups: only the direct child can be killed.
+    match child {
         Some(child) => child.kill(),
         None => Ok(()),
     }
@@ -175,6 +259,11 @@ pub(crate) fn spawn(mut command: Command) -> io::Result<(Arc<ProcessEntry>, Pipe
         use std::os::unix::process::CommandExt;
         command.process_group(0);
     }
+    if let Some(token) = crate::orphans::run_token() {
+        command.env(crate::orphans::RUN_ENV, token);
+    }
+    #[cfg(target_os = "linux")]
+    die_with_parent(&mut command);
     let label = command.get_program().to_string_lossy().into_owned();
     let mut child = command.spawn()?;
     let pipes = Pipes {

@@ -219,3 +219,25 @@ async fn processes_spawned_while_the_scope_closes_are_not_leaked() {
         }
     }
 }
+
+/// The group of a leader that exits on its own is killed while the leader is still an
+/// unreaped zombie (its pid cannot be reused yet), and never signalled after the reap: a
+/// reaped leader's pid may already belong to an unrelated process group.
+#[tokio::test]
+async fn a_leaders_group_is_killed_before_the_reap_and_never_after() {
+    let scope = Scope::builder().grace(Duration::from_millis(100)).build();
+    let mut command = std::process::Command::new("sh");
+    // The leader leaves a grandchild behind in its group and exits at once.
+    command.args(["-c", "sleep 600 & sleep 0.2"]);
+    let handle = scope.handle().spawn_process(command).unwrap();
+    let pgid = handle.pid();
+    wait_for_members(pgid, 2);
+    let status = handle.wait().await.unwrap();
+    assert!(status.success());
+    // Reaping the leader took the grandchild with it.
+    assert_tree_gone(pgid);
+    // After the reap, signalling is a no-op (and succeeds): nothing is sent to the pid.
+    handle.kill().unwrap();
+    handle.terminate().unwrap();
+    assert!(scope.close().await.is_clean());
+}

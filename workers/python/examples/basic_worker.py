@@ -113,6 +113,18 @@ if "--faults" in sys.argv:
             "progress_token": ctx.progress_token,
         }
 
+    @tool(description="Forks a grandchild into a session of its own (sleeps 10 min); returns its pid")
+    def spawn_orphan() -> int:
+        pid = os.fork()
+        if pid == 0:
+            os.setsid()
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            time.sleep(600)
+            os._exit(0)
+        return pid
+
     @tool(description="Returns a string of `size` characters")
     def big_result(size: int) -> str:
         return "x" * size
