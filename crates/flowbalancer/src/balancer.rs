@@ -185,9 +185,13 @@ impl Balancer {
         let sessions = Arc::new(SessionManager::new(config.sessions.ttl));
         let expiring = Arc::downgrade(&sessions);
         let every = (config.sessions.ttl / 4).max(Duration::from_millis(100));
+        let closing = scope.handle().token();
         scope.spawn(async move {
             loop {
-                tokio::time::sleep(every).await;
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = closing.cancelled() => break,
+                }
                 match expiring.upgrade() {
                     Some(sessions) => {
                         sessions.expire();
@@ -278,9 +282,27 @@ impl Balancer {
     /// Drains and stops every pool, flushes the event log, and closes the scope (nothing
     /// started by the balancer survives it). Returns the scope's report.
     pub async fn shutdown(&self) -> CloseReport {
-        for pool in &self.pools {
-            pool.shutdown().await;
-        }
+        // Every pool drains and stops at the same time: shutdown takes the longest pool's
+        // time, not the sum.
+        let mut stopping: Vec<Option<_>> = self.pools.iter().map(|p| Some(p.shutdown())).collect();
+        std::future::poll_fn(|cx| {
+            let mut pending = false;
+            for slot in &mut stopping {
+                if let Some(stop) = slot {
+                    if stop.as_mut().poll(cx).is_ready() {
+                        *slot = None;
+                    } else {
+                        pending = true;
+                    }
+                }
+            }
+            if pending {
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
+        .await;
         let report = self.scope.close().await;
         if let Some(telemetry) = &self.telemetry {
             telemetry.shutdown();

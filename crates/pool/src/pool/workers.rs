@@ -349,11 +349,15 @@ impl<W: Worker> Inner<W> {
         }
         let tick = tick.max(Duration::from_millis(5));
         let weak: Weak<Self> = Arc::downgrade(self);
+        let closing = self.scope.handle().token();
         let spawned = self.scope.spawn(async move {
             let mut last_health = Instant::now();
             let mut last_sessions = Instant::now();
             loop {
-                tokio::time::sleep(tick).await;
+                tokio::select! {
+                    () = tokio::time::sleep(tick) => {}
+                    () = closing.cancelled() => break,
+                }
                 let Some(inner) = weak.upgrade() else { break };
                 if inner.is_shutting_down() {
                     break;

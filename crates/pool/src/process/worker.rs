@@ -210,6 +210,8 @@ struct Shared {
     /// Set when the pool stops the worker on purpose (shutdown, kill): its death is then
     /// expected and logged quietly.
     stopping: std::sync::atomic::AtomicBool,
+    /// Woken when the worker dies, so its writer task ends with it.
+    died: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -217,6 +219,7 @@ impl Shared {
     /// the process group.
     fn die(&self, error: WorkerError) {
         self.alive.store(false, Ordering::SeqCst);
+        self.died.notify_waiters();
         let waiting = {
             let mut pending = self.pending.lock();
             if pending.dead.is_none() {
@@ -333,6 +336,7 @@ impl ProcessWorker {
             process,
             max_frame: spec.max_frame,
             stopping: std::sync::atomic::AtomicBool::new(false),
+            died: tokio::sync::Notify::new(),
         });
         let (frames, queued) = mpsc::unbounded_channel();
         let writer = Arc::clone(&shared);
@@ -518,7 +522,20 @@ async fn write_frames(
     mut stdin: ChildStdin,
     mut frames: mpsc::UnboundedReceiver<Vec<u8>>,
 ) {
-    while let Some(frame) = frames.recv().await {
+    loop {
+        let died = shared.died.notified();
+        tokio::pin!(died);
+        died.as_mut().enable();
+        if !shared.alive.load(Ordering::SeqCst) {
+            return; // dead: nothing more will be read
+        }
+        let frame = tokio::select! {
+            frame = frames.recv() => match frame {
+                Some(frame) => frame,
+                None => return,
+            },
+            () = &mut died => return,
+        };
         if let Err(e) = stdin.write_all(&frame).await {
             shared.die(WorkerError::new(
                 ErrorKind::Crashed,
