@@ -280,6 +280,9 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         }
         Command::Check { config } => match Config::from_file(&config) {
             Ok(config) => {
+                for warning in config.warnings() {
+                    eprintln!("warning: {warning}");
+                }
                 let names: Vec<&str> = config.tiers.iter().map(|t| t.name.as_str()).collect();
                 println!("ok: {} tier(s): {}", names.len(), names.join(" → "));
                 Ok(ExitCode::SUCCESS)

@@ -336,6 +336,7 @@ fn pool_config(tier: &TierConfig, config: &Config) -> PoolConfig {
         queue_capacity: tier.queue_capacity,
         queue_timeout: tier.queue_timeout,
         call_timeout: tier.call_timeout,
+        cancel_grace: tier.cancel_grace,
         max_in_flight: tier.max_in_flight,
         health_interval: Some(tier.health_interval),
         health_failures_before_removal: tier.health_failures,

@@ -86,6 +86,11 @@ pub struct TierConfig {
     /// A call running longer kills its worker (default 30 s).
     #[serde(default = "default_call_timeout", with = "crate::duration")]
     pub call_timeout: Duration,
+    /// How long a worker has to stop a call the caller gave up on (the chain's deadline, a
+    /// client cancel) before it is killed and replaced; its slot stays taken meanwhile
+    /// (default 2 s).
+    #[serde(default = "default_cancel_grace", with = "crate::duration")]
+    pub cancel_grace: Duration,
     /// Callers that may wait for a worker (default 1024).
     #[serde(default = "default_queue")]
     pub queue_capacity: usize,
@@ -137,6 +142,10 @@ fn one() -> usize {
 fn three() -> u32 {
     3
 }
+fn default_cancel_grace() -> Duration {
+    Duration::from_secs(2)
+}
+
 fn default_call_timeout() -> Duration {
     Duration::from_secs(30)
 }
@@ -284,6 +293,26 @@ pub struct ConfigProblem {
 }
 
 impl Config {
+    /// What is allowed but probably not meant, one sentence each with what it means.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for tier in &self.tiers {
+            if self.timeout < tier.call_timeout {
+                warnings.push(format!(
+                    "tier {:?}: call_timeout ({}) is longer than the chain's timeout ({}): a call \
+                     that hangs on this tier is given up by the chain first, cancelled at the \
+                     worker, and the worker is killed only if it has not stopped within \
+                     cancel_grace ({}); the tier's call_timeout never applies",
+                    tier.name,
+                    crate::duration::format(&tier.call_timeout),
+                    crate::duration::format(&self.timeout),
+                    crate::duration::format(&tier.cancel_grace),
+                ));
+            }
+        }
+        warnings
+    }
+
     /// Parses TOML (relative paths stay relative to the working directory).
     ///
     /// # Errors

@@ -14,6 +14,34 @@ fn worker_script() -> String {
 }
 
 #[test]
+fn a_chain_deadline_shorter_than_a_tiers_call_timeout_is_warned_about() {
+    let config = Config::from_toml(
+        r#"
+        timeout = "3s"
+        [[tiers]]
+        name = "hot"
+        workers = { builtin = ["echo"] }
+        [[tiers]]
+        name = "cold"
+        workers = { builtin = ["echo"] }
+        call_timeout = "2s"
+        cancel_grace = "500ms"
+        "#,
+    )
+    .unwrap();
+    let warnings = config.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("tier \"hot\""), "{}", warnings[0]);
+    assert!(warnings[0].contains("30s"), "{}", warnings[0]);
+    assert!(warnings[0].contains("cancel_grace (2s)"), "{}", warnings[0]);
+    // The defaults (30 s and 30 s) say nothing.
+    let defaults =
+        Config::from_toml("[[tiers]]\nname = \"hot\"\nworkers = { builtin = [\"echo\"] }\n")
+            .unwrap();
+    assert!(defaults.warnings().is_empty());
+}
+
+#[test]
 fn config_errors_name_their_location() {
     let syntax = Config::from_toml(
         "[[tiers]]\nname = \"hot\"\nworkers = { builtin = [\"echo\"] }\nsize = \"two\"\n",
