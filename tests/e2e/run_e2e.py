@@ -111,6 +111,39 @@ def raw_protocol():
     send(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "still here"}}}))
     answer = receive()
     check(answer["id"] == 2 and answer["result"]["structuredContent"] == {"text": "still here"}, f"still serving {answer}")
+
+    # Progress: the worker's reports reach the client with the client's own token.
+    send(json.dumps({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+        "name": "sleep", "arguments": {"ms": 400}, "_meta": {"progressToken": "tok-3"}}}))
+    progress = []
+    while True:
+        message = receive()
+        if message.get("method") == "notifications/progress":
+            progress.append(message["params"])
+            continue
+        check(message.get("id") == 3, f"the call's answer {message}")
+        break
+    check(len(progress) >= 2, f"progress notifications arrived: {progress}")
+    check(all(p["progressToken"] == "tok-3" and p["total"] == 400 for p in progress), f"with the client's token {progress}")
+    check([p["progress"] for p in progress] == sorted(p["progress"] for p in progress), "increasing")
+
+    # Cancel: a cancelled long call does not tie up its tier. `sleep` goes to the warm tier,
+    # which has one worker: the next call there is served at once, not after the cancelled
+    # one's 60 s.
+    send(json.dumps({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "sleep", "arguments": {"ms": 60000}}}))
+    time.sleep(0.3)
+    send(json.dumps({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 4, "reason": "test"}}))
+    started = time.time()
+    send(json.dumps({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "sleep", "arguments": {"ms": 10}}}))
+    while True:
+        message = receive()
+        if message.get("id") == 5:
+            break
+    took = time.time() - started
+    check(message["result"].get("isError") is not True, f"served after the cancel {message}")
+    check((message["result"].get("_meta") or {}).get("flowbalancer/tier") == "warm", f"by the warm tier itself {message}")
+    check(took < 5, f"the tier was free within {took:.1f}s of the cancel")
+
     process.stdin.close()
     check(process.wait(timeout=30) == 0, "clean exit on EOF")
     process.stdout.close()

@@ -256,3 +256,24 @@ async fn a_result_larger_than_a_frame_is_an_error_in_both_libraries() {
         pool.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn callers_dropped_while_their_large_request_is_written_leave_no_half_frame() {
+    // 4 MiB of params take a while to go through the pipe; callers give up after a moment,
+    // often mid-write. Frames go out whole through the worker's writer task, so the worker
+    // never reads a torn frame: it stays and answers the next call.
+    let pool = one_worker(python_spec(), Duration::from_secs(10)).await;
+    let first = echo(&pool).await;
+    let big = "x".repeat(4 * 1024 * 1024);
+    for _ in 0..5 {
+        let call = pool.call(Request::new("echo", json!({ "text": big })));
+        let _ = tokio::time::timeout(Duration::from_millis(2), call).await;
+    }
+    assert_eq!(
+        echo(&pool).await,
+        first,
+        "no protocol damage, no replacement"
+    );
+    assert_eq!(pool.stats().replacements, 0);
+    pool.shutdown().await;
+}

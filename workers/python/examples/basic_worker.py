@@ -20,17 +20,21 @@ def word_count(text: str) -> dict:
     return {"words": len(text.split())}
 
 
-@tool(description="Sleeps for ms milliseconds (shows timeouts; stops early when cancelled)")
+@tool(description="Sleeps for ms milliseconds, reporting progress (shows timeouts, progress and cancellation)")
 def sleep(ms: int, ctx=None) -> str:
     if ms < 0:
         raise BadParams("ms must be >= 0")
-    end = time.monotonic() + ms / 1000.0
+    started = time.monotonic()
+    end = started + ms / 1000.0
     while True:
-        left = end - time.monotonic()
+        now = time.monotonic()
+        left = end - now
         if left <= 0:
             return "slept"
-        if ctx is not None and ctx.cancelled:
-            return "cancelled"
+        if ctx is not None:
+            if ctx.cancelled:
+                return "cancelled"
+            ctx.progress(round((now - started) * 1000), ms, "sleeping")
         time.sleep(min(left, 0.05))
 
 
