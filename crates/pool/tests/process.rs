@@ -27,7 +27,7 @@ fn python_spec(marker: &str) -> ProcessSpec {
         [
             script.display().to_string(),
             "--faults".into(),
-            format!("--marker={marker}"),
+            format!("--marker={}", unique(marker)),
         ],
     )
 }
@@ -35,7 +35,10 @@ fn python_spec(marker: &str) -> ProcessSpec {
 fn rust_spec(marker: &str) -> ProcessSpec {
     ProcessSpec::new(
         env!("CARGO_BIN_EXE_flowbalancer-example-worker"),
-        ["--faults".to_string(), format!("--marker={marker}")],
+        [
+            "--faults".to_string(),
+            format!("--marker={}", unique(marker)),
+        ],
     )
 }
 
@@ -56,6 +59,12 @@ fn call(method: &str, params: Value) -> Request {
     Request::new(method, params)
 }
 
+/// A marker no other process on the machine carries (test binaries' own command lines hold
+/// test names, which can contain words like "hang").
+fn unique(marker: &str) -> String {
+    format!("fbtest-{marker}-{}", std::process::id())
+}
+
 /// Processes whose command line carries `marker` (live or zombie).
 fn processes_with(marker: &str) -> Vec<(u32, String)> {
     let mut found = Vec::new();
@@ -66,7 +75,7 @@ fn processes_with(marker: &str) -> Vec<(u32, String)> {
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
             continue;
         };
-        if String::from_utf8_lossy(&cmdline).contains(marker) {
+        if String::from_utf8_lossy(&cmdline).contains(&unique(marker)) {
             let state = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
             found.push((pid, state));
         }

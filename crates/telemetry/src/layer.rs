@@ -13,8 +13,17 @@ use tracing_subscriber::registry::LookupSpan;
 use crate::event::{Event, Level};
 use crate::telemetry::Telemetry;
 
-/// A `tracing_subscriber` layer that records every event (with the fields of its spans) into
-/// a [`Telemetry`] log.
+/// Targets whose events carry call payloads (tool arguments and results): off unless
+/// [`TelemetryLayer::log_payloads`] is set. rmcp logs whole JSON-RPC messages at debug level.
+pub const PAYLOAD_TARGETS: &[&str] = &["rmcp"];
+
+/// A `tracing_subscriber` layer that records events (with the fields of their spans) into a
+/// [`Telemetry`] log.
+///
+/// By default it takes INFO and above, and nothing from the targets that carry call payloads
+/// ([`PAYLOAD_TARGETS`]); [`level`](Self::level), [`target`](Self::target) and
+/// [`log_payloads`](Self::log_payloads) change that. The filter applies to this layer only:
+/// other layers (a stderr log, say) see what their own filters let through.
 ///
 /// ```
 /// use tracing_subscriber::layer::SubscriberExt;
@@ -37,12 +46,64 @@ use crate::telemetry::Telemetry;
 #[derive(Debug, Clone)]
 pub struct TelemetryLayer {
     telemetry: Telemetry,
+    level: tracing::Level,
+    /// `(target prefix, its level or None for off)`, longest prefix first.
+    targets: Vec<(String, Option<tracing::Level>)>,
+    log_payloads: bool,
 }
 
 impl TelemetryLayer {
-    /// A layer writing into `telemetry`.
+    /// A layer writing into `telemetry`, INFO and above, payload targets off.
     pub fn new(telemetry: Telemetry) -> Self {
-        Self { telemetry }
+        Self {
+            telemetry,
+            level: tracing::Level::INFO,
+            targets: Vec::new(),
+            log_payloads: false,
+        }
+    }
+
+    /// The least severe level recorded (default INFO).
+    pub fn level(mut self, level: tracing::Level) -> Self {
+        self.level = level;
+        self
+    }
+
+    /// The level for events whose target is `target` or under it (`target::…`); `None`
+    /// turns them off. The longest matching target wins.
+    pub fn target(mut self, target: impl Into<String>, level: Option<tracing::Level>) -> Self {
+        let target = target.into();
+        self.targets.retain(|(t, _)| *t != target);
+        self.targets.push((target, level));
+        self.targets
+            .sort_by_key(|(t, _)| std::cmp::Reverse(t.len()));
+        self
+    }
+
+    /// Records the payload-carrying targets too (default false: no tool argument or result
+    /// reaches the log).
+    pub fn log_payloads(mut self, yes: bool) -> Self {
+        self.log_payloads = yes;
+        self
+    }
+
+    /// Whether an event of `target` at `level` is recorded.
+    pub fn records(&self, target: &str, level: &tracing::Level) -> bool {
+        let under = |prefix: &str| {
+            target == prefix
+                || target
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with("::"))
+        };
+        if !self.log_payloads && PAYLOAD_TARGETS.iter().any(|t| under(t)) {
+            return false;
+        }
+        // `Level` orders TRACE > DEBUG > … > ERROR ("more verbose is greater").
+        match self.targets.iter().find(|(prefix, _)| under(prefix)) {
+            Some((_, None)) => false,
+            Some((_, Some(threshold))) => level <= threshold,
+            None => *level <= self.level,
+        }
     }
 }
 
@@ -117,6 +178,10 @@ where
     }
 
     fn on_event(&self, event: &TracingEvent<'_>, ctx: Context<'_, S>) {
+        let metadata = event.metadata();
+        if !self.records(metadata.target(), metadata.level()) {
+            return;
+        }
         let mut fields = Map::new();
         // Span fields first (outermost to innermost), then the event's own win.
         if let Some(scope) = ctx.event_scope(event) {
@@ -134,7 +199,6 @@ where
         };
         event.record(&mut collect);
         let message = collect.message.take().unwrap_or_default();
-        let metadata = event.metadata();
         let mut record = Event::new(Level::from(metadata.level()), metadata.target(), message);
         record.fields = fields;
         self.telemetry.record(record);

@@ -41,13 +41,15 @@ pub mod analysis;
 mod dedup;
 mod event;
 mod layer;
+mod location;
 mod sink;
 mod stats;
 mod telemetry;
 mod truncate;
 
 pub use event::{Event, Level, rfc3339};
-pub use layer::TelemetryLayer;
+pub use layer::{PAYLOAD_TARGETS, TelemetryLayer};
+pub use location::default_log_path;
 pub use sink::FileConfig;
 pub use stats::{Dropped, TelemetryStats};
 pub use telemetry::{Telemetry, TelemetryBuilder, TelemetryError};

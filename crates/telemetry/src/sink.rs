@@ -89,9 +89,9 @@ impl Sink {
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
         {
-            fs::create_dir_all(dir)?;
+            create_private_dirs(dir)?;
         }
-        let file = OpenOptions::new()
+        let file = private_options()
             .create(true)
             .append(true)
             .open(&self.config.path)?;
@@ -184,6 +184,35 @@ impl Sink {
     }
 }
 
+/// Options that create files readable by their owner only (0600): events may name tools,
+/// sessions and errors, which are nobody else's business.
+pub(crate) fn private_options() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+}
+
+/// Creates `dir` and its missing parents, the ones it creates private to the user (0700).
+/// Existing directories are left as they are.
+pub(crate) fn create_private_dirs(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+    }
+    #[cfg(not(unix))]
+    {
+        fs::create_dir_all(dir)
+    }
+}
+
 /// `events.jsonl` → `events.<seq>.jsonl[.<ext>]`.
 fn rotated_path(active: &Path, seq: u64, ext: Option<&str>) -> PathBuf {
     let stem = active
@@ -207,23 +236,39 @@ pub(crate) fn existing_rotations(active: &Path) -> Vec<(u64, PathBuf)> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let stem = active
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let mut found: Vec<(u64, PathBuf)> = fs::read_dir(dir)
         .into_iter()
         .flatten()
         .filter_map(|e| e.ok())
         .filter_map(|entry| {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let rest = name.strip_prefix(&format!("{stem}."))?;
-            let seq: u64 = rest.split('.').next()?.parse().ok()?;
+            let seq = rotation_seq(active, &name)?;
             Some((seq, entry.path()))
         })
         .collect();
     found.sort();
     found
+}
+
+/// The sequence number of `name` when it is exactly a rotation this sink made of `active`:
+/// `stem.N.ext`, `stem.N.ext.gz` or `stem.N.ext.zst` with `N` all digits. Anything else next
+/// to it — a user's `events.2024.csv`, a `.partial` file — is not ours to delete.
+fn rotation_seq(active: &Path, name: &str) -> Option<u64> {
+    let stem = active.file_stem()?.to_string_lossy().into_owned();
+    let extension = active
+        .extension()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "jsonl".into());
+    let rest = name.strip_prefix(&stem)?.strip_prefix('.')?;
+    let (digits, rest) = rest.split_once('.')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let rest = rest.strip_prefix(extension.as_str())?;
+    if !(rest.is_empty() || rest == ".gz" || rest == ".zst") {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// Deletes the oldest rotated files beyond the count and byte limits.
@@ -258,7 +303,11 @@ fn compress(path: &Path) -> io::Result<()> {
     let target = PathBuf::from(format!("{}.{COMPRESSED}", path.display()));
     let partial = PathBuf::from(format!("{}.partial", target.display()));
     let mut input = File::open(path)?;
-    let output = File::create(&partial)?;
+    let output = private_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&partial)?;
     #[cfg(not(feature = "zstd"))]
     {
         let mut encoder = flate2::write::GzEncoder::new(output, flate2::Compression::default());
@@ -278,6 +327,26 @@ fn compress(path: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_our_own_rotations_count() {
+        let active = Path::new("/logs/events.jsonl");
+        assert_eq!(rotation_seq(active, "events.3.jsonl"), Some(3));
+        assert_eq!(rotation_seq(active, "events.12.jsonl.gz"), Some(12));
+        assert_eq!(rotation_seq(active, "events.7.jsonl.zst"), Some(7));
+        for other in [
+            "events.2024.csv",
+            "events.3.jsonl.gz.partial",
+            "events.jsonl",
+            "events.x1.jsonl",
+            "events..jsonl",
+            "events.3.jsonl.bak",
+            "events-old.3.jsonl",
+            "events.3.json",
+        ] {
+            assert_eq!(rotation_seq(active, other), None, "{other}");
+        }
+    }
 
     #[test]
     fn rotated_names() {

@@ -18,6 +18,7 @@ pub(crate) struct Counters {
     pub(crate) rotations: AtomicU64,
     pub(crate) compression_errors: AtomicU64,
     pub(crate) io_errors: AtomicU64,
+    pub(crate) own_events_dropped: AtomicU64,
 }
 
 /// Dropped events by reason.
@@ -50,6 +51,9 @@ pub struct TelemetryStats {
     pub compression_errors: u64,
     /// Failed opens and writes (each retried with backoff).
     pub io_errors: u64,
+    /// Events emitted by telemetry's own threads, dropped so they never wait on their own
+    /// queue.
+    pub own_events_dropped: u64,
 }
 
 impl Counters {
@@ -68,6 +72,7 @@ impl Counters {
             rotations: load(&self.rotations),
             compression_errors: load(&self.compression_errors),
             io_errors: load(&self.io_errors),
+            own_events_dropped: load(&self.own_events_dropped),
         }
     }
 }

@@ -14,7 +14,17 @@ use crate::dedup::{Deduper, Verdict};
 use crate::event::{Event, Level, now_us};
 use crate::sink::{FileConfig, Sink, compressor};
 use crate::stats::{Counters, TelemetryStats};
-use crate::truncate::{truncate, truncate_json};
+use crate::truncate::{Bounds, bound_fields};
+
+thread_local! {
+    /// Set on telemetry's own threads (writer, compression). An event they emit through
+    /// `tracing` must not wait on the queue only they drain: it is dropped and counted.
+    static OWN_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn mark_own_thread() {
+    OWN_THREAD.with(|own| own.set(true));
+}
 
 /// Starting telemetry failed (only in strict mode).
 #[derive(Debug, thiserror::Error)]
@@ -42,12 +52,17 @@ pub enum TelemetryError {
 pub struct TelemetryBuilder {
     file: FileConfig,
     max_field_bytes: usize,
+    max_depth: usize,
+    max_items: usize,
+    max_fields: usize,
+    max_event_bytes: usize,
     dedup_window: Option<Duration>,
     dedup_capacity: usize,
     recent: usize,
     queue: usize,
     block_when_full: bool,
     strict: bool,
+    instance_lock: bool,
 }
 
 impl Default for TelemetryBuilder {
@@ -55,12 +70,17 @@ impl Default for TelemetryBuilder {
         Self {
             file: FileConfig::default(),
             max_field_bytes: 500,
+            max_depth: 8,
+            max_items: 64,
+            max_fields: 64,
+            max_event_bytes: 16 * 1024,
             dedup_window: Some(Duration::from_secs(60)),
             dedup_capacity: 10_000,
             recent: 1000,
             queue: 8192,
             block_when_full: false,
             strict: false,
+            instance_lock: true,
         }
     }
 }
@@ -97,6 +117,32 @@ impl TelemetryBuilder {
         self
     }
 
+    /// Deepest nesting of arrays and objects in a field (default 8); deeper values are
+    /// replaced by a marker.
+    pub fn max_depth(mut self, depth: usize) -> Self {
+        self.max_depth = depth.max(1);
+        self
+    }
+
+    /// Most items kept per array or object (default 64); the rest is counted in a marker.
+    pub fn max_items(mut self, items: usize) -> Self {
+        self.max_items = items;
+        self
+    }
+
+    /// Most fields per event (default 64); the rest is counted in `fields_cut`.
+    pub fn max_fields(mut self, fields: usize) -> Self {
+        self.max_fields = fields;
+        self
+    }
+
+    /// Largest event (message and fields as JSON, default 16 KiB): the largest fields of a
+    /// bigger event are replaced by markers until it fits.
+    pub fn max_event_bytes(mut self, bytes: usize) -> Self {
+        self.max_event_bytes = bytes;
+        self
+    }
+
     /// The dedup window (default 60 s; `None` writes every event).
     pub fn dedup_window(mut self, window: Option<Duration>) -> Self {
         self.dedup_window = window;
@@ -122,6 +168,14 @@ impl TelemetryBuilder {
         self
     }
 
+    /// Claim the file for this instance with an advisory lock (`path.lock`, default on): when
+    /// another instance holds it, this one writes to `stem-<pid>.ext` instead, so two
+    /// instances never interleave, rotate or delete each other's files.
+    pub fn instance_lock(mut self, lock: bool) -> Self {
+        self.instance_lock = lock;
+        self
+    }
+
     /// Fail `build` when the file cannot be opened (default: start anyway, count the errors and
     /// keep retrying).
     pub fn strict(mut self, strict: bool) -> Self {
@@ -135,15 +189,25 @@ impl TelemetryBuilder {
     ///
     /// In strict mode, [`TelemetryError::Open`] when the file cannot be opened; always,
     /// [`TelemetryError::Thread`] when a thread cannot start.
-    pub fn build(self) -> Result<Telemetry, TelemetryError> {
+    pub fn build(mut self) -> Result<Telemetry, TelemetryError> {
         let counters = Arc::new(Counters::default());
+        let lock = if self.instance_lock {
+            let (path, lock) = crate::location::claim(&self.file.path);
+            self.file.path = path;
+            lock
+        } else {
+            None
+        };
         let (compress_tx, compress_handle) = if self.file.compress {
             let (tx, rx) = crossbeam_channel::unbounded();
             let config = self.file.clone();
             let c = Arc::clone(&counters);
             let handle = std::thread::Builder::new()
                 .name("flowbalancer-telemetry-compress".into())
-                .spawn(move || compressor(config, c, rx))
+                .spawn(move || {
+                    mark_own_thread();
+                    compressor(config, c, rx)
+                })
                 .map_err(|source| TelemetryError::Thread {
                     what: "compression",
                     source,
@@ -170,20 +234,33 @@ impl TelemetryBuilder {
         let writer_counters = Arc::clone(&counters);
         let writer = std::thread::Builder::new()
             .name("flowbalancer-telemetry-writer".into())
-            .spawn(move || Writer::new(sink, dedup, writer_counters).run(rx))
+            .spawn(move || {
+                mark_own_thread();
+                // The instance lock lives as long as the writer.
+                let _lock = lock;
+                Writer::new(sink, dedup, writer_counters).run(rx)
+            })
             .map_err(|source| TelemetryError::Thread {
                 what: "writer",
                 source,
             })?;
+        let path = self.file.path.clone();
         Ok(Telemetry {
             shared: Arc::new(Shared {
+                path,
                 tx,
                 ring: Queue::new(self.recent.max(1)).map_err(|e| TelemetryError::Thread {
                     what: "ring",
                     source: std::io::Error::other(e.to_string()),
                 })?,
                 counters,
-                max_field_bytes: self.max_field_bytes,
+                bounds: Bounds {
+                    max_string: self.max_field_bytes,
+                    max_depth: self.max_depth,
+                    max_items: self.max_items,
+                    max_fields: self.max_fields,
+                    max_event_bytes: self.max_event_bytes,
+                },
                 block_when_full: self.block_when_full,
                 reading: Mutex::new(()),
                 threads: Mutex::new(Some((writer, compress_handle))),
@@ -202,10 +279,12 @@ enum Command {
 type Threads = (JoinHandle<()>, Option<JoinHandle<()>>);
 
 struct Shared {
+    /// The active file (after the instance lock chose it).
+    path: PathBuf,
     tx: Sender<Command>,
     ring: Queue<Arc<Event>>,
     counters: Arc<Counters>,
-    max_field_bytes: usize,
+    bounds: Bounds,
     block_when_full: bool,
     reading: Mutex<()>,
     threads: Mutex<Option<Threads>>,
@@ -232,20 +311,27 @@ impl Telemetry {
         TelemetryBuilder::default()
     }
 
+    /// The active log file this instance writes.
+    pub fn path(&self) -> &std::path::Path {
+        &self.shared.path
+    }
+
     /// Records an event: long strings are cut, the event joins the ring of recent events and
     /// goes to the writer. Returns whether it was accepted (false: dropped because the queue
     /// was full; counted and reported in the log).
     pub fn record(&self, mut event: Event) -> bool {
         let shared = &*self.shared;
+        if OWN_THREAD.with(std::cell::Cell::get) {
+            // Emitted by the writer or compression thread itself (a warning about the disk,
+            // say): waiting for the queue here could wait forever. Dropped and counted.
+            shared
+                .counters
+                .own_events_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
         shared.counters.recorded.fetch_add(1, Ordering::Relaxed);
-        let mut cut = 0;
-        if let Some(short) = truncate(&event.message, shared.max_field_bytes) {
-            event.message = short;
-            cut += 1;
-        }
-        for value in event.fields.values_mut() {
-            cut += truncate_json(value, shared.max_field_bytes);
-        }
+        let cut = bound_fields(&mut event.message, &mut event.fields, &shared.bounds);
         if cut > 0 {
             shared
                 .counters

@@ -24,6 +24,8 @@ fn all_lines(dir: &Path) -> Vec<String> {
                 .unwrap();
         } else if name.ends_with(".jsonl") {
             text = std::fs::read_to_string(&path).unwrap();
+        } else if name.ends_with(".jsonl.lock") {
+            continue; // the instance lock: empty
         } else {
             panic!("unexpected file {name}");
         }
@@ -104,6 +106,15 @@ fn eight_threads_rotating_every_64_kib_write_every_accepted_event_exactly_once()
 #[test]
 fn retention_keeps_the_newest_files_within_the_limits() {
     let dir = tempfile::tempdir().unwrap();
+    // A user's files next to the log, with names close to the rotations': never touched.
+    for other in [
+        "events.2024.csv",
+        "events.1.jsonl.bak",
+        "events.old.jsonl",
+        "notes.txt",
+    ] {
+        std::fs::write(dir.path().join(other), "mine").unwrap();
+    }
     let telemetry = Telemetry::builder()
         .file(FileConfig {
             path: dir.path().join("events.jsonl"),
@@ -122,9 +133,25 @@ fn retention_keeps_the_newest_files_within_the_limits() {
     let mut names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("events.") && !n.ends_with(".lock"))
+        .filter(|n| {
+            !["events.2024.csv", "events.1.jsonl.bak", "events.old.jsonl"].contains(&n.as_str())
+        })
         .collect();
     names.sort();
     assert_eq!(names.len(), 4, "the active file and 3 rotated: {names:?}");
+    for other in [
+        "events.2024.csv",
+        "events.1.jsonl.bak",
+        "events.old.jsonl",
+        "notes.txt",
+    ] {
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(other)).unwrap(),
+            "mine",
+            "{other} untouched by retention"
+        );
+    }
     assert!(
         names.iter().filter(|n| n.ends_with(".jsonl.gz")).count() == 3,
         "{names:?}"
