@@ -31,12 +31,8 @@ pub(crate) fn python_available() -> bool {
 /// The default config, writing the bundled Python workers into `dir` when python3 is there.
 /// Returns the config and a line for stderr saying what is served.
 pub(crate) fn default_config(dir: &Path) -> Result<(Config, String), flowbalancer::Error> {
-    // The event log outlives the run (the scratch directory does not).
-    let events = std::env::temp_dir().join("flowbalancer-events.jsonl");
-    let mut toml = format!(
-        "name = \"flowbalancer\"\ntimeout = \"60s\"\n[telemetry]\npath = {:?}\n",
-        events.display().to_string()
-    );
+    // The event log goes to its per-user default (private, outliving the run).
+    let mut toml = String::from("name = \"flowbalancer\"\ntimeout = \"60s\"\n");
     let note = if python_available() {
         let write = |name: &str, text: &str| {
             let path = dir.join(name);
@@ -60,10 +56,7 @@ pub(crate) fn default_config(dir: &Path) -> Result<(Config, String), flowbalance
                 script.display().to_string()
             ));
         }
-        format!(
-            "flowbalancer: serving the bundled Python workers (echo, word_count, sleep, fib, pid) in tiers hot → warm → cold; events in {}",
-            events.display()
-        )
+        "flowbalancer: serving the bundled Python workers (echo, word_count, sleep, fib, pid) in tiers hot → warm → cold".to_string()
     } else {
         for (name, size, timeout) in TIERS {
             toml.push_str(&format!(

@@ -109,14 +109,19 @@ fn init_logging() -> tracing_subscriber::reload::Handle<
 
 use tracing_subscriber::Layer as _;
 
-/// The config from `--config`, or the embedded default (written into `scratch`).
-fn load_config(path: Option<&PathBuf>, scratch: &std::path::Path) -> Result<Config, String> {
+/// The config from `--config`, or the embedded default (written into `scratch`) with a note
+/// for stderr saying what it serves.
+fn load_config(
+    path: Option<&PathBuf>,
+    scratch: &std::path::Path,
+) -> Result<(Config, Option<String>), String> {
     match path {
-        Some(path) => Config::from_file(path).map_err(|e| e.to_string()),
+        Some(path) => Config::from_file(path)
+            .map(|config| (config, None))
+            .map_err(|e| e.to_string()),
         None => {
             let (config, note) = assets::default_config(scratch).map_err(|e| e.to_string())?;
-            eprintln!("{note}");
-            Ok(config)
+            Ok((config, Some(note)))
         }
     }
 }
@@ -138,14 +143,18 @@ async fn start(
     scratch: &std::path::Path,
     logs: &LogHandle,
 ) -> Result<Arc<Balancer>, String> {
-    let config = load_config(config, scratch)?;
+    let (config, note) = load_config(config, scratch)?;
     let balancer = Balancer::from_config(config)
         .await
         .map_err(|e| format!("cannot start: {e}"))?;
-    if let Some(telemetry) = balancer.telemetry() {
-        let _ = logs.reload(Some(flowbalancer::telemetry::TelemetryLayer::new(
-            telemetry.clone(),
-        )));
+    if let Some(note) = note {
+        match balancer.telemetry() {
+            Some(telemetry) => eprintln!("{note}; events in {}", telemetry.path().display()),
+            None => eprintln!("{note}"),
+        }
+    }
+    if let Some(layer) = balancer.telemetry_layer() {
+        let _ = logs.reload(Some(layer));
     }
     Ok(Arc::new(balancer))
 }

@@ -120,10 +120,16 @@ impl Balancer {
             })
             .build();
         let telemetry = if config.telemetry.enabled {
+            let path = config
+                .telemetry
+                .path
+                .clone()
+                .or_else(flowbalancer_telemetry::default_log_path)
+                .unwrap_or_else(|| std::path::PathBuf::from("flowbalancer-events.jsonl"));
             Some(
                 Telemetry::builder()
                     .file(FileConfig {
-                        path: config.telemetry.path.clone(),
+                        path,
                         max_bytes: config.telemetry.max_file_bytes,
                         keep_files: config.telemetry.keep_files,
                         ..FileConfig::default()
@@ -262,6 +268,20 @@ impl Balancer {
     /// The event log, when enabled.
     pub fn telemetry(&self) -> Option<&Telemetry> {
         self.telemetry.as_ref()
+    }
+
+    /// A `tracing` layer feeding the event log, filtered as the config says (`level`,
+    /// `targets`, `log_payloads`); `None` when the log is off.
+    pub fn telemetry_layer(&self) -> Option<flowbalancer_telemetry::TelemetryLayer> {
+        let telemetry = self.telemetry.as_ref()?;
+        let settings = &self.config.telemetry;
+        let mut layer = flowbalancer_telemetry::TelemetryLayer::new(telemetry.clone())
+            .level(crate::config::parse_level(&settings.level).unwrap_or(tracing::Level::INFO))
+            .log_payloads(settings.log_payloads);
+        for (target, level) in &settings.targets {
+            layer = layer.target(target.clone(), crate::config::parse_level(level));
+        }
+        Some(layer)
     }
 
     /// The config in force.

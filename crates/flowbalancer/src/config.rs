@@ -212,9 +212,22 @@ pub struct TelemetryConfig {
     /// Write an event log at all (default true).
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// The active file (default `flowbalancer-events.jsonl`).
-    #[serde(default = "default_events")]
-    pub path: PathBuf,
+    /// The active file (default: `events.jsonl` in the per-user state directory,
+    /// `$XDG_STATE_HOME/flowbalancer/`, else `~/.local/state/flowbalancer/`; a second instance
+    /// using the same file writes `events-<pid>.jsonl` instead).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// The least severe level recorded: `error`, `warn`, `info` (default), `debug`, `trace`.
+    #[serde(default = "default_level")]
+    pub level: String,
+    /// Levels per target (`"flowbalancer_pool" = "debug"`, `"noisy" = "off"`); the longest
+    /// matching target wins.
+    #[serde(default)]
+    pub targets: std::collections::BTreeMap<String, String>,
+    /// Record the targets that carry tool arguments and results (rmcp's message logs).
+    /// Default false: no payload reaches the log.
+    #[serde(default)]
+    pub log_payloads: bool,
     /// Rotate at this size (default 10 MiB).
     #[serde(default = "default_file_bytes")]
     pub max_file_bytes: u64,
@@ -229,8 +242,8 @@ pub struct TelemetryConfig {
 fn yes() -> bool {
     true
 }
-fn default_events() -> PathBuf {
-    PathBuf::from("flowbalancer-events.jsonl")
+fn default_level() -> String {
+    "info".into()
 }
 fn default_file_bytes() -> u64 {
     10 * 1024 * 1024
@@ -246,7 +259,10 @@ impl Default for TelemetryConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            path: default_events(),
+            path: None,
+            level: default_level(),
+            targets: std::collections::BTreeMap::new(),
+            log_payloads: false,
             max_file_bytes: default_file_bytes(),
             keep_files: default_keep(),
             max_field_bytes: default_field(),
@@ -377,7 +393,9 @@ impl Config {
                 resolve(cwd);
             }
         }
-        resolve(&mut self.telemetry.path);
+        if let Some(path) = &mut self.telemetry.path {
+            resolve(path);
+        }
     }
 
     /// Every semantic problem, each with its location (empty when the config makes sense).
@@ -387,6 +405,23 @@ impl Config {
             |location: String, message: String| problems.push(ConfigProblem { location, message });
         if self.tiers.is_empty() {
             problem("tiers".into(), "at least one tier is needed".into());
+        }
+        if parse_level(&self.telemetry.level).is_none() {
+            problem(
+                "telemetry.level".into(),
+                format!(
+                    "{:?} is not a level (error, warn, info, debug, trace)",
+                    self.telemetry.level
+                ),
+            );
+        }
+        for (target, level) in &self.telemetry.targets {
+            if level != "off" && parse_level(level).is_none() {
+                problem(
+                    format!("telemetry.targets.{target}"),
+                    format!("{level:?} is not a level (off, error, warn, info, debug, trace)"),
+                );
+            }
         }
         let names: Vec<&str> = self.tiers.iter().map(|t| t.name.as_str()).collect();
         for (i, tier) in self.tiers.iter().enumerate() {
@@ -468,4 +503,9 @@ fn location_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
         .map(|i| before.len() - i)
         .unwrap_or(before.len() + 1);
     format!("line {line}, column {column}")
+}
+
+/// A level name (`error` … `trace`, any case).
+pub(crate) fn parse_level(text: &str) -> Option<tracing::Level> {
+    text.parse().ok()
 }
