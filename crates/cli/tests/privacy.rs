@@ -58,7 +58,7 @@ fn a_serve_run_writes_no_argument_or_result_and_only_private_files() {
         .unwrap();
     let mut stdin = gateway.stdin.take().unwrap();
     let mut stdout = BufReader::new(gateway.stdout.take().unwrap());
-    let mut send = |message: Value| {
+    let send = |stdin: &mut std::process::ChildStdin, message: Value| {
         writeln!(stdin, "{message}").unwrap();
         stdin.flush().unwrap();
     };
@@ -76,7 +76,10 @@ fn a_serve_run_writes_no_argument_or_result_and_only_private_files() {
         "clientInfo": {"name": "privacy", "version": "1"}}}),
     );
     answer(1);
-    send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    send(
+        &mut stdin,
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    );
     // A result carrying the secret, a caller error naming it, a failure with it in the
     // arguments, and a long call cut short.
     let calls = [
@@ -88,14 +91,16 @@ fn a_serve_run_writes_no_argument_or_result_and_only_private_files() {
     ];
     for (i, params) in calls.iter().enumerate() {
         let id = 10 + i as u64;
-        send(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params}));
+        send(
+            &mut stdin,
+            json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params}),
+        );
         let reply = answer(id);
         assert!(
             reply.get("result").is_some() || reply.get("error").is_some(),
             "{reply}"
         );
     }
-    drop(send);
     drop(stdin);
     let status = gateway.wait().unwrap();
     assert!(status.success(), "{status}");
