@@ -71,6 +71,7 @@ fn a_serve_run_writes_no_argument_or_result_and_only_private_files() {
         }
     };
     send(
+        &mut stdin,
         json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {},
         "clientInfo": {"name": "privacy", "version": "1"}}}),
