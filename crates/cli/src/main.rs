@@ -80,6 +80,16 @@ enum Command {
         /// The config file (TOML).
         config: PathBuf,
     },
+    /// Summarise tool output (ruff, flake8, mypy, tsc, eslint, pytest, cargo, a Python
+    /// traceback): what failed, how often, and what to run next.
+    Analyze {
+        /// The file holding the output; `-` or nothing reads standard input.
+        #[arg(default_value = "-")]
+        file: PathBuf,
+        /// Print the analysis as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -287,6 +297,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 ExitCode::from(1)
             })
         }
+        Command::Analyze { file, json } => analyze(&file, json),
         Command::Check { config } => match Config::from_file(&config) {
             Ok(config) => {
                 for warning in config.warnings() {
@@ -302,4 +313,38 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             }
         },
     }
+}
+
+/// `flowbalancer analyze`: the summary of tool output read from `file` (or stdin for `-`).
+/// Exits 1 when the output shows a failure, so it can gate a script.
+fn analyze(file: &std::path::Path, json: bool) -> Result<ExitCode, String> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    if file.as_os_str() == "-" {
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("cannot read standard input: {e}"))?;
+    } else {
+        bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let analysis = flowbalancer::telemetry::analysis::analyze(&text);
+    if json {
+        let rendered = serde_json::to_string_pretty(&analysis)
+            .map_err(|e| format!("cannot render the analysis: {e}"))?;
+        println!("{rendered}");
+    } else {
+        println!("{}", analysis.headline);
+        if let Some(hint) = &analysis.hint {
+            println!("next: {hint}");
+        }
+        for line in &analysis.key_lines {
+            println!("  {line}");
+        }
+    }
+    Ok(if analysis.failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -258,3 +258,48 @@ async fn sessions_expire() {
     assert_eq!(sessions.expire(), 1);
     assert!(sessions.is_empty());
 }
+
+#[tokio::test]
+async fn a_failure_with_a_traceback_is_logged_as_its_analysis() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::from_toml(&format!(
+        r#"
+        [telemetry]
+        path = "{events}"
+        [[tiers]]
+        name = "py"
+        workers = {{ command = ["python3", "{script}", "--faults"] }}
+        size = 1
+        "#,
+        events = dir.path().join("events.jsonl").display(),
+        script = worker_script(),
+    ))
+    .unwrap();
+    let balancer = Balancer::from_config(config).await.unwrap();
+    let error = balancer
+        .call("explode", json!({}), CallOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, RouteError::Rejected { .. }), "{error}");
+    let telemetry = balancer.telemetry().unwrap().clone();
+    let event = telemetry
+        .recent()
+        .into_iter()
+        .find(|e| e.message.contains("explode"))
+        .expect("the failure is logged");
+    let analysis = &event.fields["analysis"][0];
+    assert_eq!(analysis["kind"], "exception", "{analysis}");
+    assert!(
+        analysis["headline"]
+            .as_str()
+            .unwrap()
+            .starts_with("RuntimeError at basic_worker.py:"),
+        "{analysis}"
+    );
+    let logged = serde_json::to_string(&event.fields["error"]).unwrap();
+    assert!(
+        !logged.contains("Traceback (most recent call last)"),
+        "the raw traceback is replaced: {logged}"
+    );
+    balancer.shutdown().await;
+}

@@ -177,3 +177,25 @@ fn red_is_never_reported_as_green() {
         );
     }
 }
+
+#[test]
+fn a_python_traceback_is_summarised_by_its_exception_and_place() {
+    let text = r#"Traceback (most recent call last):
+  File "/srv/worker/flowbalancer_worker.py", line 402, in _main
+    outcome = ("ok", function(**params))
+  File "/srv/worker/tools.py", line 17, in lookup
+    return table[key]
+KeyError: 'missing'
+"#;
+    let analysis = flowbalancer_telemetry::analysis::analyze(text);
+    assert_eq!(
+        analysis.kind,
+        flowbalancer_telemetry::analysis::Kind::Exception
+    );
+    assert_eq!(analysis.headline, "KeyError at tools.py:17 in lookup");
+    assert!(analysis.failed);
+    assert_eq!(
+        analysis.key_lines.last().map(String::as_str),
+        Some("KeyError: 'missing'")
+    );
+}

@@ -21,8 +21,7 @@ fn events_from_telemetrys_own_threads_never_wait_on_its_queue() {
         .unwrap();
     // Everything, debug included, from every thread, into the telemetry itself.
     let layer = TelemetryLayer::new(telemetry.clone()).level(tracing::Level::TRACE);
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
-        .unwrap();
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer)).unwrap();
     let (done, finished) = std::sync::mpsc::channel();
     let recorder = {
         let telemetry = telemetry.clone();
@@ -40,7 +39,10 @@ fn events_from_telemetrys_own_threads_never_wait_on_its_queue() {
     }
     recorder.join().unwrap();
     let stats = telemetry.stats();
-    assert!(stats.io_errors > 0, "/dev/full failed the writes: {stats:?}");
+    assert!(
+        stats.io_errors > 0,
+        "/dev/full failed the writes: {stats:?}"
+    );
     assert!(
         stats.own_events_dropped > 0,
         "the writer's own warnings were dropped, not queued: {stats:?}"
@@ -51,5 +53,8 @@ fn events_from_telemetrys_own_threads_never_wait_on_its_queue() {
         telemetry.shutdown();
         let _ = stopped.send(());
     });
-    assert!(stop.recv_timeout(Duration::from_secs(60)).is_ok(), "shutdown hung");
+    assert!(
+        stop.recv_timeout(Duration::from_secs(60)).is_ok(),
+        "shutdown hung"
+    );
 }

@@ -35,6 +35,8 @@ pub enum Kind {
     Test,
     /// A build (rustc, cargo build).
     Build,
+    /// An exception with its traceback (Python).
+    Exception,
     /// Not recognised.
     Unknown,
 }
@@ -65,9 +67,10 @@ const KEY_LINES: usize = 5;
 
 /// Analyses the output of one tool run.
 pub fn analyze(text: &str) -> Analysis {
-    let parsers: [fn(&str) -> Option<Analysis>; 8] = [
+    let parsers: [fn(&str) -> Option<Analysis>; 9] = [
         rust::cargo_test,
         python::pytest,
+        python::traceback,
         rust::build,
         js::tsc,
         js::eslint,

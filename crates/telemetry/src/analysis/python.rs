@@ -188,3 +188,61 @@ pub(super) fn pytest(text: &str) -> Option<Analysis> {
         failed: total > 0,
     })
 }
+
+/// A Python traceback (`Traceback (most recent call last):` … `ExcType: message`): the
+/// exception type and where it was raised (the innermost frame).
+pub(super) fn traceback(text: &str) -> Option<Analysis> {
+    let start = text.find("Traceback (most recent call last):")?;
+    let body = &text[start..];
+    let lines: Vec<&str> = body.lines().collect();
+    // The innermost frame: the last `File "…", line N, in f`.
+    let frame = lines
+        .iter()
+        .rev()
+        .find(|l| l.trim_start().starts_with("File \""))
+        .map(|l| l.trim().to_string());
+    // The exception: the first line after the frames that starts in column 0 and names a type.
+    let exception = lines
+        .iter()
+        .skip(1)
+        .rev()
+        .find(|l| {
+            !l.starts_with(' ')
+                && l.split(':').next().is_some_and(|t| {
+                    !t.is_empty()
+                        && t.chars()
+                            .all(|c| c.is_alphanumeric() || c == '.' || c == '_')
+                })
+        })?
+        .trim()
+        .to_string();
+    let exc_type = exception
+        .split(':')
+        .next()
+        .unwrap_or("Exception")
+        .to_string();
+    let short_type = exc_type.rsplit('.').next().unwrap_or(&exc_type).to_string();
+    let place = frame
+        .as_deref()
+        .and_then(|f| {
+            let file = f.split('"').nth(1)?;
+            let file = file.rsplit('/').next().unwrap_or(file);
+            let line = f.split("line ").nth(1)?.split(',').next()?.trim();
+            let function = f.split(", in ").nth(1).unwrap_or("?").trim();
+            Some(format!("{file}:{line} in {function}"))
+        })
+        .unwrap_or_else(|| "an unknown place".into());
+    let mut key = Vec::new();
+    key.extend(frame);
+    key.push(exception.clone());
+    Some(Analysis {
+        kind: Kind::Exception,
+        tool: Some("python"),
+        total: 1,
+        by_code: vec![(short_type.clone(), 1)],
+        headline: format!("{short_type} at {place}"),
+        hint: None,
+        key_lines: key_lines(key.iter().map(String::as_str)),
+        failed: true,
+    })
+}
