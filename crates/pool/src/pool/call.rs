@@ -171,23 +171,40 @@ impl<W: Worker> Pool<W> {
                 return Err(PoolError::DeadlineExceeded);
             }
             let worker = slot.id;
-            let call_slot = Arc::clone(&slot);
-            let call_request = request.clone();
-            let mut running = Running {
-                inner: Arc::clone(inner),
-                checkout: Some(checkout),
-                call: Some(Box::pin(async move {
-                    call_slot.worker.call(call_request).await
-                })),
-                request_id: request.meta.request_id,
-            };
-            let result = match running.call.as_mut() {
-                Some(call) => tokio::time::timeout(limit, call).await,
-                None => unreachable!("the call was just set"),
+            let (checkout, result) = if W::KEEPS_RUNNING_WHEN_DROPPED {
+                // The call must be able to outlive this future: own it, and hand it to a
+                // settling task if the caller gives up (see the module docs).
+                let call_slot = Arc::clone(&slot);
+                let call_request = request.clone();
+                let mut running = Running {
+                    inner: Arc::clone(inner),
+                    checkout: Some(checkout),
+                    call: Some(Box::pin(async move {
+                        call_slot.worker.call(call_request).await
+                    })),
+                    request_id: request.meta.request_id,
+                };
+                let result = match running.call.as_mut() {
+                    Some(call) => tokio::time::timeout(limit, call).await,
+                    None => unreachable!("the call was just set"),
+                };
+                if result.is_err() && limited_by_deadline {
+                    // The caller gave up; the worker is not at fault, but stays taken until
+                    // it has stopped.
+                    running.give_up(GiveUp::Deadline);
+                    inner.counters.failure("deadline_exceeded");
+                    return Err(PoolError::DeadlineExceeded);
+                }
+                (running.finish(), result)
+            } else {
+                // In-process: dropping the call's future stops it, so a caller that goes
+                // away frees the worker through the checkout's own drop.
+                let result = tokio::time::timeout(limit, slot.worker.call(request.clone())).await;
+                (checkout, result)
             };
             let error = match result {
                 Ok(Ok(payload)) => {
-                    running.finish().finish(Outcome::Done);
+                    checkout.finish(Outcome::Done);
                     Counters::bump(&inner.counters.successes);
                     inner.latency.record(started.elapsed());
                     return Ok(Response {
@@ -197,50 +214,46 @@ impl<W: Worker> Pool<W> {
                         rebound,
                     });
                 }
-                Ok(Err(error)) => {
-                    let checkout = running.finish();
-                    match error.kind {
-                        kind if kind.is_caller_error() => {
-                            checkout.finish(Outcome::Done);
-                            PoolError::Call { worker, error }
+                Ok(Err(error)) => match error.kind {
+                    kind if kind.is_caller_error() => {
+                        checkout.finish(Outcome::Done);
+                        PoolError::Call { worker, error }
+                    }
+                    ErrorKind::Transient => {
+                        checkout.finish(Outcome::Transient);
+                        if attempts <= inner.config.transient_retries {
+                            Counters::bump(&inner.counters.retries);
+                            tracing::debug!(pool = %inner.config.name, %worker, %error, "transient failure; retrying on another worker");
+                            tried.push(worker);
+                            continue;
                         }
-                        ErrorKind::Transient => {
-                            checkout.finish(Outcome::Transient);
-                            if attempts <= inner.config.transient_retries {
-                                Counters::bump(&inner.counters.retries);
-                                tracing::debug!(pool = %inner.config.name, %worker, %error, "transient failure; retrying on another worker");
-                                tried.push(worker);
-                                continue;
-                            }
-                            PoolError::Call { worker, error }
-                        }
-                        ErrorKind::Crashed => {
-                            checkout.finish(Outcome::Discard(Discard::Crashed));
-                            PoolError::Crashed {
-                                worker,
-                                message: error.message,
-                            }
-                        }
-                        _ => {
-                            slot.worker.kill();
-                            checkout.finish(Outcome::Discard(Discard::ProtocolViolation));
-                            PoolError::ProtocolViolation {
-                                worker,
-                                message: error.message,
-                            }
+                        PoolError::Call { worker, error }
+                    }
+                    ErrorKind::Crashed => {
+                        checkout.finish(Outcome::Discard(Discard::Crashed));
+                        PoolError::Crashed {
+                            worker,
+                            message: error.message,
                         }
                     }
-                }
+                    _ => {
+                        slot.worker.kill();
+                        checkout.finish(Outcome::Discard(Discard::ProtocolViolation));
+                        PoolError::ProtocolViolation {
+                            worker,
+                            message: error.message,
+                        }
+                    }
+                },
                 Err(_) if limited_by_deadline => {
-                    // The caller gave up; the worker is not at fault, but stays taken until
-                    // it has stopped.
-                    running.give_up(GiveUp::Deadline);
+                    // In-process: the call's future is gone, so the worker is free.
+                    checkout.finish(Outcome::Done);
                     PoolError::DeadlineExceeded
                 }
                 Err(_) => {
                     tracing::warn!(pool = %inner.config.name, %worker, timeout = ?limit, "call timed out; killing the worker");
                     slot.worker.kill();
-                    running.finish().finish(Outcome::Discard(Discard::Timeout));
+                    checkout.finish(Outcome::Discard(Discard::Timeout));
                     PoolError::Timeout {
                         worker,
                         after: limit,
