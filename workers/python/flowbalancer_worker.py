@@ -41,6 +41,12 @@ import sys
 import threading
 import time
 
+# Type checkers treat a name TYPE_CHECKING as true; at run time nothing is imported (typing
+# costs start-up time).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, Optional, Union  # noqa: F401
+
 # typing, traceback, asyncio and ctypes are imported only when needed: a worker pays for its
 # imports on every start, and together they cost more than the rest of the start-up.
 
@@ -68,7 +74,7 @@ class ToolError(Exception):
 
     kind = "handler"
 
-    def __init__(self, message, data=None):
+    def __init__(self, message: str, data: "Any" = None) -> None:
         super().__init__(message)
         self.data = data
 
@@ -100,7 +106,7 @@ class Context:
     * ``progress(progress, total=None, message=None)``: reports progress to the caller.
     """
 
-    def __init__(self, call_id, meta, send):
+    def __init__(self, call_id: int, meta: "Optional[Dict[str, Any]]", send: "Callable[[Dict[str, Any]], None]") -> None:
         meta = meta if isinstance(meta, dict) else {}
         self.call_id = call_id
         self.session = meta.get("session")
@@ -111,10 +117,10 @@ class Context:
         self._cancelled = threading.Event()
 
     @property
-    def cancelled(self):
+    def cancelled(self) -> bool:
         return self._cancelled.is_set()
 
-    def progress(self, progress, total=None, message=None):
+    def progress(self, progress: float, total: "Optional[float]" = None, message: "Optional[str]" = None) -> None:
         """Reports progress (nothing is sent when the caller does not listen)."""
         if self.progress_token is None:
             return
@@ -211,7 +217,7 @@ def _check_params(entry, params):
     return None
 
 
-def tool(name=None, description=None):
+def tool(name: "Union[str, Callable[..., Any], None]" = None, description: "Optional[str]" = None) -> "Any":
     """Registers a function as a tool; its input schema comes from its type hints."""
 
     def register(function):
@@ -447,7 +453,7 @@ class _Loop:
             future.cancel()  # thread-safe: cancels the task on the loop
 
 
-def run(name=None):
+def run(name: "Optional[str]" = None) -> None:
     """Serves the registered tools on stdin/stdout until stdin closes or a shutdown arrives."""
     frames_out = sys.stdout.buffer
     frames_in = sys.stdin.buffer

@@ -62,11 +62,37 @@ fn test() -> Result<(), String> {
     }
 }
 
-/// The Python worker library's own tests (standard library `unittest`, no install needed).
+/// The Python worker library's own tests (standard library `unittest`, no install needed),
+/// then the package: `pip install ./workers/python` into a venv under target/ must provide an
+/// importable, typed `flowbalancer_worker`.
 fn python_tests() -> Result<(), String> {
     if !cmd::has("python3", &["--version"]) {
         return Err("python3 is not on PATH; the worker library and its tests need it".into());
     }
+    let venv = cmd::root().join("target/py-package-venv");
+    let _ = std::fs::remove_dir_all(&venv);
+    cmd::run(
+        std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv),
+    )?;
+    let python = venv.join("bin/python");
+    cmd::run(
+        std::process::Command::new(&python)
+            .args(["-m", "pip", "install", "-q"])
+            .arg(cmd::root().join("workers/python")),
+    )?;
+    cmd::run(
+        std::process::Command::new(&python)
+            .current_dir(std::env::temp_dir())
+            .args([
+                "-c",
+                "import os, flowbalancer_worker as w; \
+                 assert w.PROTOCOL_VERSION == 2; \
+                 assert os.path.exists(os.path.join(os.path.dirname(w.__file__), 'py.typed')); \
+                 print('pip install ./workers/python: flowbalancer_worker', w.PROTOCOL_VERSION, 'typed')",
+            ]),
+    )?;
     cmd::run(
         std::process::Command::new("python3")
             .current_dir(cmd::root())

@@ -1,0 +1,1 @@
+../../flowbalancer_worker.py
