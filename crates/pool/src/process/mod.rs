@@ -1,12 +1,13 @@
 //! Subprocess workers over framed stdio (protocol: `docs/protocol.md`), and the Rust side of
 //! the protocol for writing workers.
 
-pub mod frame;
-pub mod protocol;
-mod serve;
 mod worker;
 
-pub use serve::{CallContext, WorkerServer};
+/// Length-prefixed frames (from `flowbalancer-protocol`).
+pub use flowbalancer_protocol::frame;
+/// The protocol's messages (from `flowbalancer-protocol`).
+pub use flowbalancer_protocol::message as protocol;
+pub use flowbalancer_protocol::{CallContext, WorkerServer};
 pub use worker::{
     DEFAULT_ENV_ALLOW, ProcessFactory, ProcessSpec, ProcessWorker, python_interpreter,
 };

@@ -14,10 +14,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 use tokio::sync::{mpsc, oneshot};
 
-use super::frame::{DEFAULT_MAX_FRAME, FrameError, encode_frame, read_frame};
-use super::protocol::{CallMeta, Message, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use crate::request::{Payload, Progress, ProgressSink, Request, ToolSpec, WorkerId};
 use crate::worker::{ErrorKind, StartContext, StartError, Worker, WorkerError, WorkerFactory};
+use flowbalancer_protocol::frame::{DEFAULT_MAX_FRAME, FrameError, encode_frame, read_frame};
+use flowbalancer_protocol::message::{
+    CallMeta, Message, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
+};
 
 /// Variables passed through from the pool's environment by default.
 pub const DEFAULT_ENV_ALLOW: &[&str] = &[

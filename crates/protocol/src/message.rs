@@ -2,8 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::request::ToolSpec;
-use crate::worker::{ErrorKind, WorkerError};
+use crate::{ErrorKind, ToolSpec, WorkerError};
 
 /// The newest protocol version this crate speaks (2: `cancel` and `progress`).
 pub const PROTOCOL_VERSION: u32 = 2;

@@ -10,10 +10,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinError, JoinSet};
 
-use super::frame::{DEFAULT_MAX_FRAME, FrameError, encode_frame, read_frame};
-use super::protocol::{CallMeta, ErrorBody, Message, PROTOCOL_VERSION};
-use crate::request::ToolSpec;
-use crate::worker::{ErrorKind, WorkerError};
+use crate::frame::{DEFAULT_MAX_FRAME, FrameError, encode_frame, read_frame};
+use crate::message::{CallMeta, ErrorBody, Message, PROTOCOL_VERSION};
+use crate::{ErrorKind, ToolSpec, WorkerError};
 
 type ToolFuture = Pin<Box<dyn Future<Output = Result<serde_json::Value, WorkerError>> + Send>>;
 type Handler = Arc<dyn Fn(serde_json::Value, CallContext) -> ToolFuture + Send + Sync>;
@@ -73,7 +72,7 @@ impl CallContext {
 /// large for a frame answers with an error saying so. The worker keeps serving in each case.
 ///
 /// ```no_run
-/// use flowbalancer_pool::WorkerServer;
+/// use flowbalancer_protocol::WorkerServer;
 /// use serde_json::json;
 ///
 /// #[tokio::main(flavor = "current_thread")]
