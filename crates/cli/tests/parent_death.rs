@@ -166,16 +166,19 @@ fn a_killed_gateway_leaves_no_worker_and_the_next_start_kills_the_rest() {
     // Busy workers: two calls that hang for an hour.
     gateway.call(2, "hang");
     gateway.call(3, "hang");
+    // Three workers, and the orphan once it leads a session of its own (it calls setsid()
+    // just after the fork that answered the call).
+    let leader = |marker: &str| {
+        live_with(marker)
+            .into_iter()
+            .find(|&pid| session_of(pid) == Some(pid))
+    };
     wait_until(
         Duration::from_secs(20),
         "three workers and the orphan run",
-        || live_with(&marker).len() >= 4,
+        || live_with(&marker).len() >= 4 && leader(&marker).is_some(),
     );
-    // The orphan is the marked process that leads a session of its own.
-    let orphan = *live_with(&marker)
-        .iter()
-        .find(|&&pid| session_of(pid) == Some(pid))
-        .expect("the orphan runs");
+    let orphan = leader(&marker).expect("the orphan runs");
     gateway.child.kill().unwrap(); // SIGKILL
     gateway.child.wait().unwrap();
     wait_until(
