@@ -5,6 +5,7 @@ Usage: python run_e2e.py path/to/flowbalancer
 """
 
 import asyncio
+import re
 import json
 import os
 import signal
@@ -14,10 +15,21 @@ import time
 
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
-from mcp.shared.exceptions import McpError
+try:  # mcp 2.x
+    from mcp.shared.exceptions import MCPError as McpError
+except ImportError:  # mcp 1.x
+    from mcp.shared.exceptions import McpError
 
 BINARY = sys.argv[1]
 checks = 0
+
+
+def field(obj, name):
+    """An attribute under its 1.x name (camelCase) or its 2.x name (snake_case)."""
+    snake = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    if hasattr(obj, snake):
+        return getattr(obj, snake)
+    return getattr(obj, name)
 
 
 def check(condition, message):
@@ -32,28 +44,28 @@ async def sdk_session():
     async with stdio_client(params) as (read, write):
         async with ClientSession(read, write) as session:
             init = await session.initialize()
-            check(init.serverInfo.name == "flowbalancer", f"server name {init.serverInfo.name}")
+            check(field(init, 'serverInfo').name == "flowbalancer", f"server name {field(init, 'serverInfo').name}")
 
             tools = await session.list_tools()
             names = {t.name for t in tools.tools}
             check({"echo", "word_count", "sleep", "fib", "pid"} <= names, f"tools {names}")
             for tool in tools.tools:
-                check(tool.inputSchema.get("type") == "object", f"{tool.name} has an object schema")
+                check(field(tool, 'inputSchema').get("type") == "object", f"{tool.name} has an object schema")
 
             # Each tool once.
             r = await session.call_tool("echo", {"text": "héllo"})
-            check(not r.isError and r.structuredContent == {"text": "héllo"}, f"echo {r}")
+            check(not field(r, 'isError') and field(r, 'structuredContent') == {"text": "héllo"}, f"echo {r}")
             r = await session.call_tool("word_count", {"text": "a b  c"})
-            check(r.structuredContent == {"words": 3}, f"word_count {r}")
+            check(field(r, 'structuredContent') == {"words": 3}, f"word_count {r}")
             r = await session.call_tool("sleep", {"ms": 20})
-            check(not r.isError and "slept" in r.content[0].text, f"sleep {r}")
+            check(not field(r, 'isError') and "slept" in r.content[0].text, f"sleep {r}")
             r = await session.call_tool("fib", {"n": 10})
-            check(r.structuredContent["fib"] == 55, f"fib {r}")
-            check((r.meta or {}).get("flowbalancer/tier") == "cold", f"fib is served by the cold tier: {r.meta}")
+            check(field(r, 'structuredContent')["fib"] == 55, f"fib {r}")
+            check((field(r, 'meta') or {}).get("flowbalancer/tier") == "cold", f"fib is served by the cold tier: {field(r, 'meta')}")
 
             # A caller error is a tool error with structured content, not a protocol error.
             r = await session.call_tool("echo", {})
-            check(r.isError and r.structuredContent["kind"] == "rejected", f"bad params {r}")
+            check(field(r, 'isError') and field(r, 'structuredContent')["kind"] == "rejected", f"bad params {r}")
 
             # An unknown tool is a JSON-RPC error.
             try:
@@ -65,7 +77,7 @@ async def sdk_session():
             # 200 concurrent calls, each with its own exact result.
             results = await asyncio.gather(*[session.call_tool("echo", {"text": str(i)}) for i in range(200)])
             for i, r in enumerate(results):
-                check(not r.isError and r.structuredContent == {"text": str(i)}, f"concurrent call {i}: {r}")
+                check(not field(r, 'isError') and field(r, 'structuredContent') == {"text": str(i)}, f"concurrent call {i}: {r}")
 
             # A worker killed during calls: every call is still answered.
             pids = set()
@@ -77,13 +89,13 @@ async def sdk_session():
             os.kill(victim, signal.SIGKILL)
             answers = await asyncio.gather(*calls)
             check(len(answers) == 12, "every call answered")
-            ok = sum(1 for a in answers if not a.isError)
-            failed = [a for a in answers if a.isError]
+            ok = sum(1 for a in answers if not field(a, 'isError'))
+            failed = [a for a in answers if field(a, 'isError')]
             for a in failed:
-                check("attempts" in json.dumps(a.structuredContent), f"a failure carries its attempts: {a}")
+                check("attempts" in json.dumps(field(a, 'structuredContent')), f"a failure carries its attempts: {a}")
             check(ok >= 1, f"the pool recovered: {ok} ok, {len(failed)} failed")
             r = await session.call_tool("echo", {"text": "after the kill"})
-            check(r.structuredContent == {"text": "after the kill"}, "serving goes on after the kill")
+            check(field(r, 'structuredContent') == {"text": "after the kill"}, "serving goes on after the kill")
 
 
 def raw_protocol():

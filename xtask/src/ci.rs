@@ -127,9 +127,9 @@ pub(crate) fn deny() -> Result<(), String> {
     ]))
 }
 
-/// The end-to-end tests: the official MCP Python SDK (`mcp`, installed into a venv under
-/// target/) against the built `flowbalancer serve`, then — where node is present — the MCP
-/// Inspector's CLI.
+/// The end-to-end tests: the official MCP Python SDK (`mcp` 2.x, the current major, installed
+/// into a venv under target/) against the built `flowbalancer serve`, then — where node is
+/// present — the MCP Inspector 2.x CLI.
 pub(crate) fn e2e() -> Result<(), String> {
     let root = cmd::root();
     cmd::run(cmd::cargo().args(["build", "-p", "flowbalancer-cli"]))?;
@@ -144,8 +144,13 @@ pub(crate) fn e2e() -> Result<(), String> {
                 .arg(&venv),
         )?;
     }
+    // The SDK people install today: the current major (2.x), never an older one left in the
+    // venv by an earlier run.
     let has_sdk = std::process::Command::new(&python)
-        .args(["-c", "import mcp"])
+        .args([
+            "-c",
+            "import importlib.metadata as m, sys; sys.exit(int(m.version('mcp').split('.')[0]) < 2)",
+        ])
         .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
@@ -156,7 +161,8 @@ pub(crate) fn e2e() -> Result<(), String> {
             "pip",
             "install",
             "-q",
-            "mcp>=1.9,<2",
+            "--upgrade",
+            "mcp>=2",
         ]))?;
     }
     cmd::run(
@@ -175,7 +181,7 @@ pub(crate) fn e2e() -> Result<(), String> {
 /// `npx @modelcontextprotocol/inspector --cli … --method tools/list` must list our tools.
 fn inspector(binary: &std::path::Path) -> Result<(), String> {
     let output = std::process::Command::new("npx")
-        .args(["-y", "@modelcontextprotocol/inspector@0", "--cli"])
+        .args(["-y", "@modelcontextprotocol/inspector@2", "--cli"])
         .arg(binary)
         .args(["serve", "--method", "tools/list"])
         .stdin(std::process::Stdio::null())
