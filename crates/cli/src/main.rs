@@ -212,7 +212,8 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
     let logs = init_logging();
     // Kill what a run that died without cleaning up (SIGKILL, OOM) left behind, and record
     // this run so that the next one can do the same for it. Not fatal when it cannot.
-    let _run = open_run_registry();
+    // `analyze` only reads text: it starts nothing and has nothing to record.
+    let _run = (!matches!(cli.command, Command::Analyze { .. })).then(open_run_registry);
     let scratch = tempfile::Builder::new()
         .prefix("flowbalancer-")
         .tempdir()

@@ -80,11 +80,7 @@ impl Inner {
         let tracker = self.tracker.clone();
         let reaped = async {
             let mut reaped = Vec::with_capacity(processes.len());
-            let now = tokio::time::Instant::now();
-            let deadline = now
-                .checked_add(grace)
-                .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
-                .unwrap_or(now);
+            let deadline = crate::process::saturating_after(tokio::time::Instant::now(), grace);
             for process in &processes {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 reaped.push(process.reap_within(left).await);

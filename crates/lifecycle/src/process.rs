@@ -87,11 +87,7 @@ impl ProcessEntry {
 
     /// Waits until the child is reaped or `timeout` passes; `true` when reaped.
     pub(crate) async fn reap_within(&self, timeout: Duration) -> bool {
-        let now = tokio::time::Instant::now();
-        let deadline = now
-            .checked_add(timeout)
-            .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
-            .unwrap_or(now);
+        let deadline = saturating_after(tokio::time::Instant::now(), timeout);
         let mut pause = Duration::from_millis(1);
         loop {
             if matches!(self.try_reap(), Ok(Some(_)) | Err(_)) {
@@ -381,4 +377,15 @@ impl std::fmt::Debug for ProcessHandle {
             .field("reaped", &self.entry.is_reaped())
             .finish()
     }
+}
+
+/// `now + duration`, saturating: a duration past the clock's range (`Duration::MAX`) means
+/// "never" and gives a time a century away instead of a panic.
+pub(crate) fn saturating_after(
+    now: tokio::time::Instant,
+    duration: Duration,
+) -> tokio::time::Instant {
+    now.checked_add(duration)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
 }

@@ -167,12 +167,8 @@ impl Breaker {
             .min(self.config.max_cooldown);
         self.ejections = self.ejections.saturating_add(1);
         self.probe_in_flight = false;
-        let now = Instant::now();
         // A cooldown too long for the clock means "open for good" (until a reset).
-        self.open_until = now
-            .checked_add(cooldown)
-            .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
-            .unwrap_or(now);
+        self.open_until = saturating_after(Instant::now(), cooldown);
         self.set(BreakerState::Open);
         cooldown
     }
@@ -247,4 +243,12 @@ impl Window {
         self.buckets = [(u64::MAX, 0, 0); BUCKETS];
         self.origin = now;
     }
+}
+
+/// `now + duration`, saturating: a duration past the clock's range (`Duration::MAX`) means
+/// "never" and gives a time a century away instead of a panic.
+pub(crate) fn saturating_after(now: Instant, duration: Duration) -> Instant {
+    now.checked_add(duration)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
 }

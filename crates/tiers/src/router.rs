@@ -424,10 +424,7 @@ impl Router {
         let started = Instant::now();
         let limit = timeout.unwrap_or(inner.timeout);
         // `Duration::MAX` (or anything past the clock's range) means no deadline.
-        let deadline = started
-            .checked_add(limit)
-            .or_else(|| started.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
-            .unwrap_or(started);
+        let deadline = crate::breaker::saturating_after(started, limit);
         let mut attempts: Vec<Attempt> = Vec::new();
         let mut tried_any = false;
         for (position, &index) in chain.iter().enumerate() {
