@@ -32,11 +32,7 @@ fn spec(name: &str) -> ToolSpec {
             json!({"type": "object", "properties": {}}),
         ),
     };
-    ToolSpec {
-        name: name.into(),
-        description: description.into(),
-        input_schema: schema,
-    }
+    ToolSpec::new(name, description, schema)
 }
 
 fn text(params: &Value) -> Result<&str, WorkerError> {

@@ -27,6 +27,11 @@ pub enum StartMode {
     Eager,
     /// Workers start on demand, when calls arrive.
     Lazy,
+    /// Like `Eager`, but a pool none of whose workers started is still built: starts go on in
+    /// the background with backoff, and calls fail with `NoWorkers` (naming the last start
+    /// error) until one is running. For a gateway in front of several backends, where one
+    /// broken backend must not keep the others from serving.
+    EagerKeepTrying,
 }
 
 /// Everything a pool can be told. Built by [`PoolBuilder`](crate::PoolBuilder); every field

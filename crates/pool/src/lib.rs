@@ -32,7 +32,10 @@ pub use error::{FailureClass, PoolError};
 pub use histogram::{LatencyHistogram, LatencySummary};
 pub use pool::{Pool, PoolBuilder, ScaleReport, WorkerInfo};
 pub use process::{CallContext, ProcessFactory, ProcessSpec, ProcessWorker, WorkerServer};
-pub use request::{Meta, Payload, Progress, ProgressSink, Request, Response, ToolSpec, WorkerId};
+pub use request::{
+    Meta, Payload, Progress, ProgressSink, Request, Response, ToolSpec, Upstream, UpstreamError,
+    UpstreamFuture, UpstreamHandle, WorkerId,
+};
 pub use state::{Health, StateMachine, Transition, TransitionError, WorkerState};
 pub use stats::{AffinityStats, PoolStats, WorkerCounts};
 pub use worker::{

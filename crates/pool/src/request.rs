@@ -76,6 +76,9 @@ pub struct Meta {
     pub deadline: Option<Instant>,
     /// Where the worker's progress reports go (none: the caller does not listen).
     pub progress: Option<ProgressSink>,
+    /// The caller's side of the call, for workers that talk back while it runs (none: the
+    /// caller cannot be asked anything).
+    pub upstream: Option<UpstreamHandle>,
 }
 
 /// One progress report of a running call: `progress` out of `total` (when known), with an
@@ -160,6 +163,52 @@ impl PartialEq for ProgressSink {
 
 impl Eq for ProgressSink {}
 
+/// A request the caller's side refused or could not answer: a JSON-RPC error object.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message} (code {code})")]
+pub struct UpstreamError {
+    /// The JSON-RPC error code (-32601 when the caller lacks the capability).
+    pub code: i64,
+    /// What went wrong.
+    pub message: String,
+    /// Extra data, if any.
+    pub data: Option<serde_json::Value>,
+}
+
+/// A boxed future of an [`Upstream`] request.
+pub type UpstreamFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<serde_json::Value, UpstreamError>> + Send>,
+>;
+
+/// The caller's side of a running call, for workers that talk back: an MCP server that asks
+/// its client for sampling (`sampling/createMessage`), input (`elicitation/create`) or its
+/// roots (`roots/list`) during a tool call, or sends it log messages. The MCP gateway
+/// implements it for each client request.
+pub trait Upstream: Send + Sync + 'static {
+    /// Sends the caller a JSON-RPC request and waits for its result.
+    fn request(&self, method: &str, params: serde_json::Value) -> UpstreamFuture;
+    /// Sends the caller a JSON-RPC notification (best effort).
+    fn notify(&self, method: &str, params: serde_json::Value);
+}
+
+/// A shared [`Upstream`]; two handles are equal when they are the same upstream.
+#[derive(Clone)]
+pub struct UpstreamHandle(pub Arc<dyn Upstream>);
+
+impl fmt::Debug for UpstreamHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("UpstreamHandle")
+    }
+}
+
+impl PartialEq for UpstreamHandle {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for UpstreamHandle {}
+
 static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
 
 /// A call for a worker: a method name, a payload and metadata. Cloning is cheap.
@@ -184,6 +233,7 @@ impl Request {
                 session: None,
                 deadline: None,
                 progress: None,
+                upstream: None,
             },
         }
     }
@@ -203,6 +253,13 @@ impl Request {
     /// The same request with a progress sink: progress reports of the worker go there.
     pub fn with_progress(mut self, sink: ProgressSink) -> Self {
         self.meta.progress = Some(sink);
+        self
+    }
+
+    /// The same request with the caller's side attached: the worker may send it requests
+    /// and notifications while the call runs.
+    pub fn with_upstream(mut self, upstream: UpstreamHandle) -> Self {
+        self.meta.upstream = Some(upstream);
         self
     }
 

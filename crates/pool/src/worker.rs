@@ -46,6 +46,26 @@ pub trait Worker: Send + Sync + 'static {
         let _ = request_id;
     }
 
+    /// Whether a worker that left a call unanswered may go on serving: true for a worker that
+    /// runs many calls at once on one connection (an MCP server), where one stuck call says
+    /// little about the others. False (the default): a call past the call timeout, or not
+    /// answered within the cancel grace after a cancel, gets the worker killed and replaced.
+    ///
+    /// When true, the pool asks [`keep_after_unanswered`](Self::keep_after_unanswered)
+    /// instead of killing.
+    const MAY_SURVIVE_UNANSWERED: bool = false;
+
+    /// Only asked when [`MAY_SURVIVE_UNANSWERED`](Self::MAY_SURVIVE_UNANSWERED) is true: the
+    /// call with this request id ran past the call timeout, or was given up on and not
+    /// answered within the cancel grace. The worker forgets the call (a late answer is
+    /// dropped) and says whether it is still well (an MCP worker pings its server). True: the
+    /// call's slot is freed and the worker keeps serving; false: it is killed and replaced.
+    /// Default: false.
+    fn keep_after_unanswered(&self, request_id: u64) -> impl Future<Output = bool> + Send {
+        let _ = request_id;
+        async { false }
+    }
+
     /// Kills the worker at once (after a timeout, the pool does this before replacing it).
     /// Default: nothing to do.
     fn kill(&self) {}

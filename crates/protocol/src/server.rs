@@ -161,11 +161,8 @@ impl WorkerServer {
         Fut: Future<Output = Result<serde_json::Value, WorkerError>> + Send + 'static,
     {
         let name = name.into();
-        self.tools.push(ToolSpec {
-            name: name.clone(),
-            description: description.into(),
-            input_schema,
-        });
+        self.tools
+            .push(ToolSpec::new(name.clone(), description, input_schema));
         self.handlers.insert(
             name,
             Arc::new(move |params, context| Box::pin(handler(params, context))),

@@ -7,11 +7,7 @@ use flowbalancer_tiers::{CallOptions, RouteError, Router};
 use serde_json::json;
 
 fn tool(name: &str) -> ToolSpec {
-    ToolSpec {
-        name: name.into(),
-        description: String::new(),
-        input_schema: json!({"type": "object"}),
-    }
+    ToolSpec::new(name, "", json!({"type": "object"}))
 }
 
 #[tokio::test]

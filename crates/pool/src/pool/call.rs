@@ -110,6 +110,13 @@ impl<W: Worker> Inner<W> {
                     _ => checkout.finish(Outcome::Done),
                 },
                 Err(_) => {
+                    if W::MAY_SURVIVE_UNANSWERED
+                        && slot.worker.keep_after_unanswered(request_id).await
+                    {
+                        tracing::debug!(pool = %pool, worker = %slot.id, grace = ?grace, reason = ?why, "a call given up on was not answered within the cancel grace; the worker is well and keeps serving");
+                        checkout.finish(Outcome::Done);
+                        return;
+                    }
                     tracing::warn!(
                         pool = %pool,
                         worker = %slot.id,
@@ -125,6 +132,35 @@ impl<W: Worker> Inner<W> {
         if let Err(error) = self.scope.spawn(settle) {
             // The pool closed in between: the worker must not serve again.
             tracing::debug!(pool = %self.config.name, %error, "cannot wait for a cancelled call; killing its worker");
+            victim.worker.kill();
+        }
+    }
+}
+
+impl<W: Worker> Inner<W> {
+    /// A call of a worker that may survive it ran past the call timeout: the worker decides
+    /// in the background whether it keeps serving (see [`Worker::keep_after_unanswered`]).
+    fn settle_unanswered(
+        self: &Arc<Self>,
+        checkout: Checkout<W>,
+        request_id: u64,
+        after: std::time::Duration,
+    ) {
+        let slot = Arc::clone(checkout.slot());
+        let victim = Arc::clone(&slot);
+        let pool = self.config.name.clone();
+        let settle = async move {
+            if slot.worker.keep_after_unanswered(request_id).await {
+                tracing::debug!(pool = %pool, worker = %slot.id, timeout = ?after, "a call timed out; the worker is well and keeps serving");
+                checkout.finish(Outcome::Done);
+            } else {
+                tracing::warn!(pool = %pool, worker = %slot.id, timeout = ?after, "a call timed out and the worker is not well; killing it");
+                slot.worker.kill();
+                checkout.finish(Outcome::Discard(Discard::Timeout));
+            }
+        };
+        if let Err(error) = self.scope.spawn(settle) {
+            tracing::debug!(pool = %self.config.name, %error, "cannot check a worker after a timeout; it is killed");
             victim.worker.kill();
         }
     }
@@ -249,6 +285,16 @@ impl<W: Worker> Pool<W> {
                     // In-process: the call's future is gone, so the worker is free.
                     checkout.finish(Outcome::Done);
                     PoolError::DeadlineExceeded
+                }
+                Err(_) if W::MAY_SURVIVE_UNANSWERED => {
+                    // One stuck call of a multiplexing worker: cancel it there, and let the
+                    // worker say (in the background) whether it is still well.
+                    slot.worker.cancel(request.meta.request_id);
+                    inner.settle_unanswered(checkout, request.meta.request_id, limit);
+                    PoolError::Timeout {
+                        worker,
+                        after: limit,
+                    }
                 }
                 Err(_) => {
                     tracing::warn!(pool = %inner.config.name, %worker, timeout = ?limit, "call timed out; killing the worker");

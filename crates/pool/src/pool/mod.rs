@@ -274,9 +274,16 @@ impl<F: WorkerFactory> PoolBuilder<F> {
         });
         let pool = Pool { inner };
         pool.inner.start_maintenance();
-        if pool.inner.config.start == StartMode::Eager && pool.inner.config.size > 0 {
+        let eager = matches!(
+            pool.inner.config.start,
+            StartMode::Eager | StartMode::EagerKeepTrying
+        );
+        if eager && pool.inner.config.size > 0 {
             let size = pool.inner.config.size;
             pool.inner.grow_to(size, size).await;
+            if pool.inner.config.start == StartMode::EagerKeepTrying {
+                return Ok(pool);
+            }
             let error = {
                 let state = pool.inner.state.lock();
                 state
@@ -316,6 +323,40 @@ impl<W: Worker> Pool<W> {
     /// The tools the workers announced (from the most recently started worker).
     pub fn tools(&self) -> Vec<ToolSpec> {
         self.inner.state.lock().tools.as_ref().clone()
+    }
+
+    /// Asks the live workers again for their tools (after a worker said its tool list
+    /// changed) and keeps the newest worker's non-empty answer. Returns whether the pool's
+    /// tools changed.
+    pub fn refresh_tools(&self) -> bool {
+        let mut state = self.inner.state.lock();
+        let fresh = state
+            .entries
+            .iter()
+            .rev()
+            .filter(|e| !e.retiring)
+            .map(|e| e.slot.worker.tools())
+            .find(|tools| !tools.is_empty());
+        match fresh {
+            Some(tools) if tools != *state.tools => {
+                state.tools = Arc::new(tools);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether at least one worker is running and not retiring.
+    pub fn has_live_worker(&self) -> bool {
+        self.inner.state.lock().entries.iter().any(|e| !e.retiring)
+    }
+
+    /// Why the last worker start failed, if one did and no start has succeeded since.
+    pub fn last_start_error(&self) -> Option<String> {
+        let state = self.inner.state.lock();
+        (state.failed_starts_in_a_row > 0)
+            .then(|| state.last_start_error.clone())
+            .flatten()
     }
 
     /// Counters and states at this instant; cheap enough to poll while calls run.

@@ -1,0 +1,182 @@
+//! How to start an MCP server and which of its tools to offer.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use flowbalancer_pool::process::DEFAULT_ENV_ALLOW;
+
+/// The largest message a server may send (a longer line kills the instance): 32 MiB.
+pub const DEFAULT_MAX_MESSAGE: usize = 32 * 1024 * 1024;
+
+/// Which of a server's tools are offered: `allow` (when given) keeps only those names, then
+/// `deny` removes names. Names are the server's own, before any prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ToolFilter {
+    /// Only these tools (none: all).
+    pub allow: Option<Vec<String>>,
+    /// Never these tools.
+    pub deny: Vec<String>,
+}
+
+impl ToolFilter {
+    /// Whether the tool named `name` is offered.
+    pub fn admits(&self, name: &str) -> bool {
+        self.allow
+            .as_ref()
+            .is_none_or(|allow| allow.iter().any(|a| a == name))
+            && !self.deny.iter().any(|d| d == name)
+    }
+}
+
+/// Whether `name` meets the MCP tool-name rules: 1 to 128 of `[A-Za-z0-9_.-]`.
+pub fn is_valid_tool_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// How to start one stdio MCP server: an argv (never run through a shell), its environment
+/// and working directory, and what to offer of it.
+///
+/// ```
+/// use flowbalancer_mcp::McpServerSpec;
+///
+/// let spec = McpServerSpec::new("files", "npx", ["-y", "@modelcontextprotocol/server-filesystem", "/tmp"])
+///     .env("NODE_OPTIONS", "--max-old-space-size=256")
+///     .tool_prefix("fs_");
+/// assert_eq!(spec.program.to_str(), Some("npx"));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct McpServerSpec {
+    /// A name for logs and errors (the tier's name).
+    pub name: String,
+    /// The program.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Its working directory (default: ours).
+    pub cwd: Option<PathBuf>,
+    /// Variables copied from our environment when set (default: the pool's
+    /// `DEFAULT_ENV_ALLOW`: PATH, HOME, LANG, …).
+    pub env_allow: Vec<String>,
+    /// Variables set explicitly.
+    pub env: Vec<(String, String)>,
+    /// How long `initialize` and the first listings may take (default 60 s: `npx -y` may
+    /// download the server first).
+    pub start_timeout: Duration,
+    /// The largest message the server may send (default [`DEFAULT_MAX_MESSAGE`]).
+    pub max_message: usize,
+    /// Put before each tool name offered (none by default).
+    pub tool_prefix: Option<String>,
+    /// Which tools are offered.
+    pub tool_filter: ToolFilter,
+}
+
+impl McpServerSpec {
+    /// A server named `name` started as `program args…`.
+    pub fn new(
+        name: impl Into<String>,
+        program: impl Into<PathBuf>,
+        args: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            program: program.into(),
+            args: args.into_iter().map(Into::into).collect(),
+            cwd: None,
+            env_allow: DEFAULT_ENV_ALLOW.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
+            start_timeout: Duration::from_secs(60),
+            max_message: DEFAULT_MAX_MESSAGE,
+            tool_prefix: None,
+            tool_filter: ToolFilter::default(),
+        }
+    }
+
+    /// Sets an environment variable.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Replaces the variables copied from our environment.
+    pub fn env_allow(mut self, names: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.env_allow = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the working directory.
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Sets how long the start (initialize and listings) may take.
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = timeout;
+        self
+    }
+
+    /// Sets the largest message the server may send.
+    pub fn max_message(mut self, bytes: usize) -> Self {
+        self.max_message = bytes.max(1024);
+        self
+    }
+
+    /// Puts `prefix` before every tool name offered.
+    pub fn tool_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.tool_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Sets which tools are offered.
+    pub fn tool_filter(mut self, filter: ToolFilter) -> Self {
+        self.tool_filter = filter;
+        self
+    }
+
+    pub(crate) fn command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command
+            .args(&self.args)
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for key in &self.env_allow {
+            if let Some(value) = std::env::var_os(key) {
+                command.env(key, value);
+            }
+        }
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        if let Some(cwd) = &self.cwd {
+            command.current_dir(cwd);
+        }
+        command
+    }
+
+    /// The name a server tool is offered under (prefix added), or `None` when the filter
+    /// drops it.
+    pub fn offered_name(&self, name: &str) -> Option<String> {
+        if !self.tool_filter.admits(name) {
+            return None;
+        }
+        Some(match &self.tool_prefix {
+            Some(prefix) => format!("{prefix}{name}"),
+            None => name.to_string(),
+        })
+    }
+
+    /// The server's own name of an offered tool (prefix removed).
+    pub fn server_name<'a>(&self, offered: &'a str) -> Option<&'a str> {
+        match &self.tool_prefix {
+            Some(prefix) => offered.strip_prefix(prefix.as_str()),
+            None => Some(offered),
+        }
+    }
+}

@@ -1,0 +1,847 @@
+//! `McpWorker`: one instance of a stdio MCP server, spoken to as an MCP client.
+//!
+//! One reader task routes what the server writes: answers to their callers, progress to the
+//! call's progress sink (each call gets its own `progressToken`: our request id), log
+//! messages and the server's own requests (sampling, elicitation, roots) to the client of the
+//! newest call in flight, and `list_changed` to a re-listing. One writer task sends whole
+//! lines. EOF, a line that is not JSON-RPC, a line over the size cap, or an answer to an id
+//! never sent mean the instance is dead: its calls fail at once and the pool replaces it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use flowbalancer_lifecycle::ProcessHandle;
+use flowbalancer_pool::{
+    ErrorKind, Payload, Progress, ProgressSink, Request, StartContext, StartError, ToolSpec,
+    UpstreamHandle, Worker, WorkerError, WorkerFactory, WorkerId,
+};
+use parking_lot::{Mutex, RwLock};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::process::{ChildStdin, ChildStdout};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::catalog::{Catalog, Listing};
+use crate::spec::{McpServerSpec, is_valid_tool_name};
+use crate::stderr::{StderrTail, read_stderr};
+use crate::wire::{Incoming, LineReader, ReadError};
+
+/// The protocol revision asked for in `initialize`.
+pub const PROTOCOL_VERSION: &str = "2025-11-25";
+/// Revisions accepted in the server's answer.
+const KNOWN_VERSIONS: &[&str] = &[
+    "2024-11-05",
+    "2025-03-26",
+    "2025-06-18",
+    "2025-11-25",
+    "2026-07-28",
+];
+/// A method name in a [`Request`] that starts with this is sent to the server as the JSON-RPC
+/// method that follows (`$mcp:resources/read`), with the payload as params; any other method
+/// is a tool.
+pub const RAW_METHOD_PREFIX: &str = "$mcp:";
+/// How long a ping after an unanswered call may take.
+const PING_AFTER_UNANSWERED: Duration = Duration::from_secs(2);
+
+type Answer = oneshot::Sender<Result<Value, WorkerError>>;
+
+enum Waiter {
+    /// A client's call.
+    Call {
+        answer: Answer,
+        request_id: u64,
+        progress: Option<ProgressSink>,
+        upstream: Option<UpstreamHandle>,
+    },
+    /// Our own request (initialize, a listing, a ping).
+    Own(Answer),
+}
+
+#[derive(Default)]
+struct Pending {
+    waiting: HashMap<u64, Waiter>,
+    dead: Option<WorkerError>,
+}
+
+struct Shared {
+    label: Arc<str>,
+    alive: AtomicBool,
+    stopping: AtomicBool,
+    pending: Mutex<Pending>,
+    next_id: AtomicU64,
+    process: ProcessHandle,
+    died: tokio::sync::Notify,
+    lines: mpsc::UnboundedSender<Vec<u8>>,
+    tail: Arc<StderrTail>,
+    spec: Arc<McpServerSpec>,
+    catalog: Arc<Catalog>,
+    tools: RwLock<Vec<ToolSpec>>,
+    relisting: AtomicBool,
+}
+
+impl Shared {
+    fn die(&self, error: WorkerError) {
+        self.alive.store(false, Ordering::SeqCst);
+        self.died.notify_waiters();
+        let waiting = {
+            let mut pending = self.pending.lock();
+            if pending.dead.is_none() {
+                if self.stopping.load(Ordering::SeqCst) {
+                    tracing::debug!(server = %self.label, pid = self.process.pid(), reason = %error, "MCP server stopped");
+                } else {
+                    tracing::warn!(server = %self.label, pid = self.process.pid(), error = %error, "MCP server instance is dead");
+                }
+                pending.dead = Some(error.clone());
+            }
+            std::mem::take(&mut pending.waiting)
+        };
+        for (_, waiter) in waiting {
+            let (Waiter::Call { answer, .. } | Waiter::Own(answer)) = waiter;
+            let _ = answer.send(Err(error.clone()));
+        }
+        let _ = self.process.kill();
+    }
+
+    fn dead(&self) -> WorkerError {
+        self.pending.lock().dead.clone().unwrap_or_else(|| {
+            WorkerError::new(ErrorKind::Crashed, format!("{} went away", self.label))
+        })
+    }
+
+    fn send_line(&self, message: &Value) -> Result<(), WorkerError> {
+        let mut line = serde_json::to_vec(message).map_err(|e| {
+            WorkerError::new(
+                ErrorKind::BadParams,
+                format!("params do not serialize: {e}"),
+            )
+        })?;
+        line.push(b'\n');
+        self.lines.send(line).map_err(|_| self.dead())
+    }
+
+    fn register(&self, waiter: Waiter) -> Result<u64, WorkerError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut pending = self.pending.lock();
+        if let Some(dead) = &pending.dead {
+            return Err(dead.clone());
+        }
+        pending.waiting.insert(id, waiter);
+        Ok(id)
+    }
+
+    /// Sends our own request and waits for its result.
+    async fn request(self: &Arc<Self>, method: &str, params: Value) -> Result<Value, WorkerError> {
+        let (tx, rx) = oneshot::channel();
+        let id = self.register(Waiter::Own(tx))?;
+        let message = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        if let Err(error) = self.send_line(&message) {
+            self.pending.lock().waiting.remove(&id);
+            return Err(error);
+        }
+        rx.await.map_err(|_| self.dead())?
+    }
+
+    fn notify(&self, method: &str, params: Value) -> Result<(), WorkerError> {
+        self.send_line(&json!({ "jsonrpc": "2.0", "method": method, "params": params }))
+    }
+
+    /// The newest call in flight that has a client to talk back to.
+    fn current_upstream(&self) -> Option<UpstreamHandle> {
+        let pending = self.pending.lock();
+        pending
+            .waiting
+            .iter()
+            .filter_map(|(id, waiter)| match waiter {
+                Waiter::Call {
+                    upstream: Some(upstream),
+                    ..
+                } => Some((*id, upstream)),
+                _ => None,
+            })
+            .max_by_key(|(id, _)| *id)
+            .map(|(_, upstream)| upstream.clone())
+    }
+
+    /// Lists everything (paginated) and stores it; returns the tools offered.
+    async fn list_all(
+        self: &Arc<Self>,
+        capabilities: &Value,
+    ) -> Result<(Vec<Value>, Listing), WorkerError> {
+        let has = |name: &str| capabilities.get(name).is_some_and(|c| !c.is_null());
+        let tools = if has("tools") {
+            self.list_paginated("tools/list", "tools").await?
+        } else {
+            Vec::new()
+        };
+        let mut listing = self.catalog.listing();
+        if has("resources") {
+            listing.resources = self.list_paginated("resources/list", "resources").await?;
+            // Templates are optional even for servers with resources.
+            listing.resource_templates = self
+                .list_paginated("resources/templates/list", "resourceTemplates")
+                .await
+                .unwrap_or_default();
+        }
+        if has("prompts") {
+            listing.prompts = self.list_paginated("prompts/list", "prompts").await?;
+        }
+        Ok((tools, listing))
+    }
+
+    async fn list_paginated(
+        self: &Arc<Self>,
+        method: &str,
+        field: &str,
+    ) -> Result<Vec<Value>, WorkerError> {
+        let mut items = Vec::new();
+        let mut cursor: Option<Value> = None;
+        for _ in 0..1000 {
+            let params = match &cursor {
+                Some(cursor) => json!({ "cursor": cursor }),
+                None => json!({}),
+            };
+            let page = self.request(method, params).await?;
+            match page.get(field) {
+                Some(Value::Array(page_items)) => items.extend(page_items.iter().cloned()),
+                _ => {
+                    return Err(WorkerError::new(
+                        ErrorKind::ProtocolViolation,
+                        format!(
+                            "{}: {method} answered without a {field:?} array",
+                            self.label
+                        ),
+                    ));
+                }
+            }
+            match page.get("nextCursor") {
+                Some(next) if !next.is_null() && Some(next) != cursor.as_ref() => {
+                    cursor = Some(next.clone());
+                }
+                _ => return Ok(items),
+            }
+        }
+        Ok(items)
+    }
+
+    /// Turns the server's tool definitions into the tools offered: malformed ones and those
+    /// the filter drops are left out (malformed ones with a warning).
+    fn offered_tools(&self, definitions: &[Value]) -> Vec<ToolSpec> {
+        let mut tools = Vec::with_capacity(definitions.len());
+        for definition in definitions {
+            let name = definition.get("name").and_then(Value::as_str);
+            let schema_ok = definition.get("inputSchema").is_some_and(Value::is_object);
+            let Some(name) = name.filter(|n| !n.is_empty()) else {
+                tracing::warn!(server = %self.label, "a tool definition without a name is left out");
+                continue;
+            };
+            if !schema_ok {
+                tracing::warn!(server = %self.label, tool = name, "a tool definition without an inputSchema object is left out");
+                continue;
+            }
+            let Some(offered) = self.spec.offered_name(name) else {
+                continue;
+            };
+            if self.spec.tool_prefix.is_some() && !is_valid_tool_name(&offered) {
+                tracing::warn!(server = %self.label, tool = %offered, "a prefixed tool name breaks the MCP name rules ([A-Za-z0-9_.-], 1 to 128 characters); the tool is left out");
+                continue;
+            }
+            let mut whole = definition.clone();
+            whole["name"] = Value::String(offered.clone());
+            tools.push(ToolSpec {
+                description: definition
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                input_schema: definition["inputSchema"].clone(),
+                definition: Some(whole),
+                ..ToolSpec::new(offered, "", Value::Null)
+            });
+        }
+        tools
+    }
+
+    /// Re-lists after a `list_changed` notification (one re-listing at a time).
+    fn relist(self: &Arc<Self>) {
+        if self.relisting.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let shared = Arc::clone(self);
+        tokio::spawn(async move {
+            let capabilities = shared.catalog.listing().capabilities;
+            match shared.list_all(&capabilities).await {
+                Ok((definitions, listing)) => {
+                    let tools = shared.offered_tools(&definitions);
+                    let tools_changed = {
+                        let mut current = shared.tools.write();
+                        let changed = *current != tools;
+                        *current = tools;
+                        changed
+                    };
+                    shared.catalog.update(listing, tools_changed);
+                }
+                Err(error) => {
+                    tracing::warn!(server = %shared.label, %error, "re-listing after list_changed failed");
+                }
+            }
+            shared.relisting.store(false, Ordering::SeqCst);
+        });
+    }
+}
+
+/// One instance of a stdio MCP server in its own process group, owned by the pool's
+/// lifecycle scope. It takes many calls at once (MCP multiplexes requests on one
+/// connection); see the module docs for what it does with each message.
+pub struct McpWorker {
+    shared: Arc<Shared>,
+    id: WorkerId,
+}
+
+impl std::fmt::Debug for McpWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpWorker")
+            .field("server", &self.shared.label)
+            .field("pid", &self.shared.process.pid())
+            .finish()
+    }
+}
+
+impl McpWorker {
+    /// Starts an instance: spawn, `initialize`, `notifications/initialized`, then the tool,
+    /// resource and prompt listings the server's capabilities announce, all within the
+    /// spec's start timeout.
+    ///
+    /// # Errors
+    ///
+    /// A [`StartError`] naming the server and the worker, with the tail of the server's
+    /// stderr, when any step fails or the timeout passes.
+    pub async fn start(
+        spec: Arc<McpServerSpec>,
+        catalog: Arc<Catalog>,
+        context: StartContext,
+    ) -> Result<Self, StartError> {
+        let id = context.id;
+        let label: Arc<str> = Arc::from(format!("MCP server {:?} worker {id}", spec.name));
+        let mut process = context
+            .scope
+            .spawn_process(spec.command())
+            .map_err(|e| StartError {
+                worker: id,
+                message: format!("{label}: cannot start {:?}: {e}", spec.program),
+            })?;
+        let (Some(stdin), Some(stdout), Some(stderr)) = (
+            process.take_stdin(),
+            process.take_stdout(),
+            process.take_stderr(),
+        ) else {
+            let _ = process.kill();
+            return Err(StartError {
+                worker: id,
+                message: format!("{label}: the process has no piped stdio"),
+            });
+        };
+        let tail = Arc::new(StderrTail::default());
+        read_stderr(
+            &context.scope,
+            Arc::clone(&label),
+            stderr,
+            Arc::clone(&tail),
+        );
+        let (lines, queued) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            label: Arc::clone(&label),
+            alive: AtomicBool::new(true),
+            stopping: AtomicBool::new(false),
+            pending: Mutex::new(Pending::default()),
+            next_id: AtomicU64::new(1),
+            process,
+            died: tokio::sync::Notify::new(),
+            lines,
+            tail: Arc::clone(&tail),
+            spec: Arc::clone(&spec),
+            catalog,
+            tools: RwLock::new(Vec::new()),
+            relisting: AtomicBool::new(false),
+        });
+        let fail = |shared: &Shared, message: String| {
+            shared.stopping.store(true, Ordering::SeqCst);
+            shared.die(WorkerError::new(ErrorKind::Crashed, "start failed"));
+            let stderr = shared.tail.text();
+            StartError {
+                worker: id,
+                message: if stderr.is_empty() {
+                    format!("{label}: {message}")
+                } else {
+                    format!("{label}: {message}; its stderr ended with:\n{stderr}")
+                },
+            }
+        };
+        if let Err(e) = context
+            .scope
+            .spawn(write_lines(Arc::clone(&shared), stdin, queued))
+            .and_then(|_| {
+                context
+                    .scope
+                    .spawn(read_messages(Arc::clone(&shared), stdout))
+            })
+        {
+            return Err(fail(&shared, e.to_string()));
+        }
+        let handshake = tokio::time::timeout(spec.start_timeout, handshake(&shared)).await;
+        match handshake {
+            Ok(Ok(())) => Ok(Self { shared, id }),
+            Ok(Err(error)) => {
+                // A process that exited says so better than "closed its stdout".
+                let status =
+                    tokio::time::timeout(Duration::from_millis(200), shared.process.wait()).await;
+                let message = match status {
+                    Ok(Ok(status)) => format!("{} ({status})", error.message),
+                    _ => error.message,
+                };
+                Err(fail(&shared, message))
+            }
+            Err(_) => Err(fail(
+                &shared,
+                format!(
+                    "no answer to initialize and the listings within {:?}",
+                    spec.start_timeout
+                ),
+            )),
+        }
+    }
+
+    /// The process id (and process group id).
+    pub fn pid(&self) -> u32 {
+        self.shared.process.pid()
+    }
+
+    /// The worker's id in its pool.
+    pub fn id(&self) -> WorkerId {
+        self.id
+    }
+
+    fn backend_id_of(&self, request_id: u64) -> Option<u64> {
+        self.shared
+            .pending
+            .lock()
+            .waiting
+            .iter()
+            .find_map(|(id, waiter)| match waiter {
+                Waiter::Call { request_id: r, .. } if *r == request_id => Some(*id),
+                _ => None,
+            })
+    }
+}
+
+async fn handshake(shared: &Arc<Shared>) -> Result<(), WorkerError> {
+    let initialized = shared
+        .request(
+            "initialize",
+            json!({
+                "protocolVersion": PROTOCOL_VERSION,
+                "capabilities": {
+                    "roots": { "listChanged": false },
+                    "sampling": {},
+                    "elicitation": {},
+                },
+                "clientInfo": { "name": "flowbalancer", "version": env!("CARGO_PKG_VERSION") },
+            }),
+        )
+        .await?;
+    let version = initialized
+        .get("protocolVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if !KNOWN_VERSIONS.contains(&version) {
+        return Err(WorkerError::new(
+            ErrorKind::ProtocolViolation,
+            format!(
+                "answered initialize with protocol revision {version:?}, which this gateway does not speak"
+            ),
+        ));
+    }
+    shared.notify("notifications/initialized", json!({}))?;
+    let capabilities = initialized
+        .get("capabilities")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let (definitions, mut listing) = shared.list_all(&capabilities).await?;
+    listing.capabilities = capabilities;
+    listing.server_info = initialized
+        .get("serverInfo")
+        .cloned()
+        .unwrap_or(Value::Null);
+    listing.instructions = initialized
+        .get("instructions")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    *shared.tools.write() = shared.offered_tools(&definitions);
+    shared.catalog.update(listing, false);
+    tracing::debug!(server = %shared.label, pid = shared.process.pid(), version, tools = definitions.len(), "MCP server ready");
+    Ok(())
+}
+
+/// Maps a JSON-RPC error object from the server to a worker error.
+fn rpc_error(label: &str, error: Value) -> WorkerError {
+    let code = error.get("code").and_then(Value::as_i64).unwrap_or(0);
+    let message = error
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("error without a message")
+        .to_string();
+    let kind = match code {
+        -32602 => ErrorKind::BadParams,
+        -32601 => ErrorKind::UnknownMethod,
+        _ => ErrorKind::Handler,
+    };
+    let _ = label;
+    WorkerError::new(kind, message).with_data(error)
+}
+
+impl Worker for McpWorker {
+    const KEEPS_RUNNING_WHEN_DROPPED: bool = true;
+    const MAY_SURVIVE_UNANSWERED: bool = true;
+
+    async fn call(&self, request: Request) -> Result<Payload, WorkerError> {
+        let shared = &self.shared;
+        let (method, params) = match request.method.strip_prefix(RAW_METHOD_PREFIX) {
+            Some(raw) => (raw.to_string(), request.payload.to_json()),
+            None => {
+                let Some(tool) = shared.spec.server_name(&request.method) else {
+                    return Err(WorkerError::new(
+                        ErrorKind::UnknownMethod,
+                        format!("{}: no tool {:?}", shared.label, request.method),
+                    ));
+                };
+                let arguments = match request.payload.to_json() {
+                    Value::Null => json!({}),
+                    other => other,
+                };
+                (
+                    "tools/call".to_string(),
+                    json!({ "name": tool, "arguments": arguments }),
+                )
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        let id = shared.register(Waiter::Call {
+            answer: tx,
+            request_id: request.meta.request_id,
+            progress: request.meta.progress.clone(),
+            upstream: request.meta.upstream.clone(),
+        })?;
+        let mut params = params;
+        if request.meta.progress.is_some()
+            && let Some(object) = params.as_object_mut()
+        {
+            // Our request id is the call's token at the server; reports come back to this
+            // call's sink, which carries the client's own token.
+            let meta = object.entry("_meta").or_insert_with(|| json!({}));
+            if let Some(meta) = meta.as_object_mut() {
+                meta.insert("progressToken".into(), json!(id));
+            }
+        }
+        let message = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        if let Err(error) = shared.send_line(&message) {
+            shared.pending.lock().waiting.remove(&id);
+            return Err(error);
+        }
+        match rx.await {
+            Ok(Ok(result)) => Ok(Payload::json(result)),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(shared.dead()),
+        }
+    }
+
+    fn cancel(&self, request_id: u64) {
+        if let Some(id) = self.backend_id_of(request_id) {
+            let params =
+                json!({ "requestId": id, "reason": "the client no longer waits for this call" });
+            if let Err(error) = self.shared.notify("notifications/cancelled", params) {
+                tracing::debug!(server = %self.shared.label, %error, "could not send a cancellation");
+            }
+        }
+    }
+
+    async fn keep_after_unanswered(&self, request_id: u64) -> bool {
+        if let Some(id) = self.backend_id_of(request_id) {
+            // Forget the call: a late answer is dropped.
+            let waiter = self.shared.pending.lock().waiting.remove(&id);
+            if let Some(Waiter::Call { answer, .. }) = waiter {
+                let _ = answer.send(Err(WorkerError::new(
+                    ErrorKind::Cancelled,
+                    "the call was given up on",
+                )));
+            }
+        }
+        matches!(
+            tokio::time::timeout(
+                PING_AFTER_UNANSWERED,
+                self.shared.request("ping", json!({}))
+            )
+            .await,
+            Ok(Ok(_))
+        )
+    }
+
+    async fn health_check(&self) -> Result<(), WorkerError> {
+        self.shared.request("ping", json!({})).await.map(|_| ())
+    }
+
+    async fn shutdown(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        // MCP's stdio shutdown: close its input, give it a moment, then the kill.
+        self.shared.died.notify_waiters();
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.shared.process.wait()).await;
+        self.shared.die(WorkerError::new(
+            ErrorKind::Crashed,
+            "the server was shut down",
+        ));
+    }
+
+    fn kill(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.die(WorkerError::new(
+            ErrorKind::Crashed,
+            format!("{} was killed by the pool", self.shared.label),
+        ));
+    }
+
+    fn is_alive(&self) -> bool {
+        self.shared.alive.load(Ordering::SeqCst)
+    }
+
+    fn tools(&self) -> Vec<ToolSpec> {
+        self.shared.tools.read().clone()
+    }
+}
+
+impl Drop for McpWorker {
+    fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.die(WorkerError::new(
+            ErrorKind::Crashed,
+            "the worker was dropped",
+        ));
+    }
+}
+
+/// Writes whole lines to the server's stdin until the instance dies or is dropped.
+async fn write_lines(
+    shared: Arc<Shared>,
+    mut stdin: ChildStdin,
+    mut lines: mpsc::UnboundedReceiver<Vec<u8>>,
+) {
+    let mut batch = Vec::new();
+    loop {
+        let died = shared.died.notified();
+        tokio::pin!(died);
+        died.as_mut().enable();
+        if !shared.alive.load(Ordering::SeqCst) || shared.stopping.load(Ordering::SeqCst) {
+            return; // stdin closes here
+        }
+        let line = tokio::select! {
+            line = lines.recv() => match line {
+                Some(line) => line,
+                None => return,
+            },
+            () = &mut died => return,
+        };
+        batch.clear();
+        batch.extend_from_slice(&line);
+        while let Ok(more) = lines.try_recv() {
+            batch.extend_from_slice(&more);
+        }
+        if let Err(e) = stdin.write_all(&batch).await {
+            shared.die(WorkerError::new(
+                ErrorKind::Crashed,
+                format!("{}: writing to its stdin failed: {e}", shared.label),
+            ));
+            return;
+        }
+    }
+}
+
+/// Reads the server's messages until it dies, then reaps it.
+async fn read_messages(shared: Arc<Shared>, stdout: ChildStdout) {
+    let mut reader = LineReader::new(stdout, shared.spec.max_message);
+    let error = loop {
+        let died = shared.died.notified();
+        tokio::pin!(died);
+        died.as_mut().enable();
+        if !shared.alive.load(Ordering::SeqCst) {
+            return;
+        }
+        let incoming = tokio::select! {
+            incoming = reader.next() => incoming,
+            () = &mut died => return,
+        };
+        match incoming {
+            Ok(Incoming::Response { id, outcome }) => {
+                if let Err(message) = answer(&shared, &id, outcome) {
+                    break WorkerError::new(
+                        ErrorKind::ProtocolViolation,
+                        format!("{}: {message}", shared.label),
+                    );
+                }
+            }
+            Ok(Incoming::Notification { method, params }) => notification(&shared, &method, params),
+            Ok(Incoming::Request { id, method, params }) => {
+                server_request(&shared, id, method, params)
+            }
+            Err(ReadError::Eof) => {
+                let status =
+                    tokio::time::timeout(Duration::from_millis(500), shared.process.wait()).await;
+                let message = match status {
+                    Ok(Ok(status)) => format!("{}: exited ({status})", shared.label),
+                    _ => format!("{}: closed its stdout", shared.label),
+                };
+                break WorkerError::new(ErrorKind::Crashed, message);
+            }
+            Err(other) => {
+                break WorkerError::new(ErrorKind::Crashed, format!("{}: {other}", shared.label));
+            }
+        }
+    };
+    shared.die(error);
+}
+
+/// Routes one answer. `Err` when the id was never sent (a protocol violation).
+fn answer(shared: &Arc<Shared>, id: &Value, outcome: Result<Value, Value>) -> Result<(), String> {
+    let Some(number) = id.as_u64() else {
+        return Err(format!("answered request id {id}, which it was never sent"));
+    };
+    let waiter = shared.pending.lock().waiting.remove(&number);
+    let outcome = outcome.map_err(|error| rpc_error(&shared.label, error));
+    match waiter {
+        Some(Waiter::Call { answer, .. } | Waiter::Own(answer)) => {
+            let _ = answer.send(outcome);
+            Ok(())
+        }
+        // A late answer to a call given up on: dropped.
+        None if number < shared.next_id.load(Ordering::Relaxed) => {
+            tracing::debug!(server = %shared.label, id = number, "late answer dropped");
+            Ok(())
+        }
+        None => Err(format!("answered request id {id}, which it was never sent")),
+    }
+}
+
+fn notification(shared: &Arc<Shared>, method: &str, params: Value) {
+    match method {
+        "notifications/progress" => {
+            let Some(token) = params.get("progressToken").and_then(Value::as_u64) else {
+                return;
+            };
+            let sink = match shared.pending.lock().waiting.get(&token) {
+                Some(Waiter::Call {
+                    progress: Some(sink),
+                    ..
+                }) => sink.clone(),
+                _ => return,
+            };
+            if let Some(progress) = params.get("progress").and_then(Value::as_f64) {
+                sink.report(Progress {
+                    progress,
+                    total: params.get("total").and_then(Value::as_f64),
+                    message: params
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                });
+            }
+        }
+        "notifications/message" => match shared.current_upstream() {
+            Some(upstream) => upstream.0.notify(method, params),
+            None => {
+                let level = params
+                    .get("level")
+                    .and_then(Value::as_str)
+                    .unwrap_or("info");
+                let logger = params.get("logger").and_then(Value::as_str).unwrap_or("");
+                tracing::debug!(target: "flowbalancer::mcp_log", server = %shared.label, level, logger, "log message from a server with no call in flight");
+            }
+        },
+        "notifications/tools/list_changed"
+        | "notifications/resources/list_changed"
+        | "notifications/prompts/list_changed" => shared.relist(),
+        "notifications/resources/updated" => {
+            if let Some(upstream) = shared.current_upstream() {
+                upstream.0.notify(method, params);
+            }
+        }
+        _ => {} // cancelled (of a request it made us), and anything newer
+    }
+}
+
+/// Answers a request the server makes of us: `ping` here, the rest through the client of the
+/// newest call in flight (or the standard error when there is none, or it cannot).
+fn server_request(shared: &Arc<Shared>, id: Value, method: String, params: Value) {
+    if method == "ping" {
+        let _ = shared.send_line(&json!({ "jsonrpc": "2.0", "id": id, "result": {} }));
+        return;
+    }
+    let upstream = shared.current_upstream();
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        let outcome = match upstream {
+            Some(upstream) => upstream.0.request(&method, params).await,
+            None => Err(flowbalancer_pool::UpstreamError {
+                code: -32601,
+                message: format!("{method} is not available: no client call is in flight"),
+                data: None,
+            }),
+        };
+        let message = match outcome {
+            Ok(result) => json!({ "jsonrpc": "2.0", "id": id, "result": result }),
+            Err(error) => {
+                let mut object = json!({ "code": error.code, "message": error.message });
+                if let Some(data) = error.data {
+                    object["data"] = data;
+                }
+                json!({ "jsonrpc": "2.0", "id": id, "error": object })
+            }
+        };
+        let _ = shared.send_line(&message);
+    });
+}
+
+/// Starts [`McpWorker`]s from an [`McpServerSpec`]; all of them share one [`Catalog`].
+#[derive(Debug, Clone)]
+pub struct McpFactory {
+    spec: Arc<McpServerSpec>,
+    catalog: Arc<Catalog>,
+}
+
+impl McpFactory {
+    /// A factory for `spec`.
+    pub fn new(spec: McpServerSpec) -> Self {
+        Self {
+            spec: Arc::new(spec),
+            catalog: Arc::new(Catalog::default()),
+        }
+    }
+
+    /// The server's listings, shared by all its instances.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        Arc::clone(&self.catalog)
+    }
+
+    /// The spec.
+    pub fn spec(&self) -> &McpServerSpec {
+        &self.spec
+    }
+}
+
+impl WorkerFactory for McpFactory {
+    type Worker = McpWorker;
+
+    fn start(
+        &self,
+        context: StartContext,
+    ) -> impl std::future::Future<Output = Result<McpWorker, StartError>> + Send {
+        McpWorker::start(Arc::clone(&self.spec), Arc::clone(&self.catalog), context)
+    }
+}
