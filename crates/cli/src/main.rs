@@ -5,6 +5,7 @@
 
 mod assets;
 mod bench;
+mod gateway;
 mod serve;
 
 use std::path::PathBuf;

@@ -47,6 +47,18 @@ pub struct BalancerStats {
     pub telemetry: Option<flowbalancer_telemetry::TelemetryStats>,
 }
 
+/// An MCP tier: its pool (for resources, prompts and completion, sent as raw methods with
+/// [`mcp::RAW_METHOD_PREFIX`](flowbalancer_mcp::RAW_METHOD_PREFIX)) and the server's listings.
+#[derive(Debug, Clone)]
+pub struct McpTier {
+    /// The tier's name.
+    pub name: String,
+    /// Its pool of server instances.
+    pub pool: Pool<flowbalancer_mcp::McpWorker>,
+    /// The server's resources, templates, prompts and capabilities.
+    pub catalog: Arc<flowbalancer_mcp::Catalog>,
+}
+
 /// Routes calls to tiered worker pools as its [`Config`] says, and owns everything it
 /// started: dropping it (or [`shutdown`](Balancer::shutdown)) leaves no process or task
 /// behind.
@@ -81,6 +93,8 @@ pub struct BalancerStats {
 /// ```
 pub struct Balancer {
     config: Config,
+    mcp: Vec<McpTier>,
+    changes: tokio::sync::watch::Sender<u64>,
     router: Router,
     pools: Vec<Box<dyn ManagedPool>>,
     telemetry: Option<Telemetry>,
@@ -163,8 +177,21 @@ impl Balancer {
                 })
             }));
         }
+        let mut mcp = Vec::new();
         for (tier, result) in config.tiers.iter().zip(results) {
             match result? {
+                TierPool::Mcp(pool, catalog) => {
+                    if !pool.has_live_worker() {
+                        tracing::warn!(tier = %tier.name, error = pool.last_start_error().unwrap_or_default(), "no instance of this MCP server started; retrying in the background while the other tiers serve");
+                    }
+                    pools.push(Box::new(pool.clone()));
+                    mcp.push(McpTier {
+                        name: tier.name.clone(),
+                        pool: pool.clone(),
+                        catalog,
+                    });
+                    router = add_tier(router, tier, pool);
+                }
                 TierPool::Process(pool) => {
                     pools.push(Box::new(pool.clone()));
                     router = add_tier(router, tier, pool);
@@ -206,8 +233,29 @@ impl Balancer {
                 }
             }
         })?;
+        let (changes, _) = tokio::sync::watch::channel(0u64);
+        for tier in &mcp {
+            // A server's list_changed: the pool re-reads its tools, and clients hear of it.
+            let mut changed = tier.catalog.subscribe();
+            changed.borrow_and_update();
+            let pool = tier.pool.clone();
+            let changes = changes.clone();
+            let closing = scope.handle().token();
+            scope.spawn(async move {
+                loop {
+                    tokio::select! {
+                        result = changed.changed() => if result.is_err() { break },
+                        () = closing.cancelled() => break,
+                    }
+                    pool.refresh_tools();
+                    changes.send_modify(|generation| *generation += 1);
+                }
+            })?;
+        }
         tracing::info!(name = %config.name, tiers = ?router.tier_names(), "balancer started");
         Ok(Self {
+            mcp,
+            changes,
             config,
             router,
             pools,
@@ -257,6 +305,23 @@ impl Balancer {
     /// from what the pools already know: a dead backend never stalls it.
     pub fn tools(&self) -> Vec<ToolSpec> {
         self.router.tools()
+    }
+
+    /// The MCP tiers, in config order.
+    pub fn mcp_tiers(&self) -> &[McpTier] {
+        &self.mcp
+    }
+
+    /// Whether `tier` is an MCP tier, whose results are MCP `tools/call` results to pass
+    /// through untouched.
+    pub fn is_mcp_tier(&self, tier: &str) -> bool {
+        self.mcp.iter().any(|t| t.name == tier)
+    }
+
+    /// A receiver whose value moves whenever an MCP server's tools, resources or prompts
+    /// changed (after its `list_changed`), to tell clients.
+    pub fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// The router (for its chain and stats).
@@ -336,6 +401,10 @@ impl Balancer {
 }
 
 enum TierPool {
+    Mcp(
+        Pool<flowbalancer_mcp::McpWorker>,
+        Arc<flowbalancer_mcp::Catalog>,
+    ),
     Process(Pool<flowbalancer_pool::ProcessWorker>),
     Builtin(Pool<flowbalancer_pool::FnWorker>),
 }
@@ -361,7 +430,7 @@ fn pool_config(tier: &TierConfig, config: &Config) -> PoolConfig {
         queue_timeout: tier.queue_timeout,
         call_timeout: tier.call_timeout,
         cancel_grace: tier.cancel_grace,
-        max_in_flight: tier.max_in_flight,
+        max_in_flight: tier.max_in_flight(),
         health_interval: Some(tier.health_interval),
         health_failures_before_removal: tier.health_failures,
         recycle_after_calls: tier.recycle_after_calls,
@@ -401,7 +470,7 @@ async fn start_tier(
         for (key, value) in &tier.env {
             spec = spec.env(key, value);
         }
-        spec.hello_timeout(tier.hello_timeout)
+        spec.hello_timeout(tier.hello_timeout())
     };
     match &tier.workers {
         WorkersConfig::Builtin(tools) => Ok(TierPool::Builtin(
@@ -419,6 +488,46 @@ async fn start_tier(
             Ok(TierPool::Process(
                 build(factory, tier, config, scope).await?,
             ))
+        }
+        WorkersConfig::Mcp(argv) => {
+            let (program, args) = argv.split_first().ok_or_else(|| Error::Config {
+                problems: vec![crate::config::ConfigProblem {
+                    location: format!("tier {:?}.workers.mcp", tier.name),
+                    message: "the command is empty".into(),
+                }],
+            })?;
+            let mut spec =
+                flowbalancer_mcp::McpServerSpec::new(&tier.name, program, args.iter().cloned())
+                    .start_timeout(tier.hello_timeout());
+            if let Some(cwd) = &tier.cwd {
+                spec = spec.cwd(cwd);
+            }
+            if let Some(allow) = &tier.env_allow {
+                spec = spec.env_allow(allow.iter().cloned());
+            }
+            for (key, value) in &tier.env {
+                spec = spec.env(key, value);
+            }
+            if let Some(prefix) = &tier.tool_prefix {
+                spec = spec.tool_prefix(prefix);
+            }
+            if let Some(tools) = &tier.tools {
+                spec = spec.tool_filter(flowbalancer_mcp::ToolFilter {
+                    allow: tools.allow.clone(),
+                    deny: tools.deny.clone(),
+                });
+            }
+            let factory = flowbalancer_mcp::McpFactory::new(spec);
+            let catalog = factory.catalog();
+            let mut pool_config = pool_config(tier, config);
+            // One broken server must not keep the others from serving.
+            pool_config.start = StartMode::EagerKeepTrying;
+            let pool = Pool::builder(factory)
+                .config(pool_config)
+                .parent_scope(scope.clone())
+                .build()
+                .await?;
+            Ok(TierPool::Mcp(pool, catalog))
         }
         WorkersConfig::Python(script) => {
             let factory = ProcessFactory::new(spec(ProcessSpec::python(

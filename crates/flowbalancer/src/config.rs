@@ -64,6 +64,30 @@ pub enum WorkersConfig {
     Python(PathBuf),
     /// In-process built-in tools: any of `echo`, `word_count`, `sleep`, `fib`, `pid`.
     Builtin(Vec<String>),
+    /// A stdio MCP server: the argv (never run through a shell), for example
+    /// `["npx", "-y", "@modelcontextprotocol/server-everything", "stdio"]`. Each worker is one
+    /// instance of it, spoken to as an MCP client.
+    Mcp(Vec<String>),
+}
+
+impl WorkersConfig {
+    /// Whether these workers are MCP servers.
+    pub fn is_mcp(&self) -> bool {
+        matches!(self, WorkersConfig::Mcp(_))
+    }
+}
+
+/// Which of an MCP tier's tools are offered (names as the server gives them, before any
+/// prefix).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolsConfig {
+    /// Only these tools (default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<String>>,
+    /// Never these tools.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
 }
 
 /// One tier.
@@ -80,9 +104,14 @@ pub struct TierConfig {
     /// Extra workers under load (default 0).
     #[serde(default)]
     pub max_overflow: usize,
-    /// Calls in flight per worker (default 1).
-    #[serde(default = "one")]
-    pub max_in_flight: usize,
+    /// Calls in flight per worker (default 1; 16 for MCP servers, which multiplex calls on
+    /// one connection). See [`TierConfig::max_in_flight`].
+    #[serde(
+        default,
+        rename = "max_in_flight",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_in_flight_setting: Option<usize>,
     /// A call running longer kills its worker (default 30 s).
     #[serde(default = "default_call_timeout", with = "crate::duration")]
     pub call_timeout: Duration,
@@ -128,16 +157,74 @@ pub struct TierConfig {
     /// Interpreter flags for `python` workers (for example `["-S"]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub python_args: Vec<String>,
-    /// How long a worker process has to say hello (default 10 s).
-    #[serde(default = "default_hello", with = "crate::duration")]
-    pub hello_timeout: Duration,
+    /// How long a worker process has to say hello, or an MCP server to answer `initialize`
+    /// and the listings (default 10 s; 60 s for MCP servers, which `npx -y` may download
+    /// first). See [`TierConfig::hello_timeout`].
+    #[serde(
+        default,
+        rename = "hello_timeout",
+        with = "crate::duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub hello_timeout_setting: Option<Duration>,
+    /// MCP tiers: put before each tool name offered (the result must still be an MCP tool
+    /// name: 1 to 128 of `[A-Za-z0-9_.-]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_prefix: Option<String>,
+    /// MCP tiers: which tools are offered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<ToolsConfig>,
+}
+
+impl TierConfig {
+    /// A tier named `name` running `workers`, every other key at its default.
+    pub fn new(name: impl Into<String>, workers: WorkersConfig) -> Self {
+        Self {
+            name: name.into(),
+            workers,
+            size: default_size(),
+            max_overflow: 0,
+            max_in_flight_setting: None,
+            call_timeout: default_call_timeout(),
+            cancel_grace: default_cancel_grace(),
+            queue_capacity: default_queue(),
+            queue_timeout: default_queue_timeout(),
+            health_interval: default_health(),
+            health_failures: three(),
+            recycle_after_calls: None,
+            recycle_after_age: None,
+            methods: None,
+            cwd: None,
+            env: BTreeMap::new(),
+            env_allow: None,
+            python_args: Vec::new(),
+            hello_timeout_setting: None,
+            tool_prefix: None,
+            tools: None,
+        }
+    }
+
+    /// Calls in flight per worker: the `max_in_flight` key, else 16 for MCP servers and 1
+    /// for the others.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight_setting
+            .unwrap_or(if self.workers.is_mcp() { 16 } else { 1 })
+    }
+
+    /// The start timeout: the `hello_timeout` key, else 60 s for MCP servers and 10 s for
+    /// the others.
+    pub fn hello_timeout(&self) -> Duration {
+        self.hello_timeout_setting
+            .unwrap_or(if self.workers.is_mcp() {
+                Duration::from_secs(60)
+            } else {
+                default_hello()
+            })
+    }
 }
 
 fn default_size() -> usize {
     2
-}
-fn one() -> usize {
-    1
 }
 fn three() -> u32 {
     3
@@ -441,7 +528,7 @@ impl Config {
                     "size 0 with no overflow: the tier could never run a call".into(),
                 );
             }
-            if tier.max_in_flight == 0 {
+            if tier.max_in_flight_setting == Some(0) {
                 problem(format!("{at}.max_in_flight"), "must be at least 1".into());
             }
             match &tier.workers {
@@ -449,6 +536,9 @@ impl Config {
                     format!("{at}.workers.command"),
                     "the command is empty".into(),
                 ),
+                WorkersConfig::Mcp(argv) if argv.is_empty() => {
+                    problem(format!("{at}.workers.mcp"), "the command is empty".into())
+                }
                 WorkersConfig::Builtin(tools) => {
                     for tool in tools {
                         if !crate::builtin::NAMES.contains(&tool.as_str()) {
@@ -463,6 +553,31 @@ impl Config {
                     }
                 }
                 _ => {}
+            }
+            if let Some(prefix) = &tier.tool_prefix {
+                if !tier.workers.is_mcp() {
+                    problem(
+                        format!("{at}.tool_prefix"),
+                        "only MCP tiers (workers = { mcp = [...] }) take a tool_prefix".into(),
+                    );
+                } else if prefix.len() > 64
+                    || !prefix
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+                {
+                    problem(
+                        format!("{at}.tool_prefix"),
+                        format!(
+                            "{prefix:?} cannot start an MCP tool name: use at most 64 of A-Z, a-z, 0-9, _, . and -"
+                        ),
+                    );
+                }
+            }
+            if tier.tools.is_some() && !tier.workers.is_mcp() {
+                problem(
+                    format!("{at}.tools"),
+                    "only MCP tiers (workers = { mcp = [...] }) take a tools filter".into(),
+                );
             }
         }
         let mut check = |location: String, tier: &str| {

@@ -8,6 +8,7 @@
 //! | [`bus`] | `flowbalancer-bus` | batched message bus with backpressure and broadcast |
 //! | [`lifecycle`] | `flowbalancer-lifecycle` | RAII scopes for tasks, process groups, files |
 //! | [`pool`] | `flowbalancer-pool` | worker pools that survive their workers |
+//! | [`mcp`] | `flowbalancer-mcp` | stdio MCP servers as pool workers |
 //! | [`tiers`] | `flowbalancer-tiers` | method routing with honest fallback |
 //! | [`telemetry`] | `flowbalancer-telemetry` | bounded, deduplicated, rotating event log |
 //!
@@ -22,6 +23,8 @@ pub use flowbalancer_ringbuf as ringbuf;
 
 #[cfg(feature = "balancer")]
 pub use flowbalancer_lifecycle as lifecycle;
+#[cfg(feature = "balancer")]
+pub use flowbalancer_mcp as mcp;
 #[cfg(feature = "balancer")]
 pub use flowbalancer_pool as pool;
 #[cfg(feature = "balancer")]
@@ -43,11 +46,11 @@ mod error;
 mod session;
 
 #[cfg(feature = "balancer")]
-pub use balancer::{Balancer, BalancerStats};
+pub use balancer::{Balancer, BalancerStats, McpTier};
 #[cfg(feature = "balancer")]
 pub use config::{
     BreakerSettings, Config, ConfigProblem, RoutesConfig, SessionsConfig, TelemetryConfig,
-    TierConfig, WorkersConfig,
+    TierConfig, ToolsConfig, WorkersConfig,
 };
 #[cfg(feature = "balancer")]
 pub use error::Error;

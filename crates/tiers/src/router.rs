@@ -52,6 +52,17 @@ pub struct CallOptions {
     pub session: Option<String>,
     /// Where the serving worker's progress reports go (none: nobody listens).
     pub progress: Option<ProgressSink>,
+    /// The caller's side, for workers that ask it things while the call runs (an MCP
+    /// server's sampling or elicitation requests).
+    pub upstream: Option<flowbalancer_pool::UpstreamHandle>,
+}
+
+impl CallOptions {
+    /// The same options with the caller's side attached.
+    pub fn with_upstream(mut self, upstream: flowbalancer_pool::UpstreamHandle) -> Self {
+        self.upstream = Some(upstream);
+        self
+    }
 }
 
 /// A served call and where it was served.
@@ -397,6 +408,9 @@ impl Router {
         }
         if let Some(progress) = options.progress {
             request = request.with_progress(progress);
+        }
+        if let Some(upstream) = options.upstream {
+            request = request.with_upstream(upstream);
         }
         self.call_request(request, options.timeout).await
     }

@@ -1,0 +1,436 @@
+//! The MCP face of a balancer: tools of every tier in one list, calls routed through the
+//! tiers, and for MCP tiers their results, resources, prompts and completions passed
+//! through, with the servers' requests and log messages sent to the client of the call.
+
+mod upstream;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use flowbalancer::pool::{PoolError, ProgressSink, Request, UpstreamHandle};
+use flowbalancer::tiers::{CallOptions, RouteError};
+use flowbalancer::{Balancer, McpTier};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult,
+    ContentBlock, GetPromptRequestParams, GetPromptResponse, Implementation, InitializeResult,
+    ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
+    PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ReadResourceRequestParams,
+    ReadResourceResponse, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::{NotificationContext, RequestContext};
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use upstream::ClientPeer;
+
+/// The MCP face of a balancer.
+pub(crate) struct Gateway {
+    balancer: Arc<Balancer>,
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, McpError> {
+    serde_json::from_value(value)
+        .map_err(|e| McpError::internal_error(format!("building a response: {e}"), None))
+}
+
+fn text(text: String) -> Result<ContentBlock, McpError> {
+    from_json(json!({ "type": "text", "text": text }))
+}
+
+/// The MCP error for a server's JSON-RPC error (kept whole in the worker error's data).
+fn server_error(error: &PoolError) -> Option<McpError> {
+    let PoolError::Call { error, .. } = error else {
+        return None;
+    };
+    let data = error.data.as_ref()?;
+    let code = i32::try_from(data.get("code")?.as_i64()?).ok()?;
+    let message = data
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or(&error.message)
+        .to_string();
+    Some(McpError::new(
+        rmcp::model::ErrorCode(code),
+        message,
+        data.get("data").cloned(),
+    ))
+}
+
+/// The session of a call: `_meta.sessionId` (or `session_id`), else a `_session` argument.
+fn session_of(
+    meta: &serde_json::Map<String, Value>,
+    arguments: &mut serde_json::Map<String, Value>,
+) -> Option<String> {
+    let from_meta = ["sessionId", "session_id", "session"]
+        .iter()
+        .find_map(|k| meta.get(*k).and_then(Value::as_str).map(str::to_string));
+    let from_args = arguments
+        .remove("_session")
+        .and_then(|v| v.as_str().map(str::to_string));
+    from_meta.or(from_args)
+}
+
+impl Gateway {
+    pub(crate) fn new(balancer: Arc<Balancer>) -> Self {
+        Self { balancer }
+    }
+
+    fn tools(&self) -> Vec<Value> {
+        self.balancer
+            .tools()
+            .into_iter()
+            .map(|t| match t.definition {
+                // An MCP server's definition, whole (its name already prefixed).
+                Some(definition) if definition.is_object() => definition,
+                _ => {
+                    let schema = if t.input_schema.is_object() {
+                        t.input_schema
+                    } else {
+                        json!({"type": "object"})
+                    };
+                    json!({ "name": t.name, "description": t.description, "inputSchema": schema })
+                }
+            })
+            .collect()
+    }
+
+    fn any_tier_has(&self, capability: &str) -> bool {
+        self.balancer
+            .mcp_tiers()
+            .iter()
+            .any(|t| t.catalog.has_capability(capability))
+    }
+
+    /// Items of every MCP tier's listing, each key once (the first tier in order wins).
+    fn union(&self, items: impl Fn(&McpTier) -> Vec<Value>, key: &str) -> Vec<Value> {
+        let mut seen = std::collections::HashSet::new();
+        let mut all = Vec::new();
+        for tier in self.balancer.mcp_tiers() {
+            for item in items(tier) {
+                let id = item.get(key).map(Value::to_string).unwrap_or_default();
+                if seen.insert(id) {
+                    all.push(item);
+                }
+            }
+        }
+        all
+    }
+
+    /// Sends a raw MCP request to one tier's servers.
+    async fn forward(
+        &self,
+        tier: &McpTier,
+        method: &str,
+        params: Value,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<Value, McpError> {
+        let deadline = Instant::now() + self.balancer.config().timeout;
+        let request = Request::new(
+            format!("{}{method}", flowbalancer::mcp::RAW_METHOD_PREFIX),
+            params,
+        )
+        .with_deadline(deadline)
+        .with_upstream(UpstreamHandle(Arc::new(ClientPeer::new(
+            context.peer.clone(),
+        ))));
+        let call = tier.pool.call(request);
+        let answer = tokio::select! {
+            answer = call => answer,
+            () = context.ct.cancelled() => {
+                return Err(McpError::internal_error("the request was cancelled", None));
+            }
+        };
+        match answer {
+            Ok(response) => Ok(response.payload.to_json()),
+            Err(error) => Err(server_error(&error).unwrap_or_else(|| {
+                McpError::internal_error(format!("tier {:?}: {error}", tier.name), None)
+            })),
+        }
+    }
+
+    /// The tiers to ask for `key`, the owner first: the tier whose listing has it, then
+    /// every other tier with the capability.
+    fn owners(&self, owns: impl Fn(&McpTier) -> bool, capability: &str) -> Vec<McpTier> {
+        let tiers = self.balancer.mcp_tiers();
+        let mut ordered: Vec<McpTier> = tiers.iter().filter(|t| owns(t)).cloned().collect();
+        ordered.extend(
+            tiers
+                .iter()
+                .filter(|t| !owns(t) && t.catalog.has_capability(capability))
+                .cloned(),
+        );
+        ordered
+    }
+}
+
+impl ServerHandler for Gateway {
+    fn get_info(&self) -> ServerConfig {
+        let mut capabilities = json!({ "tools": { "listChanged": true } });
+        if self.any_tier_has("resources") {
+            capabilities["resources"] = json!({ "listChanged": true });
+        }
+        if self.any_tier_has("prompts") {
+            capabilities["prompts"] = json!({ "listChanged": true });
+        }
+        if self.any_tier_has("completions") {
+            capabilities["completions"] = json!({});
+        }
+        let capabilities: ServerCapabilities =
+            serde_json::from_value(capabilities).unwrap_or_default();
+        let info: Implementation = serde_json::from_value(json!({
+            "name": self.balancer.config().name,
+            "version": env!("CARGO_PKG_VERSION"),
+        }))
+        .unwrap_or_default();
+        InitializeResult::new(capabilities)
+            .with_server_info(info)
+            .with_instructions("Tools are served by tiered worker pools; failures carry every attempt in structuredContent.")
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        // Tell this client whenever a server's lists change.
+        let mut changes = self.balancer.subscribe_changes();
+        changes.borrow_and_update();
+        let peer = context.peer;
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                if peer.notify_tool_list_changed().await.is_err() {
+                    break; // the client is gone
+                }
+                let _ = peer.notify_resource_list_changed().await;
+                let _ = peer.notify_prompt_list_changed().await;
+            }
+        });
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        from_json(json!({ "tools": self.tools() }))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.tools()
+            .into_iter()
+            .find(|t| t["name"] == name)
+            .and_then(|t| serde_json::from_value(t).ok())
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let name = request.name.to_string();
+        if !self.balancer.tools().iter().any(|t| t.name == name) {
+            return Err(McpError::invalid_params(
+                format!("unknown tool {name:?}"),
+                Some(json!({ "tool": name })),
+            ));
+        }
+        let mut arguments = request.arguments.unwrap_or_default();
+        let meta = serde_json::to_value(&context.meta)
+            .ok()
+            .and_then(|v| v.as_object().cloned())
+            .unwrap_or_default();
+        let session = session_of(&meta, &mut arguments);
+        let progress = context
+            .meta
+            .get_progress_token()
+            .map(|token| progress_forwarder(token, context.peer.clone()));
+        let upstream = UpstreamHandle(Arc::new(ClientPeer::new(context.peer.clone())));
+        let call = self.balancer.call(
+            &name,
+            Value::Object(arguments),
+            CallOptions {
+                session,
+                timeout: None,
+                progress,
+                upstream: Some(upstream),
+            },
+        );
+        // A cancelled request drops the call: the pool cancels it at the worker and keeps the
+        // worker's slot until the worker has stopped.
+        let result = tokio::select! {
+            result = call => result,
+            () = context.ct.cancelled() => {
+                return Err(McpError::internal_error("the request was cancelled", None));
+            }
+        };
+        let result = match result {
+            Ok(routed) if self.balancer.is_mcp_tier(&routed.tier) => {
+                // An MCP server's result, as it sent it.
+                from_json::<CallToolResult>(routed.payload().to_json())?
+            }
+            Ok(routed) => {
+                let payload = routed.payload().to_json();
+                let mut result = CallToolResult::success(vec![text(payload.to_string())?]);
+                if payload.is_object() {
+                    result.structured_content = Some(payload);
+                }
+                // Which tier served it, and what was tried first.
+                result.meta = serde_json::from_value(json!({
+                    "flowbalancer/tier": routed.tier,
+                    "flowbalancer/attempts": routed.attempts,
+                }))
+                .ok();
+                result
+            }
+            Err(RouteError::Rejected {
+                ref tier,
+                ref error,
+                ..
+            }) if self.balancer.is_mcp_tier(tier) && server_error(error).is_some() => {
+                // The server's own JSON-RPC error (invalid params, …), passed on.
+                return Err(
+                    server_error(error).unwrap_or_else(|| McpError::internal_error("", None))
+                );
+            }
+            Err(error) => {
+                let mut result = CallToolResult::error(vec![text(error.to_string())?]);
+                result.structured_content = Some(error.to_json());
+                result
+            }
+        };
+        Ok(result.into())
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        let resources = self.union(|t| t.catalog.listing().resources, "uri");
+        from_json(json!({ "resources": resources }))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        let templates = self.union(|t| t.catalog.listing().resource_templates, "uriTemplate");
+        from_json(json!({ "resourceTemplates": templates }))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let params = serde_json::to_value(&request).unwrap_or_else(|_| json!({}));
+        let uri = request.uri.clone();
+        let owns = |t: &McpTier| {
+            t.catalog
+                .listing()
+                .resources
+                .iter()
+                .any(|r| r.get("uri").and_then(Value::as_str) == Some(uri.as_str()))
+        };
+        let mut last = McpError::resource_not_found(format!("no server has {uri:?}"), None);
+        for tier in self.owners(owns, "resources") {
+            match self
+                .forward(&tier, "resources/read", params.clone(), &context)
+                .await
+            {
+                Ok(result) => {
+                    return Ok(from_json::<rmcp::model::ReadResourceResult>(result)?.into());
+                }
+                Err(error) => last = error,
+            }
+        }
+        Err(last)
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        let prompts = self.union(|t| t.catalog.listing().prompts, "name");
+        from_json(json!({ "prompts": prompts }))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        let params = serde_json::to_value(&request).unwrap_or_else(|_| json!({}));
+        let name = request.name.clone();
+        let owner = self.balancer.mcp_tiers().iter().find(|t| {
+            t.catalog
+                .listing()
+                .prompts
+                .iter()
+                .any(|p| p.get("name").and_then(Value::as_str) == Some(name.as_str()))
+        });
+        let Some(owner) = owner else {
+            return Err(McpError::invalid_params(
+                format!("unknown prompt {name:?}"),
+                None,
+            ));
+        };
+        let result = self.forward(owner, "prompts/get", params, &context).await?;
+        Ok(from_json::<rmcp::model::GetPromptResult>(result)?.into())
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, McpError> {
+        let params = serde_json::to_value(&request).unwrap_or_else(|_| json!({}));
+        let reference = params.get("ref").cloned().unwrap_or(Value::Null);
+        let owns = |t: &McpTier| {
+            let listing = t.catalog.listing();
+            match reference.get("type").and_then(Value::as_str) {
+                Some("ref/prompt") => listing
+                    .prompts
+                    .iter()
+                    .any(|p| p.get("name") == reference.get("name")),
+                Some("ref/resource") => listing
+                    .resource_templates
+                    .iter()
+                    .any(|r| r.get("uriTemplate") == reference.get("uri")),
+                _ => false,
+            }
+        };
+        let Some(tier) = self.owners(owns, "completions").into_iter().next() else {
+            return from_json(json!({ "completion": { "values": [] } }));
+        };
+        from_json(
+            self.forward(&tier, "completion/complete", params, &context)
+                .await?,
+        )
+    }
+}
+
+/// A progress sink that forwards a worker's reports to the client as `notifications/progress`
+/// with the client's own token, in order, from one task that ends when the call's sinks are
+/// gone.
+fn progress_forwarder(token: ProgressToken, peer: rmcp::Peer<RoleServer>) -> ProgressSink {
+    let (reports, mut received) = mpsc::unbounded_channel::<flowbalancer::pool::Progress>();
+    let token_json = serde_json::to_value(&token).unwrap_or(Value::Null);
+    tokio::spawn(async move {
+        while let Some(report) = received.recv().await {
+            let mut param = ProgressNotificationParam::new(token.clone(), report.progress);
+            if let Some(total) = report.total {
+                param = param.with_total(total);
+            }
+            if let Some(message) = report.message {
+                param = param.with_message(message);
+            }
+            if peer.notify_progress(param).await.is_err() {
+                break; // the client is gone
+            }
+        }
+    });
+    ProgressSink::new(move |report| {
+        let _ = reports.send(report);
+    })
+    .with_token(token_json)
+}

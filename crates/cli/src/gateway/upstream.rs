@@ -1,0 +1,82 @@
+//! The client of one request, as an [`Upstream`] for the MCP server that serves it: the
+//! server's sampling, elicitation and roots requests and its log messages go to this client.
+
+use flowbalancer::pool::{Upstream, UpstreamError, UpstreamFuture};
+use rmcp::model::{ServerNotification, ServerRequest};
+use rmcp::{Peer, RoleServer};
+use serde_json::{Value, json};
+
+/// The standard "method not found" code, for a capability the client lacks.
+const METHOD_NOT_FOUND: i64 = -32601;
+
+/// One client connection, answering for the requests of the MCP servers behind us.
+pub(crate) struct ClientPeer {
+    peer: Peer<RoleServer>,
+}
+
+impl ClientPeer {
+    pub(crate) fn new(peer: Peer<RoleServer>) -> Self {
+        Self { peer }
+    }
+
+    /// Whether the client declared the capability a server request needs.
+    fn can(&self, method: &str) -> bool {
+        let Some(info) = self.peer.peer_info() else {
+            return false;
+        };
+        let capabilities = serde_json::to_value(&info.capabilities).unwrap_or(Value::Null);
+        let needed = match method {
+            "sampling/createMessage" => "sampling",
+            "elicitation/create" => "elicitation",
+            "roots/list" => "roots",
+            _ => return false,
+        };
+        capabilities.get(needed).is_some_and(|c| !c.is_null())
+    }
+}
+
+fn error(code: i64, message: impl Into<String>) -> UpstreamError {
+    UpstreamError {
+        code,
+        message: message.into(),
+        data: None,
+    }
+}
+
+impl Upstream for ClientPeer {
+    fn request(&self, method: &str, params: Value) -> UpstreamFuture {
+        if !self.can(method) {
+            let message = format!("the client does not support {method}");
+            return Box::pin(async move { Err(error(METHOD_NOT_FOUND, message)) });
+        }
+        let request: Result<ServerRequest, _> =
+            serde_json::from_value(json!({ "method": method, "params": params }));
+        let peer = self.peer.clone();
+        Box::pin(async move {
+            let request = request.map_err(|e| error(-32602, format!("invalid params: {e}")))?;
+            match peer.send_request(request).await {
+                Ok(result) => serde_json::to_value(result)
+                    .map_err(|e| error(-32603, format!("the client's answer: {e}"))),
+                Err(rmcp::ServiceError::McpError(e)) => Err(UpstreamError {
+                    code: i64::from(e.code.0),
+                    message: e.message.to_string(),
+                    data: e.data,
+                }),
+                Err(other) => Err(error(-32603, format!("the client did not answer: {other}"))),
+            }
+        })
+    }
+
+    fn notify(&self, method: &str, params: Value) {
+        let notification: Result<ServerNotification, _> =
+            serde_json::from_value(json!({ "method": method, "params": params }));
+        let Ok(notification) = notification else {
+            tracing::debug!(method, "a server notification could not be forwarded");
+            return;
+        };
+        let peer = self.peer.clone();
+        tokio::spawn(async move {
+            let _ = peer.send_notification(notification).await;
+        });
+    }
+}
