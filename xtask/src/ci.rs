@@ -170,12 +170,62 @@ pub(crate) fn e2e() -> Result<(), String> {
             .arg(e2e_dir().join("run_e2e.py"))
             .arg(&binary),
     )?;
+    mcp_backends(&binary, &python)?;
     if cmd::has("npx", &["--version"]) {
         inspector(&binary)
     } else {
         eprintln!("node/npx not found: the MCP Inspector check is not run");
         Ok(())
     }
+}
+
+/// The real MCP servers behind `serve`: @modelcontextprotocol/server-everything from npm
+/// (installed under target/e2e-npm), mcp-server-time from PyPI and a server on the SDK's
+/// MCPServer (in the e2e venv), driven by the Python SDK (`tests/e2e/mcp_backends.py`).
+fn mcp_backends(binary: &std::path::Path, python: &std::path::Path) -> Result<(), String> {
+    let root = cmd::root();
+    let npm_dir = root.join("target/e2e-npm");
+    let everything =
+        npm_dir.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    if !everything.exists() {
+        if !cmd::has("npm", &["--version"]) {
+            return Err(
+                "npm is needed for the MCP-backend end-to-end tests (server-everything)".into(),
+            );
+        }
+        eprintln!(
+            "installing @modelcontextprotocol/server-everything into {}",
+            npm_dir.display()
+        );
+        std::fs::create_dir_all(&npm_dir).map_err(|e| format!("{}: {e}", npm_dir.display()))?;
+        cmd::run(
+            std::process::Command::new("npm")
+                .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+                .arg(&npm_dir)
+                .arg("@modelcontextprotocol/server-everything"),
+        )?;
+    }
+    let has_time = std::process::Command::new(python)
+        .args(["-c", "import mcp_server_time"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_time {
+        eprintln!("installing mcp-server-time into the e2e venv");
+        cmd::run(std::process::Command::new(python).args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "mcp-server-time",
+        ]))?;
+    }
+    cmd::run(
+        std::process::Command::new(python)
+            .arg(e2e_dir().join("mcp_backends.py"))
+            .arg(binary)
+            .arg(&everything),
+    )
 }
 
 /// `npx @modelcontextprotocol/inspector --cli … --method tools/list` must list our tools.

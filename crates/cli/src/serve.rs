@@ -82,6 +82,7 @@ async fn filter_input<R: AsyncRead + Unpin>(
     mut input: R,
     mut to_rmcp: tokio::io::DuplexStream,
     out: mpsc::UnboundedSender<Vec<u8>>,
+    listings: ToolListings,
 ) {
     let mut buffer = vec![0u8; 64 * 1024];
     let mut line: Vec<u8> = Vec::new();
@@ -109,6 +110,7 @@ async fn filter_input<R: AsyncRead + Unpin>(
             } else if line.iter().any(|b| !b.is_ascii_whitespace()) {
                 match vet(&line) {
                     Ok(()) => {
+                        listings.note_request(&line);
                         line.push(b'\n');
                         if to_rmcp.write_all(&line).await.is_err() {
                             return;
@@ -135,6 +137,81 @@ async fn filter_input<R: AsyncRead + Unpin>(
 struct LineSink {
     out: mpsc::UnboundedSender<Vec<u8>>,
     pending: Vec<u8>,
+    listings: ToolListings,
+}
+
+/// The `tools/list` requests in flight, so that their answers can get the MCP servers' whole
+/// tool definitions back: rmcp's typed `Tool` keeps only the fields it knows, and a field a
+/// server sends that rmcp does not model (`execution`, or whatever a later revision adds)
+/// must still reach the client.
+#[derive(Clone)]
+pub(crate) struct ToolListings {
+    ids: Arc<parking_lot::Mutex<Vec<Value>>>,
+    balancer: Arc<Balancer>,
+}
+
+impl ToolListings {
+    fn note_request(&self, line: &[u8]) {
+        const NEEDLE: &[u8] = b"tools/list";
+        if !line.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
+            return;
+        }
+        if let Ok(message) = serde_json::from_slice::<Value>(line)
+            && message.get("method").and_then(Value::as_str) == Some("tools/list")
+            && let Some(id) = message.get("id")
+        {
+            self.ids.lock().push(id.clone());
+        }
+    }
+
+    /// The line, with whole tool definitions if it answers a `tools/list`.
+    fn restore(&self, line: Vec<u8>) -> Vec<u8> {
+        if self.ids.lock().is_empty() {
+            return line;
+        }
+        let Ok(mut message) = serde_json::from_slice::<Value>(&line) else {
+            return line;
+        };
+        let Some(id) = message.get("id").cloned() else {
+            return line;
+        };
+        {
+            let mut ids = self.ids.lock();
+            let Some(at) = ids.iter().position(|i| *i == id) else {
+                return line;
+            };
+            ids.swap_remove(at);
+        }
+        let Some(tools) = message
+            .get_mut("result")
+            .and_then(|r| r.get_mut("tools"))
+            .and_then(Value::as_array_mut)
+        else {
+            return line;
+        };
+        let whole: std::collections::HashMap<String, Value> = self
+            .balancer
+            .tools()
+            .into_iter()
+            .filter_map(|t| t.definition.map(|d| (t.name, d)))
+            .collect();
+        for tool in tools.iter_mut() {
+            let name = tool.get("name").and_then(Value::as_str).unwrap_or_default();
+            if let (Some(definition), Some(object)) = (whole.get(name), tool.as_object_mut()) {
+                if let Some(fields) = definition.as_object() {
+                    for (key, value) in fields {
+                        object.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        let mut restored = serde_json::to_vec(&message).unwrap_or_default();
+        if restored.is_empty() {
+            return line;
+        }
+        restored.push(b'\n');
+        restored
+    }
 }
 
 impl AsyncWrite for LineSink {
@@ -147,6 +224,7 @@ impl AsyncWrite for LineSink {
         this.pending.extend_from_slice(data);
         while let Some(end) = this.pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = this.pending.drain(..=end).collect();
+            let line = this.listings.restore(line);
             if this.out.send(line).is_err() {
                 return Poll::Ready(Err(std::io::Error::new(
                     std::io::ErrorKind::BrokenPipe,
@@ -191,10 +269,20 @@ pub(crate) async fn serve(balancer: Arc<Balancer>) -> Result<(), String> {
         }
     });
     let (rmcp_input, to_rmcp) = tokio::io::duplex(1 << 20);
-    let filter = tokio::spawn(filter_input(stdin, to_rmcp, out_tx.clone()));
+    let listings = ToolListings {
+        ids: Arc::default(),
+        balancer: Arc::clone(&balancer),
+    };
+    let filter = tokio::spawn(filter_input(
+        stdin,
+        to_rmcp,
+        out_tx.clone(),
+        listings.clone(),
+    ));
     let sink = LineSink {
         out: out_tx,
         pending: Vec::new(),
+        listings,
     };
     let service = Gateway::new(Arc::clone(&balancer))
         .serve((rmcp_input, sink))

@@ -54,6 +54,10 @@ enum Waiter {
         request_id: u64,
         progress: Option<ProgressSink>,
         upstream: Option<UpstreamHandle>,
+        /// Written to the server's stdin in full: from then on it may have run.
+        sent: bool,
+        /// A tool the server marks read-only or idempotent: running it twice is harmless.
+        idempotent: bool,
     },
     /// Our own request (initialize, a listing, a ping).
     Own(Answer),
@@ -73,7 +77,8 @@ struct Shared {
     next_id: AtomicU64,
     process: ProcessHandle,
     died: tokio::sync::Notify,
-    lines: mpsc::UnboundedSender<Vec<u8>>,
+    /// Whole lines for the writer, each with the id of the call it carries (if any).
+    lines: mpsc::UnboundedSender<(Option<u64>, Vec<u8>)>,
     tail: Arc<StderrTail>,
     spec: Arc<McpServerSpec>,
     catalog: Arc<Catalog>,
@@ -98,8 +103,28 @@ impl Shared {
             std::mem::take(&mut pending.waiting)
         };
         for (_, waiter) in waiting {
-            let (Waiter::Call { answer, .. } | Waiter::Own(answer)) = waiter;
-            let _ = answer.send(Err(error.clone()));
+            match waiter {
+                // Never delivered, or harmless to run twice: another instance may take it.
+                Waiter::Call {
+                    answer,
+                    sent,
+                    idempotent,
+                    ..
+                } if !sent || idempotent => {
+                    let why = if sent {
+                        "the tool is idempotent, so another instance may run it"
+                    } else {
+                        "the call had not reached it, so another instance may run it"
+                    };
+                    let _ = answer.send(Err(WorkerError::new(
+                        ErrorKind::Transient,
+                        format!("{}; {why}", error.message),
+                    )));
+                }
+                Waiter::Call { answer, .. } | Waiter::Own(answer) => {
+                    let _ = answer.send(Err(error.clone()));
+                }
+            }
         }
         let _ = self.process.kill();
     }
@@ -111,6 +136,11 @@ impl Shared {
     }
 
     fn send_line(&self, message: &Value) -> Result<(), WorkerError> {
+        self.send_call_line(None, message)
+    }
+
+    /// Queues a line; `call` is the id of the call it carries, marked sent once written.
+    fn send_call_line(&self, call: Option<u64>, message: &Value) -> Result<(), WorkerError> {
         let mut line = serde_json::to_vec(message).map_err(|e| {
             WorkerError::new(
                 ErrorKind::BadParams,
@@ -118,7 +148,7 @@ impl Shared {
             )
         })?;
         line.push(b'\n');
-        self.lines.send(line).map_err(|_| self.dead())
+        self.lines.send((call, line)).map_err(|_| self.dead())
     }
 
     fn register(&self, waiter: Waiter) -> Result<u64, WorkerError> {
@@ -422,6 +452,17 @@ impl McpWorker {
         self.id
     }
 
+    /// Whether the offered tool is marked read-only or idempotent by its server.
+    fn is_idempotent(&self, offered: &str) -> bool {
+        self.shared.tools.read().iter().any(|t| {
+            t.name == offered
+                && t.definition.as_ref().is_some_and(|d| {
+                    let hint = |k: &str| d["annotations"][k].as_bool() == Some(true);
+                    hint("readOnlyHint") || hint("idempotentHint")
+                })
+        })
+    }
+
     fn backend_id_of(&self, request_id: u64) -> Option<u64> {
         self.shared
             .pending
@@ -525,12 +566,15 @@ impl Worker for McpWorker {
                 )
             }
         };
+        let idempotent = method == "tools/call" && self.is_idempotent(&request.method);
         let (tx, rx) = oneshot::channel();
         let id = shared.register(Waiter::Call {
             answer: tx,
             request_id: request.meta.request_id,
             progress: request.meta.progress.clone(),
             upstream: request.meta.upstream.clone(),
+            sent: false,
+            idempotent,
         })?;
         let mut params = params;
         if request.meta.progress.is_some()
@@ -544,9 +588,12 @@ impl Worker for McpWorker {
             }
         }
         let message = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
-        if let Err(error) = shared.send_line(&message) {
+        if let Err(error) = shared.send_call_line(Some(id), &message) {
             shared.pending.lock().waiting.remove(&id);
-            return Err(error);
+            return Err(WorkerError::new(
+                ErrorKind::Transient,
+                format!("{}; the call was not sent", error.message),
+            ));
         }
         match rx.await {
             Ok(Ok(result)) => Ok(Payload::json(result)),
@@ -632,9 +679,10 @@ impl Drop for McpWorker {
 async fn write_lines(
     shared: Arc<Shared>,
     mut stdin: ChildStdin,
-    mut lines: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut lines: mpsc::UnboundedReceiver<(Option<u64>, Vec<u8>)>,
 ) {
     let mut batch = Vec::new();
+    let mut calls = Vec::new();
     loop {
         let died = shared.died.notified();
         tokio::pin!(died);
@@ -650,9 +698,14 @@ async fn write_lines(
             () = &mut died => return,
         };
         batch.clear();
-        batch.extend_from_slice(&line);
+        calls.clear();
+        let mut take = |(call, line): (Option<u64>, Vec<u8>)| {
+            batch.extend_from_slice(&line);
+            calls.extend(call);
+        };
+        take(line);
         while let Ok(more) = lines.try_recv() {
-            batch.extend_from_slice(&more);
+            take(more);
         }
         if let Err(e) = stdin.write_all(&batch).await {
             shared.die(WorkerError::new(
@@ -660,6 +713,14 @@ async fn write_lines(
                 format!("{}: writing to its stdin failed: {e}", shared.label),
             ));
             return;
+        }
+        if !calls.is_empty() {
+            let mut pending = shared.pending.lock();
+            for id in &calls {
+                if let Some(Waiter::Call { sent, .. }) = pending.waiting.get_mut(id) {
+                    *sent = true;
+                }
+            }
         }
     }
 }

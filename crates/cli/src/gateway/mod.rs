@@ -237,10 +237,13 @@ impl ServerHandler for Gateway {
             .and_then(|v| v.as_object().cloned())
             .unwrap_or_default();
         let session = session_of(&meta, &mut arguments);
-        let progress = context
-            .meta
-            .get_progress_token()
-            .map(|token| progress_forwarder(token, context.peer.clone()));
+        let (progress, flush) = match context.meta.get_progress_token() {
+            Some(token) => {
+                let (sink, flush) = progress_forwarder(token, context.peer.clone());
+                (Some(sink), Some(flush))
+            }
+            None => (None, None),
+        };
         let upstream = UpstreamHandle(Arc::new(ClientPeer::new(context.peer.clone())));
         let call = self.balancer.call(
             &name,
@@ -260,6 +263,10 @@ impl ServerHandler for Gateway {
                 return Err(McpError::internal_error("the request was cancelled", None));
             }
         };
+        if let Some(flush) = flush {
+            // Every progress report sent before the answer reaches the client before it.
+            flush.flush().await;
+        }
         let result = match result {
             Ok(routed) if self.balancer.is_mcp_tier(&routed.tier) => {
                 // An MCP server's result, as it sent it.
@@ -409,14 +416,38 @@ impl ServerHandler for Gateway {
     }
 }
 
+enum Forward {
+    Report(flowbalancer::pool::Progress),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Waits until every report given to a forwarder so far has been sent to the client.
+struct Flush(mpsc::UnboundedSender<Forward>);
+
+impl Flush {
+    async fn flush(self) {
+        let (done, sent) = tokio::sync::oneshot::channel();
+        if self.0.send(Forward::Flush(done)).is_ok() {
+            let _ = sent.await;
+        }
+    }
+}
+
 /// A progress sink that forwards a worker's reports to the client as `notifications/progress`
 /// with the client's own token, in order, from one task that ends when the call's sinks are
 /// gone.
-fn progress_forwarder(token: ProgressToken, peer: rmcp::Peer<RoleServer>) -> ProgressSink {
-    let (reports, mut received) = mpsc::unbounded_channel::<flowbalancer::pool::Progress>();
+fn progress_forwarder(token: ProgressToken, peer: rmcp::Peer<RoleServer>) -> (ProgressSink, Flush) {
+    let (reports, mut received) = mpsc::unbounded_channel::<Forward>();
     let token_json = serde_json::to_value(&token).unwrap_or(Value::Null);
     tokio::spawn(async move {
-        while let Some(report) = received.recv().await {
+        while let Some(forward) = received.recv().await {
+            let report = match forward {
+                Forward::Report(report) => report,
+                Forward::Flush(done) => {
+                    let _ = done.send(());
+                    continue;
+                }
+            };
             let mut param = ProgressNotificationParam::new(token.clone(), report.progress);
             if let Some(total) = report.total {
                 param = param.with_total(total);
@@ -429,8 +460,10 @@ fn progress_forwarder(token: ProgressToken, peer: rmcp::Peer<RoleServer>) -> Pro
             }
         }
     });
-    ProgressSink::new(move |report| {
-        let _ = reports.send(report);
+    let flush = Flush(reports.clone());
+    let sink = ProgressSink::new(move |report| {
+        let _ = reports.send(Forward::Report(report));
     })
-    .with_token(token_json)
+    .with_token(token_json);
+    (sink, flush)
 }
