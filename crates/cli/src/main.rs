@@ -37,6 +37,10 @@ enum Command {
         /// The config file (TOML); see docs/configuration.md.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// An `{"mcpServers": {...}}` JSON file (Claude Desktop, Cursor): each server
+        /// becomes an MCP tier of its own.
+        #[arg(long)]
+        mcp_config: Option<PathBuf>,
     },
     /// Make one call and print its result as JSON.
     Call {
@@ -48,6 +52,9 @@ enum Command {
         /// The config file (TOML).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// An `{"mcpServers": {...}}` JSON file; each server becomes an MCP tier.
+        #[arg(long)]
+        mcp_config: Option<PathBuf>,
         /// A session id (affinity).
         #[arg(long)]
         session: Option<String>,
@@ -76,10 +83,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Validate a config and explain each problem with its location.
+    /// Validate a config and explain every problem with its location, including programs
+    /// and scripts missing on this machine.
     Check {
         /// The config file (TOML).
-        config: PathBuf,
+        config: Option<PathBuf>,
+        /// An `{"mcpServers": {...}}` JSON file to check too (or alone).
+        #[arg(long)]
+        mcp_config: Option<PathBuf>,
     },
     /// Summarise tool output (ruff, flake8, mypy, tsc, eslint, pytest, cargo, a Python
     /// traceback): what failed, how often, and what to run next.
@@ -124,17 +135,85 @@ use tracing_subscriber::Layer as _;
 /// for stderr saying what it serves.
 fn load_config(
     path: Option<&PathBuf>,
+    mcp_config: Option<&PathBuf>,
     scratch: &std::path::Path,
 ) -> Result<(Config, Option<String>), String> {
-    match path {
-        Some(path) => Config::from_file(path)
-            .map(|config| (config, None))
-            .map_err(|e| e.to_string()),
-        None => {
+    let imported = match mcp_config {
+        Some(file) => Some(Config::tiers_from_mcp_servers_file(file).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let (mut config, note) = match (path, &imported) {
+        (Some(path), _) => (Config::from_file(path).map_err(|e| e.to_string())?, None),
+        (None, Some(_)) => (Config::with_tiers(Vec::new()), None),
+        (None, None) => {
             let (config, note) = assets::default_config(scratch).map_err(|e| e.to_string())?;
-            Ok((config, Some(note)))
+            (config, Some(note))
+        }
+    };
+    if let Some(tiers) = imported {
+        config.tiers.extend(tiers);
+        let problems = config.problems();
+        if !problems.is_empty() {
+            return Err(flowbalancer::Error::Config { problems }.to_string());
         }
     }
+    Ok((config, note))
+}
+
+/// `flowbalancer check`: every problem of the config and the imported servers at once.
+fn check(config: Option<&PathBuf>, mcp_config: Option<&PathBuf>) -> ExitCode {
+    let mut problems: Vec<String> = Vec::new();
+    let mut tiers = Vec::new();
+    let mut merged = match config {
+        Some(path) => match Config::from_file(path) {
+            Ok(config) => Some(config),
+            Err(error) => {
+                problems.push(error.to_string());
+                None
+            }
+        },
+        None => Some(Config::with_tiers(Vec::new())),
+    };
+    if let Some(file) = mcp_config {
+        match std::fs::read_to_string(file) {
+            Ok(text) => {
+                let (imported, found) = Config::parse_mcp_servers(&text);
+                tiers = imported;
+                problems.extend(found.iter().map(|p| format!("{}:{p}", file.display())));
+            }
+            Err(error) => problems.push(format!("reading {}: {error}", file.display())),
+        }
+    }
+    if config.is_none() && mcp_config.is_none() {
+        eprintln!("flowbalancer check: give a config file, --mcp-config FILE, or both");
+        return ExitCode::from(2);
+    }
+    if let Some(config) = &mut merged {
+        config.tiers.extend(tiers);
+        if mcp_config.is_some() && !config.tiers.is_empty() {
+            problems.extend(config.problems().iter().map(ToString::to_string));
+        }
+        problems.extend(
+            config
+                .environment_problems()
+                .iter()
+                .map(ToString::to_string),
+        );
+        for warning in config.warnings() {
+            eprintln!("warning: {warning}");
+        }
+    }
+    if !problems.is_empty() {
+        for problem in &problems {
+            eprintln!("{problem}");
+        }
+        return ExitCode::from(1);
+    }
+    if let Some(config) = merged {
+        let names: Vec<&str> = config.tiers.iter().map(|t| t.name.as_str()).collect();
+        println!("ok: {} tier(s): {}", names.len(), names.join(" → "));
+    }
+    ExitCode::SUCCESS
 }
 
 /// Opens the per-user run registry (see `flowbalancer_lifecycle::RunRegistry`).
@@ -151,10 +230,11 @@ fn open_run_registry() -> Option<flowbalancer::lifecycle::RunRegistry> {
 
 async fn start(
     config: Option<&PathBuf>,
+    mcp_config: Option<&PathBuf>,
     scratch: &std::path::Path,
     logs: &LogHandle,
 ) -> Result<Arc<Balancer>, String> {
-    let (config, note) = load_config(config, scratch)?;
+    let (config, note) = load_config(config, mcp_config, scratch)?;
     let balancer = Balancer::from_config(config)
         .await
         .map_err(|e| format!("cannot start: {e}"))?;
@@ -220,8 +300,9 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         .tempdir()
         .map_err(|e| format!("cannot create a scratch directory: {e}"))?;
     match cli.command {
-        Command::Serve { config } => {
-            let balancer = start(config.as_ref(), scratch.path(), &logs).await?;
+        Command::Serve { config, mcp_config } => {
+            let balancer =
+                start(config.as_ref(), mcp_config.as_ref(), scratch.path(), &logs).await?;
             let served = serve::serve(Arc::clone(&balancer)).await;
             balancer.shutdown().await;
             served.map(|()| ExitCode::SUCCESS)
@@ -230,11 +311,13 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             tool,
             args,
             config,
+            mcp_config,
             session,
             timeout,
         } => {
             let params = parse_args(&args)?;
-            let balancer = start(config.as_ref(), scratch.path(), &logs).await?;
+            let balancer =
+                start(config.as_ref(), mcp_config.as_ref(), scratch.path(), &logs).await?;
             let result = balancer
                 .call(
                     &tool,
@@ -275,7 +358,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             json,
         } => {
             let params = parse_args(&args)?;
-            let balancer = start(config.as_ref(), scratch.path(), &logs).await?;
+            let balancer = start(config.as_ref(), None, scratch.path(), &logs).await?;
             let report = bench::run(
                 Arc::clone(&balancer),
                 &tool,
@@ -300,20 +383,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             })
         }
         Command::Analyze { file, json } => analyze(&file, json),
-        Command::Check { config } => match Config::from_file(&config) {
-            Ok(config) => {
-                for warning in config.warnings() {
-                    eprintln!("warning: {warning}");
-                }
-                let names: Vec<&str> = config.tiers.iter().map(|t| t.name.as_str()).collect();
-                println!("ok: {} tier(s): {}", names.len(), names.join(" → "));
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(error) => {
-                eprintln!("{error}");
-                Ok(ExitCode::from(1))
-            }
-        },
+        Command::Check { config, mcp_config } => Ok(check(config.as_ref(), mcp_config.as_ref())),
     }
 }
 

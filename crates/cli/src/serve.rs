@@ -197,11 +197,11 @@ impl ToolListings {
             .collect();
         for tool in tools.iter_mut() {
             let name = tool.get("name").and_then(Value::as_str).unwrap_or_default();
-            if let (Some(definition), Some(object)) = (whole.get(name), tool.as_object_mut()) {
-                if let Some(fields) = definition.as_object() {
-                    for (key, value) in fields {
-                        object.insert(key.clone(), value.clone());
-                    }
+            if let (Some(definition), Some(object)) = (whole.get(name), tool.as_object_mut())
+                && let Some(fields) = definition.as_object()
+            {
+                for (key, value) in fields {
+                    object.insert(key.clone(), value.clone());
                 }
             }
         }

@@ -43,6 +43,8 @@ pub mod duration;
 #[cfg(feature = "balancer")]
 mod error;
 #[cfg(feature = "balancer")]
+mod import;
+#[cfg(feature = "balancer")]
 mod session;
 
 #[cfg(feature = "balancer")]

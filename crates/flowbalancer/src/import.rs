@@ -1,0 +1,353 @@
+//! The configs users already have: the `{"mcpServers": {…}}` JSON of Claude Desktop, Cursor
+//! and most MCP clients, turned into MCP tiers; and the checks a config can only get on the
+//! machine that runs it (is the program there, is the script there).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::config::{Config, ConfigProblem, TierConfig, WorkersConfig};
+
+/// One entry of `mcpServers`.
+#[derive(Debug, Deserialize)]
+struct ServerEntry {
+    #[serde(default)]
+    command: Option<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    cwd: Option<PathBuf>,
+    #[serde(default)]
+    url: Option<String>,
+    /// flowbalancer's own addition: instances kept running (default 1).
+    #[serde(default)]
+    size: Option<usize>,
+    #[serde(default)]
+    disabled: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct McpServersFile {
+    #[serde(rename = "mcpServers")]
+    mcp_servers: BTreeMap<String, serde_json::Value>,
+}
+
+impl Config {
+    /// A config with these tiers and every other key at its default.
+    pub fn with_tiers(tiers: Vec<TierConfig>) -> Self {
+        let mut config: Config = toml::from_str("tiers = []").unwrap_or_else(|_| Config {
+            name: "flowbalancer".into(),
+            timeout: std::time::Duration::from_secs(30),
+            tiers: Vec::new(),
+            routes: Default::default(),
+            sessions: Default::default(),
+            telemetry: Default::default(),
+            breaker: Default::default(),
+        });
+        config.tiers = tiers;
+        config
+    }
+
+    /// Reads the `{"mcpServers": {name: {command, args, env}}}` JSON that Claude Desktop,
+    /// Cursor and most MCP clients use: each server becomes an MCP tier named after it, of
+    /// size 1 (or the entry's `size`). Entries with `"disabled": true` are left out.
+    ///
+    /// ```
+    /// let tiers = flowbalancer::Config::tiers_from_mcp_servers(r#"{
+    ///     "mcpServers": {
+    ///         "time": { "command": "uvx", "args": ["mcp-server-time"], "env": { "TZ": "UTC" } }
+    ///     }
+    /// }"#)?;
+    /// assert_eq!(tiers[0].name, "time");
+    /// assert_eq!(tiers[0].size, 1);
+    /// # Ok::<(), flowbalancer::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Config`] with every problem at once: JSON that does not parse, an
+    /// entry without a `command`, an HTTP server (`url`, not served here yet).
+    pub fn tiers_from_mcp_servers(text: &str) -> Result<Vec<TierConfig>, crate::Error> {
+        let (tiers, problems) = Self::parse_mcp_servers(text);
+        if problems.is_empty() {
+            Ok(tiers)
+        } else {
+            Err(crate::Error::Config { problems })
+        }
+    }
+
+    /// As [`tiers_from_mcp_servers`](Self::tiers_from_mcp_servers), but returns the tiers
+    /// of the good entries along with the problems of the others (for `check`, which
+    /// reports everything at once).
+    pub fn parse_mcp_servers(text: &str) -> (Vec<TierConfig>, Vec<ConfigProblem>) {
+        let file: McpServersFile = match serde_json::from_str(text) {
+            Ok(file) => file,
+            Err(e) => {
+                return (
+                    Vec::new(),
+                    vec![ConfigProblem {
+                        location: format!("line {}, column {}", e.line(), e.column()),
+                        message: format!("not an mcpServers file: {e}"),
+                    }],
+                );
+            }
+        };
+        let mut tiers = Vec::new();
+        let mut problems = Vec::new();
+        for (name, value) in file.mcp_servers {
+            let location = format!("mcpServers.{name}");
+            let entry: ServerEntry = match serde_json::from_value(value) {
+                Ok(entry) => entry,
+                Err(e) => {
+                    problems.push(ConfigProblem {
+                        location,
+                        message: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            if entry.disabled {
+                continue;
+            }
+            let Some(command) = entry.command.filter(|c| !c.trim().is_empty()) else {
+                let message = match entry.url {
+                    Some(url) => format!(
+                        "{url:?} is an HTTP server; this version pools stdio servers only (a `command`)"
+                    ),
+                    None => "no \"command\"".to_string(),
+                };
+                problems.push(ConfigProblem { location, message });
+                continue;
+            };
+            let mut argv = vec![command];
+            argv.extend(entry.args);
+            let mut tier = TierConfig::new(name, WorkersConfig::Mcp(argv));
+            tier.size = entry.size.unwrap_or(1);
+            tier.env = entry.env;
+            tier.cwd = entry.cwd;
+            tiers.push(tier);
+        }
+        (tiers, problems)
+    }
+
+    /// Reads an `mcpServers` JSON file; see
+    /// [`tiers_from_mcp_servers`](Self::tiers_from_mcp_servers).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Io`] when it cannot be read, else as `tiers_from_mcp_servers`, with
+    /// the file's name in each location.
+    pub fn tiers_from_mcp_servers_file(path: &Path) -> Result<Vec<TierConfig>, crate::Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| crate::Error::Io {
+            what: format!("reading {}", path.display()),
+            source,
+        })?;
+        Self::tiers_from_mcp_servers(&text).map_err(|e| match e {
+            crate::Error::Config { problems } => crate::Error::Config {
+                problems: problems
+                    .into_iter()
+                    .map(|p| ConfigProblem {
+                        location: format!("{}:{}", path.display(), p.location),
+                        message: p.message,
+                    })
+                    .collect(),
+            },
+            other => other,
+        })
+    }
+
+    /// What would fail on this machine: a worker program that is not on `PATH` or not
+    /// executable, a script that is missing, a working directory that does not exist. Every
+    /// problem at once, each with its tier.
+    pub fn environment_problems(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        for (i, tier) in self.tiers.iter().enumerate() {
+            let at = format!("tiers[{i}] ({})", tier.name);
+            let cwd = tier.cwd.as_deref();
+            if let Some(dir) = cwd
+                && !dir.is_dir()
+            {
+                problems.push(ConfigProblem {
+                    location: format!("{at}.cwd"),
+                    message: format!("{} is not a directory", dir.display()),
+                });
+            }
+            let path_var = tier
+                .env
+                .get("PATH")
+                .cloned()
+                .or_else(|| std::env::var("PATH").ok())
+                .unwrap_or_default();
+            let (key, argv): (&str, Vec<String>) = match &tier.workers {
+                WorkersConfig::Command(argv) => ("workers.command", argv.clone()),
+                WorkersConfig::Mcp(argv) => ("workers.mcp", argv.clone()),
+                WorkersConfig::Python(script) => {
+                    let script = resolve(cwd, script);
+                    if !script.is_file() {
+                        problems.push(ConfigProblem {
+                            location: format!("{at}.workers.python"),
+                            message: format!("the script {} does not exist", script.display()),
+                        });
+                    }
+                    continue;
+                }
+                WorkersConfig::Builtin(_) => continue,
+            };
+            let Some((program, args)) = argv.split_first() else {
+                continue;
+            };
+            if let Err(message) = find_program(program, cwd, &path_var) {
+                problems.push(ConfigProblem {
+                    location: format!("{at}.{key}"),
+                    message,
+                });
+            }
+            if let Some(script) = script_argument(program, args) {
+                let script = resolve(cwd, Path::new(script));
+                if !script.is_file() {
+                    problems.push(ConfigProblem {
+                        location: format!("{at}.{key}"),
+                        message: format!("the script {} does not exist", script.display()),
+                    });
+                }
+            }
+        }
+        problems
+    }
+}
+
+fn resolve(cwd: Option<&Path>, path: &Path) -> PathBuf {
+    match cwd {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path.to_path_buf(),
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Finds `program` as the worker's `execvp` would: a path as given, a bare name on `PATH`.
+fn find_program(program: &str, cwd: Option<&Path>, path_var: &str) -> Result<PathBuf, String> {
+    if program.contains('/') {
+        let path = resolve(cwd, Path::new(program));
+        return if !path.exists() {
+            Err(format!("the program {} does not exist", path.display()))
+        } else if !is_executable(&path) {
+            Err(format!("the program {} is not executable", path.display()))
+        } else {
+            Ok(path)
+        };
+    }
+    for dir in std::env::split_paths(path_var) {
+        let candidate = dir.join(program);
+        if is_executable(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    Err(format!("the program {program:?} is not on PATH"))
+}
+
+/// The script an interpreter is asked to run (`python x.py`, `node server.js`), if any.
+fn script_argument<'a>(program: &str, args: &'a [String]) -> Option<&'a str> {
+    let name = Path::new(program).file_name()?.to_str()?;
+    let interpreter = ["python", "node", "bun", "deno", "ruby", "perl"]
+        .iter()
+        .any(|i| name.starts_with(i));
+    if !interpreter {
+        return None;
+    }
+    let first = args.iter().find(|a| !a.starts_with('-'))?;
+    let scripts = [".py", ".js", ".mjs", ".cjs", ".ts", ".rb", ".pl"];
+    scripts
+        .iter()
+        .any(|ext| first.ends_with(ext))
+        .then_some(first.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imports_every_server_and_reports_every_problem() {
+        let tiers = Config::tiers_from_mcp_servers(
+            r#"{"mcpServers": {
+                "a": {"command": "npx", "args": ["-y", "pkg"], "env": {"K": "v"}},
+                "b": {"command": "uvx", "args": ["x"], "size": 3},
+                "off": {"command": "nope", "disabled": true}
+            }}"#,
+        )
+        .expect("valid");
+        assert_eq!(tiers.len(), 2);
+        assert_eq!(
+            tiers[0].workers,
+            WorkersConfig::Mcp(vec!["npx".into(), "-y".into(), "pkg".into()])
+        );
+        assert_eq!(tiers[0].env.get("K").map(String::as_str), Some("v"));
+        assert_eq!(tiers[1].size, 3);
+        assert_eq!(tiers[0].max_in_flight(), 16);
+
+        let error = Config::tiers_from_mcp_servers(
+            r#"{"mcpServers": {"web": {"url": "http://x/mcp"}, "empty": {}, "bad": {"command": 5}}}"#,
+        )
+        .expect_err("three problems");
+        let crate::Error::Config { problems } = error else {
+            panic!("a config error");
+        };
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems.iter().any(|p| p.message.contains("HTTP server")));
+        let error = Config::tiers_from_mcp_servers("{").expect_err("not JSON");
+        assert!(error.to_string().contains("line 1"), "{error}");
+    }
+
+    #[test]
+    fn finds_missing_programs_and_scripts() {
+        let plain = std::env::temp_dir().join(format!("fb-not-executable-{}", std::process::id()));
+        std::fs::write(&plain, "not a program").expect("a scratch file");
+        let mut config = Config::with_tiers(vec![
+            TierConfig::new(
+                "a",
+                WorkersConfig::Mcp(vec!["surely-not-a-program-xyz".into()]),
+            ),
+            TierConfig::new(
+                "b",
+                WorkersConfig::Mcp(vec!["sh".into(), "-c".into(), "true".into()]),
+            ),
+            TierConfig::new(
+                "c",
+                WorkersConfig::Mcp(vec!["python3".into(), "/nonexistent/server.py".into()]),
+            ),
+            TierConfig::new(
+                "d",
+                WorkersConfig::Command(vec![plain.display().to_string()]),
+            ),
+        ]);
+        config.tiers[1].cwd = Some("/nonexistent-dir".into());
+        let problems = config.environment_problems();
+        let _ = std::fs::remove_file(&plain);
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert!(
+            text.iter()
+                .any(|p| p.contains("(a)") && p.contains("not on PATH")),
+            "{text:?}"
+        );
+        assert!(text.iter().any(|p| p.contains("(b).cwd")), "{text:?}");
+        assert!(
+            text.iter()
+                .any(|p| p.contains("(c)") && p.contains("/nonexistent/server.py")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|p| p.contains("(d)") && p.contains("not executable")),
+            "{text:?}"
+        );
+        assert_eq!(problems.len(), 4, "{text:?}");
+    }
+}
