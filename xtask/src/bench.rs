@@ -35,6 +35,12 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let extra_dir = cmd::root().join("target/bench-extra");
     let _ = fs::remove_dir_all(&extra_dir);
     fs::create_dir_all(&extra_dir).map_err(|e| format!("{}: {e}", extra_dir.display()))?;
+    // The Python peers of the gateway benchmarks: the MCP SDK's server, FastMCP's proxy.
+    if let Err(error) = crate::ci::e2e_venv().and_then(|_| crate::ci::fastmcp_venv()) {
+        eprintln!(
+            "the Python peers are not available ({error}); their rows are reported as not run"
+        );
+    }
     let mut command = cmd::cargo();
     command.args(["bench", "-p", "flowbalancer-benches", "--benches", "--"]);
     if quick {

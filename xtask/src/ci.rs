@@ -134,6 +134,25 @@ pub(crate) fn e2e() -> Result<(), String> {
     let root = cmd::root();
     cmd::run(cmd::cargo().args(["build", "-p", "flowbalancer-cli"]))?;
     let binary = root.join("target/debug/flowbalancer");
+    let python = e2e_venv()?;
+    cmd::run(
+        std::process::Command::new(&python)
+            .arg(e2e_dir().join("run_e2e.py"))
+            .arg(&binary),
+    )?;
+    mcp_backends(&binary, &python)?;
+    if cmd::has("npx", &["--version"]) {
+        inspector(&binary)
+    } else {
+        eprintln!("node/npx not found: the MCP Inspector check is not run");
+        Ok(())
+    }
+}
+
+/// The venv under target/ with the MCP Python SDK of the current major (2.x), created or
+/// upgraded as needed; returns its python.
+pub(crate) fn e2e_venv() -> Result<std::path::PathBuf, String> {
+    let root = cmd::root();
     let venv = root.join("target/e2e-venv");
     let python = venv.join("bin/python");
     if !python.exists() {
@@ -165,18 +184,40 @@ pub(crate) fn e2e() -> Result<(), String> {
             "mcp>=2",
         ]))?;
     }
-    cmd::run(
-        std::process::Command::new(&python)
-            .arg(e2e_dir().join("run_e2e.py"))
-            .arg(&binary),
-    )?;
-    mcp_backends(&binary, &python)?;
-    if cmd::has("npx", &["--version"]) {
-        inspector(&binary)
-    } else {
-        eprintln!("node/npx not found: the MCP Inspector check is not run");
-        Ok(())
+    Ok(python)
+}
+
+/// A venv under target/ with FastMCP 4.x, the peer of the MCP-backend benchmark; returns its
+/// python.
+pub(crate) fn fastmcp_venv() -> Result<std::path::PathBuf, String> {
+    let venv = cmd::root().join("target/bench-fastmcp-venv");
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        cmd::run(
+            std::process::Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv),
+        )?;
     }
+    let has = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import fastmcp, sys; sys.exit(int(fastmcp.__version__.split('.')[0]) != 4)",
+        ])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has {
+        eprintln!("installing fastmcp 4.x into {}", venv.display());
+        cmd::run(std::process::Command::new(&python).args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "fastmcp>=4,<5",
+        ]))?;
+    }
+    Ok(python)
 }
 
 /// The real MCP servers behind `serve`: @modelcontextprotocol/server-everything from npm
