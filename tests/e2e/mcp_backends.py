@@ -60,6 +60,14 @@ size = 1
 tool_prefix = "time_"
 
 [[tiers]]
+name = "stateful"
+workers = {{ mcp = ["{python}", "{HERE}/servers/py_tools.py"] }}
+size = 1
+max_overflow = 2
+isolation = "session"
+tool_prefix = "own_"
+
+[[tiers]]
 name = "broken"
 workers = {{ mcp = ["{python}", "{HERE}/servers/broken.py"] }}
 size = 1
@@ -170,6 +178,13 @@ async def main():
                 check("simple-prompt" in names, f"prompts are listed: {names}")
                 prompt = await session.get_prompt("simple-prompt")
                 check(len(prompt.messages) > 0, "a prompt is read")
+
+                # isolation = "session": the connection's calls stay on one instance; another
+                # session gets an instance of its own.
+                mine = [(await session.call_tool("own_whoami", {})).content[0].text for _ in range(5)]
+                check(len(set(mine)) == 1, f"one instance for the connection: {mine}")
+                other = [(await session.call_tool("own_whoami", {"_session": "other"})).content[0].text for _ in range(5)]
+                check(len(set(other)) == 1 and other[0] != mine[0], f"another session, another instance: {mine[0]} / {other}")
 
                 # kill -9 of one instance during 40 concurrent calls: every call is answered.
                 gateway = gateway_pid(config)

@@ -284,11 +284,14 @@ pub(crate) async fn serve(balancer: Arc<Balancer>) -> Result<(), String> {
         pending: Vec::new(),
         listings,
     };
-    let service = Gateway::new(Arc::clone(&balancer))
+    let connection = crate::gateway::new_connection_session();
+    let service = Gateway::new(Arc::clone(&balancer), Arc::clone(&connection))
         .serve((rmcp_input, sink))
         .await
         .map_err(|e| format!("MCP initialization failed: {e}"))?;
     let result = service.waiting().await;
+    // The client is gone: what its session held (its own workers) goes.
+    balancer.end_session(&connection);
     filter.abort();
     let _ = writer.await;
     result

@@ -22,12 +22,16 @@ use crate::{Error, builtin};
 /// A pool of any worker type, for stats and shutdown.
 trait ManagedPool: Send + Sync {
     fn stats(&self) -> PoolStats;
+    fn end_session(&self, session: &str) -> bool;
     fn shutdown(&self) -> Pin<Box<dyn Future<Output = CloseReport> + Send + '_>>;
 }
 
 impl<W: Worker> ManagedPool for Pool<W> {
     fn stats(&self) -> PoolStats {
         Pool::stats(self)
+    }
+    fn end_session(&self, session: &str) -> bool {
+        Pool::end_session(self, session)
     }
     fn shutdown(&self) -> Pin<Box<dyn Future<Output = CloseReport> + Send + '_>> {
         Box::pin(Pool::shutdown(self))
@@ -307,6 +311,15 @@ impl Balancer {
         self.router.tools()
     }
 
+    /// Ends a client session everywhere: its bindings go, and the workers it owned in
+    /// `isolation = "session"` tiers are retired. Returns whether any pool knew it.
+    pub fn end_session(&self, session: &str) -> bool {
+        self.sessions.remove(session);
+        self.pools
+            .iter()
+            .fold(false, |known, pool| pool.end_session(session) | known)
+    }
+
     /// The MCP tiers, in config order.
     pub fn mcp_tiers(&self) -> &[McpTier] {
         &self.mcp
@@ -435,7 +448,10 @@ fn pool_config(tier: &TierConfig, config: &Config) -> PoolConfig {
         health_failures_before_removal: tier.health_failures,
         recycle_after_calls: tier.recycle_after_calls,
         recycle_after_age: tier.recycle_after_age,
-        affinity: config.sessions.affinity,
+        affinity: match tier.isolation {
+            crate::config::Isolation::Session => flowbalancer_pool::AffinityMode::Exclusive,
+            _ => config.sessions.affinity,
+        },
         session_ttl: config.sessions.ttl,
         ..PoolConfig::default()
     }

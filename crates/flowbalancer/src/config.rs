@@ -77,6 +77,20 @@ impl WorkersConfig {
     }
 }
 
+/// How a tier's workers are shared between client sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Isolation {
+    /// Any worker serves any session; affinity (the `[sessions]` setting) is a preference.
+    #[default]
+    Shared,
+    /// Each client session gets a worker of its own (a stateful server: a browser, a shell),
+    /// started on demand up to `size + max_overflow` and retired when the session ends or
+    /// expires.
+    Session,
+}
+
 /// Which of an MCP tier's tools are offered (names as the server gives them, before any
 /// prefix).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -174,6 +188,9 @@ pub struct TierConfig {
     /// MCP tiers: which tools are offered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<ToolsConfig>,
+    /// `shared` (default) or `session`: one worker per client session.
+    #[serde(default)]
+    pub isolation: Isolation,
 }
 
 impl TierConfig {
@@ -201,6 +218,7 @@ impl TierConfig {
             hello_timeout_setting: None,
             tool_prefix: None,
             tools: None,
+            isolation: Isolation::Shared,
         }
     }
 

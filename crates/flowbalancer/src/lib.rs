@@ -51,8 +51,8 @@ mod session;
 pub use balancer::{Balancer, BalancerStats, McpTier};
 #[cfg(feature = "balancer")]
 pub use config::{
-    BreakerSettings, Config, ConfigProblem, RoutesConfig, SessionsConfig, TelemetryConfig,
-    TierConfig, ToolsConfig, WorkersConfig,
+    BreakerSettings, Config, ConfigProblem, Isolation, RoutesConfig, SessionsConfig,
+    TelemetryConfig, TierConfig, ToolsConfig, WorkersConfig,
 };
 #[cfg(feature = "balancer")]
 pub use error::Error;

@@ -312,6 +312,9 @@ impl Shared {
                     };
                     shared.catalog.update(listing, tools_changed);
                 }
+                Err(error) if shared.stopping.load(Ordering::SeqCst) => {
+                    tracing::debug!(server = %shared.label, %error, "re-listing cut short by the stop");
+                }
                 Err(error) => {
                     tracing::warn!(server = %shared.label, %error, "re-listing after list_changed failed");
                 }
@@ -822,7 +825,12 @@ fn notification(shared: &Arc<Shared>, method: &str, params: Value) {
                     .and_then(Value::as_str)
                     .unwrap_or("info");
                 let logger = params.get("logger").and_then(Value::as_str).unwrap_or("");
-                tracing::debug!(target: "flowbalancer::mcp_log", server = %shared.label, level, logger, "log message from a server with no call in flight");
+                // To the event log: which server said what kind of thing. What it said may
+                // hold tool data, so it goes only under the payload target (recorded only
+                // with `log_payloads`).
+                tracing::info!(target: "flowbalancer::mcp_log", server = %shared.label, level, logger, "log message from an MCP server with no call in flight");
+                let data = params.get("data").map(Value::to_string).unwrap_or_default();
+                tracing::debug!(target: "flowbalancer::mcp_payload", server = %shared.label, level, logger, data, "MCP server log message");
             }
         },
         "notifications/tools/list_changed"

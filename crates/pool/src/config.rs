@@ -15,6 +15,13 @@ pub enum AffinityMode {
     StrictQueue,
     /// Fail at once with `SessionBusy` when the session's worker is busy.
     StrictFailFast,
+    /// Each session gets a worker of its own, which no other session or session-less call
+    /// uses (a stateful server: a browser, a shell). The session's calls wait for it; a new
+    /// session takes an unowned worker, or one started on demand up to `size + max_overflow`.
+    /// When the session ends ([`Pool::end_session`](crate::Pool::end_session)) or expires, its
+    /// worker is retired (its state goes with it) and the pool refills. A session whose worker
+    /// died gets `SessionWorkerLost`.
+    Exclusive,
 }
 
 /// When workers start.

@@ -15,7 +15,7 @@ use crate::telemetry::Telemetry;
 
 /// Targets whose events carry call payloads (tool arguments and results): off unless
 /// [`TelemetryLayer::log_payloads`] is set. rmcp logs whole JSON-RPC messages at debug level.
-pub const PAYLOAD_TARGETS: &[&str] = &["rmcp"];
+pub const PAYLOAD_TARGETS: &[&str] = &["rmcp", "flowbalancer::mcp_payload"];
 
 /// A `tracing_subscriber` layer that records events (with the fields of their spans) into a
 /// [`Telemetry`] log.

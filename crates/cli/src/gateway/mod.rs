@@ -24,9 +24,25 @@ use tokio::sync::mpsc;
 
 use upstream::ClientPeer;
 
-/// The MCP face of a balancer.
+/// The MCP face of a balancer, for one client connection.
 pub(crate) struct Gateway {
     balancer: Arc<Balancer>,
+    /// The connection's session: the default session of its calls (affinity, and its own
+    /// workers in `isolation = "session"` tiers), ended when the connection closes.
+    connection: Arc<str>,
+}
+
+/// A session id for a new connection, unique in this process and hard to guess.
+pub(crate) fn new_connection_session() -> Arc<str> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let random = std::collections::hash_map::RandomState::new();
+    let mixed = std::hash::BuildHasher::hash_one(&random, (n, nanos, std::process::id()));
+    Arc::from(format!("conn-{n}-{mixed:016x}"))
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, McpError> {
@@ -72,8 +88,11 @@ fn session_of(
 }
 
 impl Gateway {
-    pub(crate) fn new(balancer: Arc<Balancer>) -> Self {
-        Self { balancer }
+    pub(crate) fn new(balancer: Arc<Balancer>, connection: Arc<str>) -> Self {
+        Self {
+            balancer,
+            connection,
+        }
     }
 
     fn tools(&self) -> Vec<Value> {
@@ -93,6 +112,20 @@ impl Gateway {
                 }
             })
             .collect()
+    }
+
+    /// The session of a call that names none: the connection's, where that only adds a
+    /// preference (hint affinity) or is needed (tiers with `isolation = "session"`). With
+    /// strict affinity and no such tier, a call without a session stays unbound, so that one
+    /// connection's calls are not all tied to one worker.
+    fn default_session(&self) -> Option<String> {
+        let config = self.balancer.config();
+        let isolated = config
+            .tiers
+            .iter()
+            .any(|t| t.isolation == flowbalancer::Isolation::Session);
+        (isolated || config.sessions.affinity == flowbalancer::pool::AffinityMode::Hint)
+            .then(|| self.connection.to_string())
     }
 
     fn any_tier_has(&self, capability: &str) -> bool {
@@ -130,6 +163,7 @@ impl Gateway {
             format!("{}{method}", flowbalancer::mcp::RAW_METHOD_PREFIX),
             params,
         )
+        .with_session(Arc::clone(&self.connection))
         .with_deadline(deadline)
         .with_upstream(UpstreamHandle(Arc::new(ClientPeer::new(
             context.peer.clone(),
@@ -236,7 +270,7 @@ impl ServerHandler for Gateway {
             .ok()
             .and_then(|v| v.as_object().cloned())
             .unwrap_or_default();
-        let session = session_of(&meta, &mut arguments);
+        let session = session_of(&meta, &mut arguments).or_else(|| self.default_session());
         let (progress, flush) = match context.meta.get_progress_token() {
             Some(token) => {
                 let (sink, flush) = progress_forwarder(token, context.peer.clone());

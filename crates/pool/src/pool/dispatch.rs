@@ -38,6 +38,10 @@ pub(crate) struct Entry<W> {
     pub(crate) recycling: bool,
     pub(crate) recycle_after_calls: Option<u64>,
     pub(crate) recycle_at: Option<Instant>,
+    /// `Exclusive` affinity: the session that owns this worker.
+    pub(crate) owner: Option<Arc<str>>,
+    /// `Exclusive` affinity: its session ended while calls ran; retire it once idle.
+    pub(crate) session_ended: bool,
 }
 
 impl<W: Worker> Entry<W> {
@@ -64,6 +68,8 @@ pub(crate) struct Waiter<W: Worker> {
     pub(crate) tx: oneshot::Sender<Handed<W>>,
     /// Strict affinity: only this worker will do.
     pub(crate) for_worker: Option<WorkerId>,
+    /// `Exclusive` affinity: the new session that will own the worker handed over.
+    pub(crate) claim: Option<Arc<str>>,
 }
 
 pub(crate) struct Binding {
@@ -119,13 +125,19 @@ impl<W: Worker> State<W> {
         self.entries.iter().position(|e| e.slot.id == id)
     }
 
-    /// The available worker with the fewest calls running, avoiding `avoid` when possible.
-    fn least_loaded(&self, max_in_flight: usize, avoid: &[WorkerId]) -> Option<usize> {
+    /// The available worker with the fewest calls running, avoiding `avoid` when possible
+    /// (with `unowned`, only workers no session owns).
+    fn least_loaded(
+        &self,
+        max_in_flight: usize,
+        avoid: &[WorkerId],
+        unowned: bool,
+    ) -> Option<usize> {
         let candidates = || {
             self.entries
                 .iter()
                 .enumerate()
-                .filter(|(_, e)| e.available(max_in_flight))
+                .filter(move |(_, e)| e.available(max_in_flight) && (!unowned || e.owner.is_none()))
         };
         let best = |avoiding: bool| {
             candidates()
@@ -286,7 +298,9 @@ impl<W: Worker> Inner<W> {
                     }
                     Bound::Busy(worker) => match self.config.affinity {
                         AffinityMode::Hint => Counters::bump(&self.counters.affinity_spills),
-                        AffinityMode::StrictQueue => wanted = Some(worker),
+                        AffinityMode::StrictQueue | AffinityMode::Exclusive => {
+                            wanted = Some(worker);
+                        }
                         AffinityMode::StrictFailFast => {
                             self.counters.failure("session_busy");
                             return Err(PoolError::SessionBusy {
@@ -299,14 +313,18 @@ impl<W: Worker> Inner<W> {
                     Bound::None => Counters::bump(&self.counters.affinity_misses),
                 }
             }
+            let exclusive = self.config.affinity == AffinityMode::Exclusive;
             if wanted.is_none()
-                && let Some(index) = state.least_loaded(self.config.max_in_flight, avoid)
+                && let Some(index) = state.least_loaded(self.config.max_in_flight, avoid, exclusive)
             {
                 if let Some(session) = session
                     && !state.sessions.contains_key(session)
                 {
                     let worker = state.entries[index].slot.id;
                     self.touch_binding(&mut state, session, worker);
+                    if exclusive {
+                        state.entries[index].owner = Some(Arc::clone(session));
+                    }
                 }
                 return Ok(Granted {
                     checkout: self.take(&mut state, index),
@@ -329,9 +347,14 @@ impl<W: Worker> Inner<W> {
                 });
             }
             let (tx, rx) = oneshot::channel();
+            let claim = match (exclusive, wanted, session) {
+                (true, None, Some(session)) => Some(Arc::clone(session)),
+                _ => None,
+            };
             state.waiters.push_back(Waiter {
                 tx,
                 for_worker: wanted,
+                claim,
             });
             rx
         };
@@ -441,7 +464,7 @@ impl<W: Worker> Inner<W> {
         tracing::debug!(pool = %self.config.name, session = %session, %worker, "session's worker left; binding dropped");
         match self.config.affinity {
             AffinityMode::Hint => Ok(Bound::Lost),
-            AffinityMode::StrictQueue | AffinityMode::StrictFailFast => {
+            AffinityMode::StrictQueue | AffinityMode::StrictFailFast | AffinityMode::Exclusive => {
                 self.counters.failure("session_worker_lost");
                 Err(PoolError::SessionWorkerLost {
                     session: session.to_string(),
@@ -474,6 +497,10 @@ impl<W: Worker> Inner<W> {
             self.remove_worker(&mut state, index, why);
             return;
         }
+        if state.entries[index].session_ended && state.entries[index].in_flight == 0 {
+            self.retire_owned(&mut state, index);
+            return;
+        }
         let entry = &mut state.entries[index];
         if entry.in_flight == 0 && entry.machine.state() == WorkerState::Busy {
             let _ = entry
@@ -500,16 +527,21 @@ impl<W: Worker> Inner<W> {
                 return;
             }
             let id = entry.slot.id;
-            let Some(position) = state
-                .waiters
-                .iter()
-                .position(|w| w.for_worker.is_none_or(|wanted| wanted == id))
-            else {
+            // An owned worker (exclusive affinity) goes only to its session's callers.
+            let owned = entry.owner.is_some();
+            let Some(position) = state.waiters.iter().position(|w| match w.for_worker {
+                Some(wanted) => wanted == id,
+                None => !owned,
+            }) else {
                 return;
             };
             let Some(waiter) = state.waiters.remove(position) else {
                 return;
             };
+            if let Some(session) = &waiter.claim {
+                self.touch_binding(state, session, id);
+                state.entries[index].owner = Some(Arc::clone(session));
+            }
             let mut checkout = self.take(state, index);
             checkout.armed = false;
             let handoff = Handoff {
@@ -568,10 +600,38 @@ impl<W: Worker> Inner<W> {
         state.waiters = kept;
     }
 
-    /// Expired session bindings go.
-    pub(crate) fn expire_sessions(&self, state: &mut State<W>) {
+    /// Expired session bindings go (with exclusive affinity, their workers too).
+    pub(crate) fn expire_sessions(self: &Arc<Self>, state: &mut State<W>) {
         let now = Instant::now();
-        state.sessions.retain(|_, binding| binding.expires > now);
+        let expired: Vec<Arc<str>> = state
+            .sessions
+            .iter()
+            .filter(|(_, binding)| binding.expires <= now)
+            .map(|(session, _)| Arc::clone(session))
+            .collect();
+        for session in expired {
+            self.end_session(state, &session);
+        }
+    }
+
+    /// Forgets `session`; with exclusive affinity, retires the worker it owned (now, or when
+    /// its last call ends). Returns whether the session was known.
+    pub(crate) fn end_session(self: &Arc<Self>, state: &mut State<W>, session: &str) -> bool {
+        let known = state.sessions.remove(session).is_some();
+        if let Some(index) = state
+            .entries
+            .iter()
+            .position(|e| e.owner.as_deref() == Some(session))
+        {
+            if state.entries[index].in_flight == 0 {
+                self.retire_owned(state, index);
+            } else {
+                let entry = &mut state.entries[index];
+                entry.session_ended = true;
+                entry.retiring = true;
+            }
+        }
+        known
     }
 }
 

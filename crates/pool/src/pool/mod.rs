@@ -346,6 +346,16 @@ impl<W: Worker> Pool<W> {
         }
     }
 
+    /// Ends a session: its binding goes, and with [`AffinityMode::Exclusive`] the worker it
+    /// owned is retired (at once, or when its last call ends) and the pool refills. Returns
+    /// whether the pool knew the session.
+    ///
+    /// [`AffinityMode::Exclusive`]: crate::AffinityMode::Exclusive
+    pub fn end_session(&self, session: &str) -> bool {
+        let mut state = self.inner.state.lock();
+        self.inner.end_session(&mut state, session)
+    }
+
     /// Whether at least one worker is running and not retiring.
     pub fn has_live_worker(&self) -> bool {
         self.inner.state.lock().entries.iter().any(|e| !e.retiring)

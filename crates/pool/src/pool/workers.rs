@@ -112,6 +112,8 @@ impl<W: Worker> Inner<W> {
             overflow: reason == StartReason::Overflow,
             retiring: false,
             recycling: false,
+            owner: None,
+            session_ended: false,
             recycle_after_calls: self
                 .config
                 .recycle_after_calls
@@ -213,6 +215,15 @@ impl<W: Worker> Inner<W> {
         let _ = entry.machine.transition(WorkerState::Terminating, reason);
         tracing::info!(pool = %self.config.name, worker = %entry.slot.id, reason, "worker retired");
         self.finish_off(entry.slot);
+    }
+
+    /// Retires a worker whose session (exclusive affinity) ended, and refills the pool.
+    pub(crate) fn retire_owned(self: &Arc<Self>, state: &mut State<W>, index: usize) {
+        let overflow = state.entries[index].overflow;
+        self.retire(state, index, "its session ended");
+        if !overflow && state.live() < state.target_size {
+            self.spawn_start(state, StartReason::Replace, Duration::ZERO);
+        }
     }
 
     /// Shuts a removed worker down in the background (its `Terminated` moment).
