@@ -38,6 +38,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         if has_e2e() {
             steps.step("e2e", e2e)?;
         }
+        steps.step("mcp conformance", crate::conformance::run)?;
         Ok(())
     })();
     steps.summary();

@@ -10,10 +10,13 @@
 //!   of ratios in `target/bench-report.md`.
 //! * `deny` — installs cargo-deny when missing and checks bans, licenses and sources.
 //! * `msrv` — the lowest rust-version every resolved dependency allows.
+//! * `e2e` — the end-to-end tests with real MCP clients and servers.
+//! * `conformance` — the official MCP conformance suite against `serve --http`.
 
 mod bench;
 mod ci;
 mod cmd;
+mod conformance;
 mod loom;
 mod miri;
 
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         "deny" => ci::deny(),
         "msrv" => ci::msrv(),
         "e2e" => ci::e2e(),
+        "conformance" => conformance::run(),
         "-h" | "--help" | "help" => {
             println!("{}", USAGE);
             Ok(())
@@ -51,4 +55,4 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <ci | loom [--crate NAME] | miri | bench [--quick] [FILTER] | deny | msrv | e2e>";
+const USAGE: &str = "usage: cargo xtask <ci | loom [--crate NAME] | miri | bench [--quick] [FILTER] | deny | msrv | e2e | conformance>";

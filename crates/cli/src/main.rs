@@ -6,6 +6,7 @@
 mod assets;
 mod bench;
 mod gateway;
+mod http;
 mod serve;
 
 use std::path::PathBuf;
@@ -41,6 +42,10 @@ enum Command {
         /// becomes an MCP tier of its own.
         #[arg(long)]
         mcp_config: Option<PathBuf>,
+        /// Serve MCP over streamable HTTP on this address (for example 127.0.0.1:8080)
+        /// instead of stdio; many clients share the pools. Overrides `[http] bind`.
+        #[arg(long)]
+        http: Option<std::net::SocketAddr>,
     },
     /// Make one call and print its result as JSON.
     Call {
@@ -158,6 +163,23 @@ fn load_config(
         }
     }
     Ok((config, note))
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("stop signal received: draining");
 }
 
 /// `flowbalancer check`: every problem of the config and the imported servers at once.
@@ -300,10 +322,25 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         .tempdir()
         .map_err(|e| format!("cannot create a scratch directory: {e}"))?;
     match cli.command {
-        Command::Serve { config, mcp_config } => {
+        Command::Serve {
+            config,
+            mcp_config,
+            http,
+        } => {
             let balancer =
                 start(config.as_ref(), mcp_config.as_ref(), scratch.path(), &logs).await?;
-            let served = serve::serve(Arc::clone(&balancer)).await;
+            let bind = match (http, &balancer.config().http.bind) {
+                (Some(address), _) => Some(address),
+                (None, Some(text)) => Some(
+                    text.parse()
+                        .map_err(|e| format!("http.bind {text:?}: {e}"))?,
+                ),
+                (None, None) => None,
+            };
+            let served = match bind {
+                Some(bind) => http::serve_http(Arc::clone(&balancer), bind, stop_signal()).await,
+                None => serve::serve(Arc::clone(&balancer)).await,
+            };
             balancer.shutdown().await;
             served.map(|()| ExitCode::SUCCESS)
         }

@@ -22,6 +22,7 @@ use crate::{Error, builtin};
 /// A pool of any worker type, for stats and shutdown.
 trait ManagedPool: Send + Sync {
     fn stats(&self) -> PoolStats;
+    fn readiness(&self) -> Result<(), String>;
     fn end_session(&self, session: &str) -> bool;
     fn shutdown(&self) -> Pin<Box<dyn Future<Output = CloseReport> + Send + '_>>;
 }
@@ -32,6 +33,15 @@ impl<W: Worker> ManagedPool for Pool<W> {
     }
     fn end_session(&self, session: &str) -> bool {
         Pool::end_session(self, session)
+    }
+    fn readiness(&self) -> Result<(), String> {
+        if self.has_live_worker() {
+            Ok(())
+        } else {
+            Err(self
+                .last_start_error()
+                .unwrap_or_else(|| "no worker is running yet".into()))
+        }
     }
     fn shutdown(&self) -> Pin<Box<dyn Future<Output = CloseReport> + Send + '_>> {
         Box::pin(Pool::shutdown(self))
@@ -318,6 +328,17 @@ impl Balancer {
         self.pools
             .iter()
             .fold(false, |known, pool| pool.end_session(session) | known)
+    }
+
+    /// Per tier, in config order: ready (a worker is running), or why not (the last start
+    /// error). For `/readyz`.
+    pub fn readiness(&self) -> Vec<(String, Result<(), String>)> {
+        self.config
+            .tiers
+            .iter()
+            .zip(&self.pools)
+            .map(|(tier, pool)| (tier.name.clone(), pool.readiness()))
+            .collect()
     }
 
     /// The MCP tiers, in config order.

@@ -45,6 +45,86 @@ pub struct Config {
     /// Breaker settings of every tier.
     #[serde(default)]
     pub breaker: BreakerSettings,
+    /// `serve` over streamable HTTP.
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// `serve` over MCP's streamable HTTP transport: many clients, one set of pools.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HttpConfig {
+    /// Where to listen (none: stdio; `serve --http ADDR` overrides). Loopback unless told
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind: Option<String>,
+    /// The MCP endpoint's path (default `/mcp`).
+    #[serde(default = "default_http_path")]
+    pub path: String,
+    /// Browser origins allowed to call (`https://app.example.com`, `http://localhost:*`).
+    /// A request with another `Origin` gets 403 (DNS-rebinding protection); requests without
+    /// an `Origin` (non-browser clients) pass.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Host names accepted in the `Host` header (default: `localhost`, `127.0.0.1`, `::1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_hosts: Option<Vec<String>>,
+    /// An environment variable holding the accepted bearer tokens, comma-separated; a request
+    /// without one of them gets 401 (none: no authentication).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_tokens_env: Option<String>,
+    /// The largest request body (default 4 MiB); a larger one gets 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Requests served at once overall (default 1024); one more gets 429 with `Retry-After`.
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent_requests: usize,
+    /// Requests served at once per session (default 64); one more gets 429.
+    #[serde(default = "default_max_per_session")]
+    pub max_requests_per_session: usize,
+    /// A session unused this long is closed and what it held released (default 30 min).
+    #[serde(default = "default_session_ttl", with = "crate::duration")]
+    pub session_ttl: Duration,
+    /// On SIGTERM or SIGINT, how long in-flight calls may take to finish (default 10 s).
+    #[serde(default = "default_drain", with = "crate::duration")]
+    pub shutdown_grace: Duration,
+}
+
+fn default_http_path() -> String {
+    "/mcp".into()
+}
+fn default_max_body() -> usize {
+    4 * 1024 * 1024
+}
+fn default_max_concurrent() -> usize {
+    1024
+}
+fn default_max_per_session() -> usize {
+    64
+}
+fn default_session_ttl() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+fn default_drain() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            bind: None,
+            path: default_http_path(),
+            allowed_origins: Vec::new(),
+            allowed_hosts: None,
+            bearer_tokens_env: None,
+            max_body_bytes: default_max_body(),
+            max_concurrent_requests: default_max_concurrent(),
+            max_requests_per_session: default_max_per_session(),
+            session_ttl: default_session_ttl(),
+            shutdown_grace: default_drain(),
+        }
+    }
 }
 
 fn default_name() -> String {
@@ -510,6 +590,26 @@ impl Config {
             |location: String, message: String| problems.push(ConfigProblem { location, message });
         if self.tiers.is_empty() {
             problem("tiers".into(), "at least one tier is needed".into());
+        }
+        if !self.http.path.starts_with('/') {
+            problem(
+                "http.path".into(),
+                format!("{:?} must start with /", self.http.path),
+            );
+        }
+        if let Some(bind) = &self.http.bind
+            && bind.parse::<std::net::SocketAddr>().is_err()
+        {
+            problem(
+                "http.bind".into(),
+                format!("{bind:?} is not an address with a port (127.0.0.1:8080, [::1]:8080)"),
+            );
+        }
+        if self.http.max_concurrent_requests == 0 || self.http.max_requests_per_session == 0 {
+            problem(
+                "http".into(),
+                "max_concurrent_requests and max_requests_per_session must be at least 1".into(),
+            );
         }
         if parse_level(&self.telemetry.level).is_none() {
             problem(

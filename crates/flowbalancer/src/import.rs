@@ -46,6 +46,7 @@ impl Config {
             sessions: Default::default(),
             telemetry: Default::default(),
             breaker: Default::default(),
+            http: Default::default(),
         });
         config.tiers = tiers;
         config

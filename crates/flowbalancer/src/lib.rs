@@ -51,7 +51,7 @@ mod session;
 pub use balancer::{Balancer, BalancerStats, McpTier};
 #[cfg(feature = "balancer")]
 pub use config::{
-    BreakerSettings, Config, ConfigProblem, Isolation, RoutesConfig, SessionsConfig,
+    BreakerSettings, Config, ConfigProblem, HttpConfig, Isolation, RoutesConfig, SessionsConfig,
     TelemetryConfig, TierConfig, ToolsConfig, WorkersConfig,
 };
 #[cfg(feature = "balancer")]

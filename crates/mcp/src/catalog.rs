@@ -29,6 +29,7 @@ pub struct Listing {
 pub struct Catalog {
     listing: RwLock<Listing>,
     changes: watch::Sender<u64>,
+    updated: tokio::sync::broadcast::Sender<String>,
 }
 
 impl Default for Catalog {
@@ -36,6 +37,7 @@ impl Default for Catalog {
         Self {
             listing: RwLock::new(Listing::default()),
             changes: watch::channel(0).0,
+            updated: tokio::sync::broadcast::channel(256).0,
         }
     }
 }
@@ -60,6 +62,16 @@ impl Catalog {
     /// (after a `list_changed` notification and the re-listing it caused).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    /// A receiver of the URIs the server says were updated (`notifications/resources/updated`),
+    /// for the clients subscribed to them.
+    pub fn subscribe_updates(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.updated.subscribe()
+    }
+
+    pub(crate) fn resource_updated(&self, uri: String) {
+        let _ = self.updated.send(uri);
     }
 
     /// Replaces the listings; signals a change when they differ or `tools_changed`.

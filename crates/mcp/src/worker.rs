@@ -837,8 +837,8 @@ fn notification(shared: &Arc<Shared>, method: &str, params: Value) {
         | "notifications/resources/list_changed"
         | "notifications/prompts/list_changed" => shared.relist(),
         "notifications/resources/updated" => {
-            if let Some(upstream) = shared.current_upstream() {
-                upstream.0.notify(method, params);
+            if let Some(uri) = params.get("uri").and_then(Value::as_str) {
+                shared.catalog.resource_updated(uri.to_string());
             }
         }
         _ => {} // cancelled (of a request it made us), and anything newer

@@ -30,6 +30,23 @@ pub(crate) struct Gateway {
     /// The connection's session: the default session of its calls (affinity, and its own
     /// workers in `isolation = "session"` tiers), ended when the connection closes.
     connection: Arc<str>,
+    /// Over HTTP: the `Mcp-Session-Id` this gateway's requests carried, which is then the
+    /// balancer session instead.
+    http_session: parking_lot::Mutex<Option<Arc<str>>>,
+    /// The client's log level (`logging/setLevel`), an index of `upstream::LEVELS`.
+    log_level: Arc<std::sync::atomic::AtomicUsize>,
+    /// The resource URIs the client subscribed to.
+    subscribed: Arc<parking_lot::Mutex<std::collections::HashSet<String>>>,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        // The client session is over (stdio closed, HTTP DELETE or TTL): what it held goes.
+        self.balancer.end_session(&self.connection);
+        if let Some(session) = self.http_session.lock().take() {
+            self.balancer.end_session(&session);
+        }
+    }
 }
 
 /// A session id for a new connection, unique in this process and hard to guess.
@@ -92,6 +109,38 @@ impl Gateway {
         Self {
             balancer,
             connection,
+            http_session: parking_lot::Mutex::new(None),
+            log_level: Arc::default(),
+            subscribed: Arc::default(),
+        }
+    }
+
+    fn client_peer(&self, peer: &rmcp::Peer<RoleServer>) -> UpstreamHandle {
+        UpstreamHandle(Arc::new(ClientPeer::new(
+            peer.clone(),
+            Arc::clone(&self.log_level),
+        )))
+    }
+
+    /// The client session of a request: its `Mcp-Session-Id` over HTTP, else the connection.
+    fn client_session(&self, extensions: &rmcp::model::Extensions) -> Arc<str> {
+        let header = extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.headers.get("mcp-session-id"))
+            .and_then(|v| v.to_str().ok());
+        match header {
+            Some(id) => {
+                let mut seen = self.http_session.lock();
+                match seen.as_ref() {
+                    Some(known) if &**known == id => Arc::clone(known),
+                    _ => {
+                        let id: Arc<str> = Arc::from(id);
+                        *seen = Some(Arc::clone(&id));
+                        id
+                    }
+                }
+            }
+            None => Arc::clone(&self.connection),
         }
     }
 
@@ -118,14 +167,14 @@ impl Gateway {
     /// preference (hint affinity) or is needed (tiers with `isolation = "session"`). With
     /// strict affinity and no such tier, a call without a session stays unbound, so that one
     /// connection's calls are not all tied to one worker.
-    fn default_session(&self) -> Option<String> {
+    fn default_session(&self, client: &Arc<str>) -> Option<String> {
         let config = self.balancer.config();
         let isolated = config
             .tiers
             .iter()
             .any(|t| t.isolation == flowbalancer::Isolation::Session);
         (isolated || config.sessions.affinity == flowbalancer::pool::AffinityMode::Hint)
-            .then(|| self.connection.to_string())
+            .then(|| client.to_string())
     }
 
     fn any_tier_has(&self, capability: &str) -> bool {
@@ -163,11 +212,9 @@ impl Gateway {
             format!("{}{method}", flowbalancer::mcp::RAW_METHOD_PREFIX),
             params,
         )
-        .with_session(Arc::clone(&self.connection))
+        .with_session(self.client_session(&context.extensions))
         .with_deadline(deadline)
-        .with_upstream(UpstreamHandle(Arc::new(ClientPeer::new(
-            context.peer.clone(),
-        ))));
+        .with_upstream(self.client_peer(&context.peer));
         let call = tier.pool.call(request);
         let answer = tokio::select! {
             answer = call => answer,
@@ -181,6 +228,34 @@ impl Gateway {
                 McpError::internal_error(format!("tier {:?}: {error}", tier.name), None)
             })),
         }
+    }
+
+    /// Sends a subscribe or unsubscribe to the tier that owns `uri` (or every tier that
+    /// supports subscriptions, in order, until one accepts).
+    async fn resource_subscription(
+        &self,
+        method: &str,
+        uri: String,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let owns = |t: &McpTier| {
+            t.catalog
+                .listing()
+                .resources
+                .iter()
+                .any(|r| r.get("uri").and_then(Value::as_str) == Some(uri.as_str()))
+        };
+        let mut last = McpError::invalid_params(format!("no server offers {uri:?}"), None);
+        for tier in self.owners(owns, "resources") {
+            match self
+                .forward(&tier, method, json!({ "uri": uri }), context)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(error) => last = error,
+            }
+        }
+        Err(last)
     }
 
     /// The tiers to ask for `key`, the owner first: the tier whose listing has it, then
@@ -210,6 +285,17 @@ impl ServerHandler for Gateway {
         if self.any_tier_has("completions") {
             capabilities["completions"] = json!({});
         }
+        if self.any_tier_has("logging") {
+            capabilities["logging"] = json!({});
+        }
+        let subscribable = self
+            .balancer
+            .mcp_tiers()
+            .iter()
+            .any(|t| t.catalog.listing().capabilities["resources"]["subscribe"] == json!(true));
+        if subscribable {
+            capabilities["resources"]["subscribe"] = json!(true);
+        }
         let capabilities: ServerCapabilities =
             serde_json::from_value(capabilities).unwrap_or_default();
         let info: Implementation = serde_json::from_value(json!({
@@ -227,6 +313,27 @@ impl ServerHandler for Gateway {
         let mut changes = self.balancer.subscribe_changes();
         changes.borrow_and_update();
         let peer = context.peer;
+        for tier in self.balancer.mcp_tiers() {
+            // Updates of the resources this client subscribed to.
+            let mut updates = tier.catalog.subscribe_updates();
+            let (peer, subscribed) = (peer.clone(), Arc::clone(&self.subscribed));
+            tokio::spawn(async move {
+                loop {
+                    let uri = match updates.recv().await {
+                        Ok(uri) => uri,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(_) => break,
+                    };
+                    if !subscribed.lock().contains(&uri) {
+                        continue;
+                    }
+                    let param = rmcp::model::ResourceUpdatedNotificationParam::new(uri);
+                    if peer.notify_resource_updated(param).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
         tokio::spawn(async move {
             while changes.changed().await.is_ok() {
                 if peer.notify_tool_list_changed().await.is_err() {
@@ -270,7 +377,8 @@ impl ServerHandler for Gateway {
             .ok()
             .and_then(|v| v.as_object().cloned())
             .unwrap_or_default();
-        let session = session_of(&meta, &mut arguments).or_else(|| self.default_session());
+        let client = self.client_session(&context.extensions);
+        let session = session_of(&meta, &mut arguments).or_else(|| self.default_session(&client));
         let (progress, flush) = match context.meta.get_progress_token() {
             Some(token) => {
                 let (sink, flush) = progress_forwarder(token, context.peer.clone());
@@ -278,7 +386,7 @@ impl ServerHandler for Gateway {
             }
             None => (None, None),
         };
-        let upstream = UpstreamHandle(Arc::new(ClientPeer::new(context.peer.clone())));
+        let upstream = self.client_peer(&context.peer);
         let call = self.balancer.call(
             &name,
             Value::Object(arguments),
@@ -384,6 +492,46 @@ impl ServerHandler for Gateway {
             }
         }
         Err(last)
+    }
+
+    // Logging is deprecated by SEP-2577 (2026-07-28), but 2025-11-25 clients use it.
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        // Servers' log messages are filtered here, per client: the instances behind us are
+        // shared, so their own level cannot be one client's.
+        let level = serde_json::to_value(&request.level).unwrap_or(Value::Null);
+        let index = level
+            .as_str()
+            .and_then(|l| upstream::LEVELS.iter().position(|k| *k == l))
+            .ok_or_else(|| McpError::invalid_params(format!("unknown level {level}"), None))?;
+        self.log_level
+            .store(index, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        request: rmcp::model::SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.resource_subscription("resources/subscribe", request.uri.clone(), &context)
+            .await?;
+        self.subscribed.lock().insert(request.uri);
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: rmcp::model::UnsubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.subscribed.lock().remove(&request.uri);
+        self.resource_subscription("resources/unsubscribe", request.uri, &context)
+            .await
     }
 
     async fn list_prompts(

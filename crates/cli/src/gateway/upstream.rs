@@ -5,18 +5,35 @@ use flowbalancer::pool::{Upstream, UpstreamError, UpstreamFuture};
 use rmcp::model::{ServerNotification, ServerRequest};
 use rmcp::{Peer, RoleServer};
 use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The standard "method not found" code, for a capability the client lacks.
 const METHOD_NOT_FOUND: i64 = -32601;
 
+/// MCP's log levels, least severe first.
+pub(crate) const LEVELS: [&str; 8] = [
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
+
 /// One client connection, answering for the requests of the MCP servers behind us.
 pub(crate) struct ClientPeer {
     peer: Peer<RoleServer>,
+    /// The least severe log level the client wants (`logging/setLevel`), as an index of
+    /// [`LEVELS`]: servers' log messages below it are not passed on.
+    level: Arc<AtomicUsize>,
 }
 
 impl ClientPeer {
-    pub(crate) fn new(peer: Peer<RoleServer>) -> Self {
-        Self { peer }
+    pub(crate) fn new(peer: Peer<RoleServer>, level: Arc<AtomicUsize>) -> Self {
+        Self { peer, level }
     }
 
     /// Whether the client declared the capability a server request needs.
@@ -68,6 +85,16 @@ impl Upstream for ClientPeer {
     }
 
     fn notify(&self, method: &str, params: Value) {
+        if method == "notifications/message" {
+            let severity = params
+                .get("level")
+                .and_then(Value::as_str)
+                .and_then(|l| LEVELS.iter().position(|k| *k == l))
+                .unwrap_or(LEVELS.len() - 1);
+            if severity < self.level.load(Ordering::Relaxed) {
+                return;
+            }
+        }
         let notification: Result<ServerNotification, _> =
             serde_json::from_value(json!({ "method": method, "params": params }));
         let Ok(notification) = notification else {
