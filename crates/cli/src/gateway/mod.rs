@@ -503,7 +503,7 @@ impl ServerHandler for Gateway {
     ) -> Result<(), McpError> {
         // Servers' log messages are filtered here, per client: the instances behind us are
         // shared, so their own level cannot be one client's.
-        let level = serde_json::to_value(&request.level).unwrap_or(Value::Null);
+        let level = serde_json::to_value(request.level).unwrap_or(Value::Null);
         let index = level
             .as_str()
             .and_then(|l| upstream::LEVELS.iter().position(|k| *k == l))
