@@ -144,22 +144,20 @@ impl Front {
     }
 
     /// Takes a place overall and in the session, or says which limit is reached.
-    fn take_places(self: &Arc<Self>, session: Option<String>) -> Result<Places, Reply> {
+    fn take_places(self: &Arc<Self>, session: Option<String>) -> Result<Places, &'static str> {
         let overall = self.in_flight.fetch_add(1, Ordering::SeqCst);
         let mut places = Places {
             front: Arc::clone(self),
             session: None,
         };
         if overall >= self.settings.max_concurrent_requests {
-            return Err(too_many("too many requests at once; retry shortly"));
+            return Err("too many requests at once; retry shortly");
         }
         if let Some(session) = session {
             let mut map = self.per_session.lock();
             let count = map.entry(session.clone()).or_insert(0);
             if *count >= self.settings.max_requests_per_session {
-                return Err(too_many(
-                    "too many requests at once in this session; retry shortly",
-                ));
+                return Err("too many requests at once in this session; retry shortly");
             }
             *count += 1;
             drop(map);
@@ -235,7 +233,7 @@ impl Front {
                 .map(str::to_string);
             match self.take_places(session) {
                 Ok(places) => Some(places),
-                Err(response) => return response,
+                Err(why) => return too_many(why),
             }
         } else {
             None
