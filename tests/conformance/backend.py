@@ -24,6 +24,7 @@ WAV = base64.b64encode(b"RIFF$\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x
 LEVELS = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
 state = {"level": "debug", "next": 1}
 subscriptions = set()
+cancelled = set()
 lock = threading.Lock()
 waiting = {}  # our request id -> [event, response]
 
@@ -90,6 +91,8 @@ TOOLS = [
     ("test_elicitation_sep1330_enums", "Elicitation with every enum form", NO_ARGS),
     ("json_schema_2020_12_tool", "Tool with JSON Schema 2020-12 features", SCHEMA_2020),
     ("test_reconnection", "Takes a moment, for SSE polling tests", NO_ARGS),
+    ("slow_until_cancelled", "Runs until cancelled (end-to-end tests)",
+     {"type": "object", "properties": {"seconds": {"type": "number"}}}),
 ]
 
 
@@ -178,6 +181,19 @@ def call_tool(rid, params):
                 value = text(f"Elicitation completed: action={got.get('action')}, content={json.dumps(got.get('content'))}")
     elif name == "json_schema_2020_12_tool":
         value = text(f"Received: {json.dumps(args)}")
+    elif name == "slow_until_cancelled":
+        # For the end-to-end tests: runs until cancelled, and notes the cancellation in the
+        # file CANCEL_LOG names.
+        end = time.time() + float(args.get("seconds", 30))
+        while time.time() < end:
+            if rid in cancelled:
+                import os
+                if os.environ.get("CANCEL_LOG"):
+                    with open(os.environ["CANCEL_LOG"], "a") as f:
+                        f.write(f"{rid}\n")
+                return
+            time.sleep(0.01)
+        value = text("not cancelled")
     elif name == "test_reconnection":
         time.sleep(0.5)
         value = text("Reconnection test completed")
@@ -262,6 +278,8 @@ def handle(message):
                      "serverInfo": {"name": "conformance-backend", "version": "1.0.0"}})
     elif method == "ping":
         result(rid, {})
+    elif method == "notifications/cancelled":
+        cancelled.add(params.get("requestId"))
     elif method == "logging/setLevel":
         if params.get("level") in LEVELS:
             state["level"] = params["level"]

@@ -142,6 +142,21 @@ pub(crate) fn e2e() -> Result<(), String> {
             .arg(&binary),
     )?;
     mcp_backends(&binary, &python)?;
+    cmd::run(
+        std::process::Command::new(&python)
+            .arg(e2e_dir().join("http_gateway.py"))
+            .arg(&binary),
+    )?;
+    let modules = npm_packages(&[(
+        "@modelcontextprotocol/sdk/package.json",
+        "@modelcontextprotocol/sdk@^1.32",
+    )])?;
+    cmd::run(
+        std::process::Command::new("node")
+            .arg(e2e_dir().join("ts_client.mjs"))
+            .arg(&binary)
+            .arg(&modules),
+    )?;
     if cmd::has("npx", &["--version"]) {
         inspector(&binary)
     } else {
@@ -221,32 +236,49 @@ pub(crate) fn fastmcp_venv() -> Result<std::path::PathBuf, String> {
     Ok(python)
 }
 
+/// npm packages under target/e2e-npm, each `(file it must have, package spec)`, installed
+/// when the file is missing; returns the `node_modules` directory.
+fn npm_packages(packages: &[(&str, &str)]) -> Result<std::path::PathBuf, String> {
+    let npm_dir = cmd::root().join("target/e2e-npm");
+    let modules = npm_dir.join("node_modules");
+    let missing: Vec<&str> = packages
+        .iter()
+        .filter(|(file, _)| !modules.join(file).exists())
+        .map(|(_, spec)| *spec)
+        .collect();
+    if missing.is_empty() {
+        return Ok(modules);
+    }
+    if !cmd::has("npm", &["--version"]) {
+        return Err(format!(
+            "npm is needed for the end-to-end tests ({})",
+            missing.join(", ")
+        ));
+    }
+    eprintln!(
+        "installing {} into {}",
+        missing.join(", "),
+        npm_dir.display()
+    );
+    std::fs::create_dir_all(&npm_dir).map_err(|e| format!("{}: {e}", npm_dir.display()))?;
+    cmd::run(
+        std::process::Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&npm_dir)
+            .args(&missing),
+    )?;
+    Ok(modules)
+}
+
 /// The real MCP servers behind `serve`: @modelcontextprotocol/server-everything from npm
 /// (installed under target/e2e-npm), mcp-server-time from PyPI and a server on the SDK's
 /// MCPServer (in the e2e venv), driven by the Python SDK (`tests/e2e/mcp_backends.py`).
 fn mcp_backends(binary: &std::path::Path, python: &std::path::Path) -> Result<(), String> {
-    let root = cmd::root();
-    let npm_dir = root.join("target/e2e-npm");
-    let everything =
-        npm_dir.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
-    if !everything.exists() {
-        if !cmd::has("npm", &["--version"]) {
-            return Err(
-                "npm is needed for the MCP-backend end-to-end tests (server-everything)".into(),
-            );
-        }
-        eprintln!(
-            "installing @modelcontextprotocol/server-everything into {}",
-            npm_dir.display()
-        );
-        std::fs::create_dir_all(&npm_dir).map_err(|e| format!("{}: {e}", npm_dir.display()))?;
-        cmd::run(
-            std::process::Command::new("npm")
-                .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
-                .arg(&npm_dir)
-                .arg("@modelcontextprotocol/server-everything"),
-        )?;
-    }
+    let modules = npm_packages(&[(
+        "@modelcontextprotocol/server-everything/dist/index.js",
+        "@modelcontextprotocol/server-everything",
+    )])?;
+    let everything = modules.join("@modelcontextprotocol/server-everything/dist/index.js");
     let has_time = std::process::Command::new(python)
         .args(["-c", "import mcp_server_time"])
         .stderr(std::process::Stdio::null())
@@ -270,19 +302,36 @@ fn mcp_backends(binary: &std::path::Path, python: &std::path::Path) -> Result<()
     )
 }
 
-/// `npx @modelcontextprotocol/inspector --cli … --method tools/list` must list our tools.
+/// `npx @modelcontextprotocol/inspector --cli … --method tools/list` must list our tools, over
+/// stdio and over streamable HTTP.
 fn inspector(binary: &std::path::Path) -> Result<(), String> {
-    let output = std::process::Command::new("npx")
+    let mut stdio = std::process::Command::new("npx");
+    stdio
         .args(["-y", "@modelcontextprotocol/inspector@2", "--cli"])
         .arg(binary)
-        .args(["serve", "--method", "tools/list"])
+        .args(["serve", "--method", "tools/list"]);
+    inspector_lists(stdio, "stdio")?;
+    let gateway = crate::conformance::HttpGateway::start(binary, &[])?;
+    let mut http = std::process::Command::new("npx");
+    http.args([
+        "-y",
+        "@modelcontextprotocol/inspector@2",
+        "--cli",
+        &gateway.url,
+    ])
+    .args(["--transport", "http", "--method", "tools/list"]);
+    inspector_lists(http, "HTTP")
+}
+
+fn inspector_lists(mut command: std::process::Command, transport: &str) -> Result<(), String> {
+    let output = command
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(|e| format!("could not run npx: {e}"))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         return Err(format!(
-            "MCP Inspector CLI failed ({}):\n{stdout}\n{}",
+            "MCP Inspector CLI over {transport} failed ({}):\n{stdout}\n{}",
             output.status,
             String::from_utf8_lossy(&output.stderr)
         ));
@@ -296,11 +345,11 @@ fn inspector(binary: &std::path::Path) -> Result<(), String> {
     for expected in ["echo", "word_count", "sleep", "fib"] {
         if !names.contains(&expected) {
             return Err(format!(
-                "MCP Inspector did not list {expected:?}: {names:?}"
+                "MCP Inspector over {transport} did not list {expected:?}: {names:?}"
             ));
         }
     }
-    println!("MCP Inspector CLI: tools/list → {names:?}");
+    println!("MCP Inspector CLI over {transport}: tools/list → {names:?}");
     Ok(())
 }
 

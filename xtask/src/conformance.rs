@@ -40,41 +40,17 @@ pub(crate) fn run() -> Result<(), String> {
         ),
     )
     .map_err(|e| format!("{}: {e}", config.display()))?;
-    let mut gateway = Command::new(root.join("target/debug/flowbalancer"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .args(["--http", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start flowbalancer serve: {e}"))?;
-    let stderr = gateway.stderr.take().ok_or("no stderr")?;
-    let mut lines = BufReader::new(stderr).lines();
-    let mut url = None;
-    for line in lines.by_ref() {
-        let line = line.map_err(|e| e.to_string())?;
-        if let Some(found) = line.split("serving MCP over HTTP at ").nth(1) {
-            url = Some(found.trim().to_string());
-            break;
-        }
-    }
-    // Keep draining the gateway's stderr so that it never blocks on a full pipe.
-    let drained = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
-    let Some(url) = url else {
-        let _ = gateway.kill();
-        return Err("flowbalancer serve --http did not say where it listens".into());
-    };
+    let gateway = HttpGateway::start(
+        &root.join("target/debug/flowbalancer"),
+        &["--config".as_ref(), config.as_os_str()],
+    )?;
+    let url = gateway.url.clone();
     let output = Command::new(&node)
         .arg(&suite)
         .args(["server", "--url", &url, "--suite", "all"])
         .current_dir(&dir)
         .output();
-    let _ = Command::new("kill")
-        .args(["-TERM", &gateway.id().to_string()])
-        .status();
-    let _ = gateway.wait();
-    let gateway_log = drained.join().unwrap_or_default();
+    let gateway_log = gateway.stop();
     let output = output.map_err(|e| format!("cannot run the conformance suite: {e}"))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let summary: Vec<&str> = stdout
@@ -94,4 +70,79 @@ pub(crate) fn run() -> Result<(), String> {
     }
     println!("MCP conformance: all {scenarios} server scenarios pass through the gateway");
     Ok(())
+}
+
+/// `flowbalancer serve --http 127.0.0.1:0` running in the background: where it listens, and
+/// its stderr kept. Stopped with SIGTERM on [`stop`](Self::stop) or drop.
+pub(crate) struct HttpGateway {
+    child: std::process::Child,
+    /// The MCP endpoint.
+    pub(crate) url: String,
+    log: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl HttpGateway {
+    pub(crate) fn start(
+        binary: &std::path::Path,
+        args: &[&std::ffi::OsStr],
+    ) -> Result<Self, String> {
+        let mut child = Command::new(binary)
+            .arg("serve")
+            .args(args)
+            .args(["--http", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start flowbalancer serve: {e}"))?;
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        let mut lines = BufReader::new(stderr).lines();
+        let mut url = None;
+        for line in lines.by_ref() {
+            let line = line.map_err(|e| e.to_string())?;
+            if let Some(found) = line.split("serving MCP over HTTP at ").nth(1) {
+                url = Some(found.trim().to_string());
+                break;
+            }
+        }
+        // Keep draining its stderr so that it never blocks on a full pipe.
+        let log = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+        match url {
+            Some(url) => Ok(Self {
+                child,
+                url,
+                log: Some(log),
+            }),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err("flowbalancer serve --http did not say where it listens".into())
+            }
+        }
+    }
+
+    /// Stops it (SIGTERM, then waits) and returns what it logged.
+    pub(crate) fn stop(mut self) -> Vec<String> {
+        self.terminate();
+        self.log
+            .take()
+            .and_then(|l| l.join().ok())
+            .unwrap_or_default()
+    }
+
+    fn terminate(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return; // already reaped: its pid may belong to another process now
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for HttpGateway {
+    fn drop(&mut self) {
+        self.terminate();
+    }
 }

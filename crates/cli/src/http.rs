@@ -249,6 +249,22 @@ impl Front {
                 );
             }
         };
+        if parts.method == Method::POST {
+            // rmcp answers a body that is not JSON with a plain-text 415: give the client a
+            // JSON-RPC error it can read, and refuse batches (not part of MCP since 2025-06-18).
+            if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+                return rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    -32600,
+                    "Invalid Request: JSON-RPC batches are not supported",
+                );
+            }
+            if let Err(answer) = crate::serve::vet(&body) {
+                let mut response = reply(StatusCode::BAD_REQUEST, serde_json::Value::Null);
+                *response.body_mut() = Full::new(Bytes::from(answer)).boxed();
+                return response;
+            }
+        }
         let deleting = parts.method == Method::DELETE;
         let mut rmcp = self.rmcp.clone();
         let mut response = match rmcp.call(Request::from_parts(parts, Full::new(body))).await {

@@ -43,7 +43,7 @@ struct Shape<'a> {
 }
 
 /// Checks one input line: `Ok` to pass it to rmcp, `Err(line)` to answer it ourselves.
-fn vet(line: &[u8]) -> Result<(), Vec<u8>> {
+pub(crate) fn vet(line: &[u8]) -> Result<(), Vec<u8>> {
     // The common case, cheaply: one well-formed message object.
     if let Ok(shape) = serde_json::from_slice::<Shape<'_>>(line)
         && shape.jsonrpc == Some("2.0")

@@ -84,6 +84,9 @@ struct Shared {
     catalog: Arc<Catalog>,
     tools: RwLock<Vec<ToolSpec>>,
     relisting: AtomicBool,
+    /// Set once the start handshake is done: a death before is a start failure, reported by
+    /// the start itself.
+    ready: AtomicBool,
 }
 
 impl Shared {
@@ -93,7 +96,7 @@ impl Shared {
         let waiting = {
             let mut pending = self.pending.lock();
             if pending.dead.is_none() {
-                if self.stopping.load(Ordering::SeqCst) {
+                if self.stopping.load(Ordering::SeqCst) || !self.ready.load(Ordering::SeqCst) {
                     tracing::debug!(server = %self.label, pid = self.process.pid(), reason = %error, "MCP server stopped");
                 } else {
                     tracing::warn!(server = %self.label, pid = self.process.pid(), error = %error, "MCP server instance is dead");
@@ -397,17 +400,23 @@ impl McpWorker {
             catalog,
             tools: RwLock::new(Vec::new()),
             relisting: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
         });
         let fail = |shared: &Shared, message: String| {
             shared.stopping.store(true, Ordering::SeqCst);
             shared.die(WorkerError::new(ErrorKind::Crashed, "start failed"));
             let stderr = shared.tail.text();
+            // Errors from the reader already name the server.
+            let message = match message.strip_prefix(&*label) {
+                Some(rest) => format!("{label}{rest}"),
+                None => format!("{label}: {message}"),
+            };
             StartError {
                 worker: id,
                 message: if stderr.is_empty() {
-                    format!("{label}: {message}")
+                    message
                 } else {
-                    format!("{label}: {message}; its stderr ended with:\n{stderr}")
+                    format!("{message}; its stderr ended with:\n{stderr}")
                 },
             }
         };
@@ -424,13 +433,18 @@ impl McpWorker {
         }
         let handshake = tokio::time::timeout(spec.start_timeout, handshake(&shared)).await;
         match handshake {
-            Ok(Ok(())) => Ok(Self { shared, id }),
+            Ok(Ok(())) => {
+                shared.ready.store(true, Ordering::SeqCst);
+                Ok(Self { shared, id })
+            }
             Ok(Err(error)) => {
                 // A process that exited says so better than "closed its stdout".
                 let status =
                     tokio::time::timeout(Duration::from_millis(200), shared.process.wait()).await;
                 let message = match status {
-                    Ok(Ok(status)) => format!("{} ({status})", error.message),
+                    Ok(Ok(status)) if !error.message.contains("exited") => {
+                        format!("{} ({status})", error.message)
+                    }
                     _ => error.message,
                 };
                 Err(fail(&shared, message))

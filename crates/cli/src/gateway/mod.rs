@@ -163,11 +163,15 @@ impl Gateway {
             .collect()
     }
 
-    /// The session of a call that names none: the connection's, where that only adds a
-    /// preference (hint affinity) or is needed (tiers with `isolation = "session"`). With
-    /// strict affinity and no such tier, a call without a session stays unbound, so that one
-    /// connection's calls are not all tied to one worker.
+    /// The session of a call that names none. Over HTTP, the client's `Mcp-Session-Id`.
+    /// Over stdio, the connection's, where that only adds a preference (hint affinity) or is
+    /// needed (tiers with `isolation = "session"`); with strict affinity and no such tier, a
+    /// stdio call without a session stays unbound, so that all of one client's calls are not
+    /// tied to one worker.
     fn default_session(&self, client: &Arc<str>) -> Option<String> {
+        if !Arc::ptr_eq(client, &self.connection) {
+            return Some(client.to_string());
+        }
         let config = self.balancer.config();
         let isolated = config
             .tiers

@@ -1,0 +1,262 @@
+"""End-to-end: `flowbalancer serve --http`, driven by the official MCP Python SDK (`mcp` 2.x)
+over streamable HTTP, plus raw HTTP requests for what a well-behaved client never sends.
+Run by `cargo xtask e2e`.
+
+Usage: python http_gateway.py path/to/flowbalancer
+"""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import anyio
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+BINARY = sys.argv[1]
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+checks = 0
+
+
+def check(condition, message):
+    global checks
+    if not condition:
+        raise AssertionError(message)
+    checks += 1
+
+
+def start(config_text, directory, env=None):
+    path = os.path.join(directory, f"gateway-{time.monotonic_ns()}.toml")
+    with open(path, "w") as f:
+        f.write(config_text)
+    process = subprocess.Popen([BINARY, "serve", "--config", path, "--http", "127.0.0.1:0"],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env={**os.environ, **(env or {})}, text=True)
+    for line in process.stderr:
+        if "serving MCP over HTTP at " in line:
+            url = line.split("serving MCP over HTTP at ")[1].strip()
+            break
+    else:
+        raise AssertionError("the gateway did not start")
+    # Keep draining its stderr.
+    import threading
+    threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()
+    return process, url
+
+
+def raw(url, body=None, headers=None, method="POST"):
+    data = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(url, data=data, method=method, headers={
+        "Content-Type": "application/json", "Accept": "application/json, text/event-stream", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def oversized(url, size):
+    """POSTs a body of `size` bytes the way a client that streams it does, reading the answer
+    as soon as the server gives one (it refuses before reading it all)."""
+    import socket
+    from urllib.parse import urlparse
+    parts = urlparse(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        head = (f"POST {parts.path} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\n"
+                f"Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+                f"Content-Length: {size}\r\n\r\n")
+        sock.sendall(head.encode())
+        try:
+            sock.sendall(b"x" * (1024 * 1024))
+        except OSError:
+            pass
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer) < 200:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    status = int(answer.split(b" ", 2)[1]) if answer else 0
+    return status, answer
+
+
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}
+
+
+async def sessions_stick(url, n):
+    """n concurrent client sessions, each making several calls: each session's calls stay on
+    one instance (strict affinity keyed on Mcp-Session-Id)."""
+    seen = {}
+
+    async def one(i):
+        async with streamable_http_client(url) as streams:
+            async with ClientSession(streams[0], streams[1]) as session:
+                await session.initialize()
+                pids = []
+                for _ in range(3):
+                    r = await session.call_tool("whoami", {})
+                    pids.append(r.content[0].text)
+                seen[i] = pids
+
+    async with anyio.create_task_group() as group:
+        for i in range(n):
+            group.start_soon(one, i)
+    return seen
+
+
+async def main():
+    with tempfile.TemporaryDirectory() as directory:
+        python = sys.executable
+        cancel_log = os.path.join(directory, "cancelled.txt")
+        config = f"""
+[telemetry]
+enabled = false
+
+[sessions]
+affinity = "strict_queue"
+
+[http]
+session_ttl = "3s"
+
+[[tiers]]
+name = "py"
+workers = {{ mcp = ["{python}", "{HERE}/servers/py_tools.py"] }}
+size = 4
+queue_timeout = "30s"
+
+[[tiers]]
+name = "backend"
+workers = {{ mcp = ["python3", "{ROOT}/tests/conformance/backend.py"] }}
+size = 1
+env = {{ CANCEL_LOG = "{cancel_log}" }}
+
+[[tiers]]
+name = "local"
+workers = {{ builtin = ["echo"] }}
+size = 1
+"""
+        gateway, url = start(config, directory)
+        try:
+            base = url.rsplit("/", 1)[0]
+            status, _, body = raw(base + "/healthz", method="GET")
+            check(status == 200, f"healthz {status}")
+            status, _, body = raw(base + "/readyz", method="GET")
+            check(status == 200 and json.loads(body)["ready"], f"readyz {status} {body}")
+
+            # One client, the basics.
+            async with streamable_http_client(url) as streams:
+                async with ClientSession(streams[0], streams[1]) as session:
+                    await session.initialize()
+                    tools = {t.name for t in (await session.list_tools()).tools}
+                    check({"echo", "add", "whoami", "test_simple_text"} <= tools, f"tools over HTTP: {sorted(tools)}")
+                    r = await session.call_tool("add", {"a": 20, "b": 22})
+                    check(r.content[0].text == "42", f"add over HTTP {r}")
+                    r = await session.call_tool("echo", {"text": "über"})
+                    check(r.structured_content == {"text": "über"}, f"echo over HTTP {r}")
+
+            # 200 concurrent sessions, each pinned to one instance.
+            started = time.monotonic()
+            seen = await sessions_stick(url, 200)
+            check(len(seen) == 200, f"200 sessions served: {len(seen)}")
+            split = [i for i, pids in seen.items() if len(set(pids)) != 1]
+            check(not split, f"every session's calls on one instance; split: {split[:5]}")
+            spread = {pids[0] for pids in seen.values()}
+            check(len(spread) > 1, f"sessions spread over the instances: {spread}")
+            print(f"200 sessions x 3 calls in {time.monotonic() - started:.1f}s over {len(spread)} instances")
+
+            # A client that leaves mid-call (its session ends): the call is cancelled at the
+            # backend.
+            async def leave_mid_call():
+                async with streamable_http_client(url) as streams:
+                    async with ClientSession(streams[0], streams[1]) as session:
+                        await session.initialize()
+                        with anyio.move_on_after(1.0):
+                            await session.call_tool("slow_until_cancelled", {"seconds": 30})
+            await leave_mid_call()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not os.path.exists(cancel_log):
+                await anyio.sleep(0.1)
+            check(os.path.exists(cancel_log), "the call of a client that left was cancelled at the backend")
+
+            # An abrupt disconnect: the session expires (ttl 3s) and its call is cancelled.
+            os.remove(cancel_log)
+            status, headers, body = raw(url, INIT)
+            session_id = headers.get("mcp-session-id") or headers.get("Mcp-Session-Id")
+            check(status == 200 and session_id, f"raw initialize {status} {headers}")
+            raw(url, {"jsonrpc": "2.0", "method": "notifications/initialized"}, {"mcp-session-id": session_id})
+            call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                    "params": {"name": "slow_until_cancelled", "arguments": {"seconds": 60}}}
+            request = urllib.request.Request(url, data=json.dumps(call).encode(), method="POST", headers={
+                "Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+                "mcp-session-id": session_id})
+            try:
+                urllib.request.urlopen(request, timeout=0.5).read()
+            except Exception:
+                pass  # the client gives up and goes away
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and not os.path.exists(cancel_log):
+                await anyio.sleep(0.2)
+            check(os.path.exists(cancel_log), "an abandoned session's call was cancelled at the backend when it expired")
+
+            # What a well-behaved client never sends: the right status and a JSON-RPC error.
+            status, _, body = raw(url, {"jsonrpc": "2.0", "id": 5, "method": "tools/list"})
+            check(400 <= status < 500, f"no session id: {status} {body[:200]}")
+            status, _, body = raw(url, INIT, {"Origin": "http://evil.example"})
+            check(status == 403, f"a foreign Origin: {status} {body[:200]}")
+            status, body = oversized(url, 20 * 1024 * 1024)
+            check(status == 413 and b"jsonrpc" in body, f"a 20 MB body: {status} {body[:200]}")
+            status, _, body = raw(url, b"{not json")
+            check(status == 400 and b"-32700" in body, f"invalid JSON: {status} {body[:200]}")
+            status, _, body = raw(url, [INIT, INIT])
+            check(400 <= status < 500 and b"jsonrpc" in body, f"a batch array: {status} {body[:200]}")
+            status, _, body = raw(base + "/healthz", method="GET")
+            check(status == 200, "the server is still up")
+        finally:
+            gateway.send_signal(signal.SIGTERM)
+            try:
+                gateway.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                gateway.kill()
+                raise AssertionError("the gateway did not stop on SIGTERM")
+        check(gateway.returncode == 0, f"a clean exit on SIGTERM: {gateway.returncode}")
+
+        # Bearer tokens: 401 with WWW-Authenticate without one, served with one.
+        secured = """
+[telemetry]
+enabled = false
+[http]
+bearer_tokens_env = "FB_TEST_TOKENS"
+[[tiers]]
+name = "local"
+workers = { builtin = ["echo"] }
+size = 1
+"""
+        gateway, url = start(secured, directory, {"FB_TEST_TOKENS": "alpha, beta"})
+        try:
+            status, headers, body = raw(url, INIT)
+            check(status == 401 and "Bearer" in (headers.get("www-authenticate") or headers.get("WWW-Authenticate") or ""),
+                  f"no token: {status} {headers}")
+            status, _, _ = raw(url, INIT, {"Authorization": "Bearer wrong"})
+            check(status == 401, f"a wrong token: {status}")
+            async with streamable_http_client(url, http_client=create_mcp_http_client(headers={"Authorization": "Bearer beta"})) as streams:
+                async with ClientSession(streams[0], streams[1]) as session:
+                    await session.initialize()
+                    r = await session.call_tool("echo", {"text": "with a token"})
+                    check(r.structured_content == {"text": "with a token"}, f"served with a token {r}")
+        finally:
+            gateway.send_signal(signal.SIGTERM)
+            gateway.wait(timeout=20)
+    print(f"HTTP gateway end to end: {checks} checks passed")
+
+
+asyncio.run(main())
