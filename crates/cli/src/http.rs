@@ -364,6 +364,9 @@ pub(crate) async fn serve_http(
         .with_cancellation_token(closing.child_token());
     let mut sessions = LocalSessionManager::default();
     sessions.session_config.keep_alive = Some(settings.session_ttl);
+    // An idle session should cost little: a short queue per session is enough, since each
+    // request has its own stream.
+    sessions.session_config.channel_capacity = 4;
     let factory_balancer = Arc::clone(&balancer);
     let rmcp = StreamableHttpService::new(
         move || {
@@ -403,6 +406,9 @@ pub(crate) async fn serve_http(
                 continue;
             }
         };
+        // Answers go out in several small writes (headers, SSE events): without this, Nagle's
+        // algorithm and the client's delayed ACK add ~40 ms to each.
+        let _ = stream.set_nodelay(true);
         let front = Arc::clone(&front);
         let closing = closing.clone();
         tokio::spawn(async move {
@@ -424,6 +430,7 @@ pub(crate) async fn serve_http(
                 }
             });
             let connection = hyper::server::conn::http1::Builder::new()
+                .max_buf_size(64 * 1024)
                 .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             tokio::select! {

@@ -1,0 +1,322 @@
+//! tools/call over MCP's streamable HTTP transport, in one run:
+//! - `flowbalancer serve --http` with the built-in echo tier, 64 concurrent client sessions;
+//! - the MCP Python SDK's own streamable-HTTP server serving the same tool, same load;
+//! - memory per idle session: the gateway's resident memory before and after opening 1000
+//!   sessions that then do nothing.
+//!
+//! The client is a small one of this bench's own (hyper, one keep-alive connection per
+//! session, SSE or JSON answers), the same for both servers.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use flowbalancer_pool::LatencyHistogram;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// One client session on its own connection.
+struct Session {
+    send: SendRequest<Full<Bytes>>,
+    host: String,
+    path: String,
+    id: Option<String>,
+    next: u64,
+}
+
+impl Session {
+    async fn open(address: &str, path: &str) -> Result<Self, String> {
+        let stream = tokio::net::TcpStream::connect(address)
+            .await
+            .map_err(|e| e.to_string())?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let (send, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        let mut session = Self {
+            send,
+            host: address.to_string(),
+            path: path.to_string(),
+            id: None,
+            next: 1,
+        };
+        session
+            .post(
+                json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "bench", "version": "1"}}}),
+            )
+            .await?;
+        session
+            .post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await?;
+        Ok(session)
+    }
+
+    /// POSTs one message; returns the JSON-RPC answer (from JSON or the SSE stream), if any.
+    async fn post(&mut self, message: Value) -> Result<Option<Value>, String> {
+        let mut request = Request::post(&self.path)
+            .header("host", &self.host)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream");
+        if let Some(id) = &self.id {
+            request = request.header("mcp-session-id", id);
+        }
+        let request = request
+            .body(Full::new(Bytes::from(message.to_string())))
+            .map_err(|e| e.to_string())?;
+        self.send.ready().await.map_err(|e| e.to_string())?;
+        let response = self
+            .send
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(id) = response.headers().get("mcp-session-id") {
+            self.id = Some(id.to_str().map_err(|e| e.to_string())?.to_string());
+        }
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)));
+        }
+        let text = String::from_utf8_lossy(&body);
+        let answer = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(str::trim)
+            .chain(std::iter::once(text.trim()))
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .find(|v| v.get("id").is_some());
+        Ok(answer)
+    }
+
+    async fn echo(&mut self, text: &str) -> Result<(), String> {
+        let id = self.next;
+        self.next += 1;
+        let answer = self
+            .post(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                         "params": {"name": "echo", "arguments": {"text": text}}}))
+            .await?
+            .ok_or("no answer")?;
+        let result = &answer["result"];
+        let echoed = result["structuredContent"]["text"].as_str().or_else(|| {
+            result["content"][0]["text"]
+                .as_str()
+                .filter(|t| t.contains(text))
+                .map(|_| text)
+        });
+        if echoed == Some(text) {
+            Ok(())
+        } else {
+            Err(format!("unexpected answer {answer}"))
+        }
+    }
+}
+
+struct Run {
+    rate: f64,
+    latency: Arc<LatencyHistogram>,
+}
+
+async fn load(address: &str, path: &str, sessions: usize, calls: usize) -> Result<Run, String> {
+    let mut opened = Vec::with_capacity(sessions);
+    for _ in 0..sessions {
+        opened.push(Session::open(address, path).await?);
+    }
+    for session in &mut opened {
+        session.echo("warm").await?;
+    }
+    let latency = Arc::new(LatencyHistogram::new());
+    let per_session = calls / sessions;
+    let started = Instant::now();
+    let tasks: Vec<_> = opened
+        .into_iter()
+        .map(|mut session| {
+            let latency = Arc::clone(&latency);
+            tokio::spawn(async move {
+                for i in 0..per_session {
+                    let begun = Instant::now();
+                    session.echo(&i.to_string()).await?;
+                    latency.record(begun.elapsed());
+                }
+                Ok::<(), String>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.map_err(|e| e.to_string())??;
+    }
+    Ok(Run {
+        rate: (per_session * sessions) as f64 / started.elapsed().as_secs_f64(),
+        latency,
+    })
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Starts `command` and waits until `address` accepts connections.
+fn start(mut command: std::process::Command, address: &str) -> Option<std::process::Child> {
+    let child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(address).is_ok() {
+            return Some(child);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_or(18_500, |a| a.port())
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.0} µs", d.as_nanos() as f64 / 1000.0)
+}
+
+fn main() {
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    if filter
+        .as_deref()
+        .is_some_and(|f| !"http_gateway".contains(f) && !f.contains("http_gateway"))
+    {
+        return;
+    }
+    let quick = std::env::var_os("FLOWBALANCER_BENCH_QUICK").is_some();
+    let calls = if quick { 20_000 } else { 100_000 };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let binary = root().join("target/release/flowbalancer");
+    let built = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--release", "-p", "flowbalancer-cli"])
+        .current_dir(root())
+        .status();
+    if !built.is_ok_and(|s| s.success()) {
+        eprintln!("http_gateway bench: cannot build flowbalancer");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("http.toml");
+    std::fs::write(
+        &config,
+        "[telemetry]\nenabled = false\n[http]\nmax_concurrent_requests = 4096\n[[tiers]]\nname = \"hot\"\nworkers = { builtin = [\"echo\"] }\nsize = 2\nmax_in_flight = 64\n",
+    )
+    .expect("config");
+    let mut report =
+        String::from("## HTTP gateway: tools/call over streamable HTTP, echo, 64 sessions\n\n");
+    report.push_str("| server | calls | calls/s | p50 | p99 |\n|---|---:|---:|---:|---:|\n");
+
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    let mut command = std::process::Command::new(&binary);
+    command
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--http", &address]);
+    let ours = start(command, &address).map(|mut child| {
+        let run = rt.block_on(load(&address, "/mcp", 64, calls));
+        // Memory per idle session: 1000 sessions opened and left idle.
+        let idle = (|| {
+            let before = rss_kib(child.id())?;
+            let sessions = rt.block_on(async {
+                let mut sessions = Vec::new();
+                for _ in 0..1000 {
+                    sessions.push(Session::open(&address, "/mcp").await.ok()?);
+                }
+                Some(sessions)
+            })?;
+            std::thread::sleep(Duration::from_millis(500));
+            let after = rss_kib(child.id())?;
+            drop(sessions);
+            Some((before, after))
+        })();
+        let _ = child.kill();
+        let _ = child.wait();
+        (run, idle)
+    });
+    let python = root().join("target/e2e-venv/bin/python");
+    let theirs_port = free_port();
+    let theirs_address = format!("127.0.0.1:{theirs_port}");
+    let theirs = python
+        .exists()
+        .then(|| {
+            let mut command = std::process::Command::new(&python);
+            command
+                .arg(root().join("benches/python/mcp_http_echo_server.py"))
+                .arg(theirs_port.to_string());
+            start(command, &theirs_address).map(|mut child| {
+                let run = rt.block_on(load(&theirs_address, "/mcp", 64, calls / 20));
+                let _ = child.kill();
+                let _ = child.wait();
+                run
+            })
+        })
+        .flatten();
+    let row = |name: &str, n: usize, run: Option<&Result<Run, String>>| match run {
+        Some(Ok(run)) => format!(
+            "| {name} | {n} | {:.1} k/s | {} | {} |\n",
+            run.rate / 1000.0,
+            us(run.latency.percentile(50.0)),
+            us(run.latency.percentile(99.0))
+        ),
+        Some(Err(e)) => format!("| {name} | {n} | failed: {e} | – | – |\n"),
+        None => format!("| {name} | {n} | not run | – | – |\n"),
+    };
+    report.push_str(&row(
+        "flowbalancer serve --http",
+        calls,
+        ours.as_ref().map(|(run, _)| run),
+    ));
+    report.push_str(&row(
+        "MCP Python SDK (MCPServer, streamable HTTP)",
+        calls / 20,
+        theirs.as_ref(),
+    ));
+    if let (Some((Ok(a), _)), Some(Ok(b))) = (&ours, &theirs) {
+        report.push_str(&format!("\nflowbalancer ÷ Python SDK = {:.1}× (goal ≥ 10×); goal for ours: ≥ 20 k/s with p99 < 5 ms.\n", a.rate / b.rate));
+    }
+    if let Some((_, Some((before, after)))) = &ours {
+        report.push_str(&format!(
+            "\nMemory per idle session: {:.1} KiB ({} KiB resident before 1000 idle sessions, {} KiB after; goal < 64 KiB).\n\n",
+            after.saturating_sub(*before) as f64 / 1000.0,
+            before,
+            after
+        ));
+    }
+    eprintln!("{report}");
+    if let Ok(extra) = std::env::var("FLOWBALANCER_BENCH_EXTRA") {
+        let _ = std::fs::write(Path::new(&extra).join("http_gateway.md"), &report);
+    }
+}
