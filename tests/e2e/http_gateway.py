@@ -154,8 +154,13 @@ size = 1
             check(status == 200 and json.loads(body)["ready"], f"readyz {status} {body}")
 
             # One client, the basics.
+            notices = []
+
+            async def on_message(message):
+                notices.append(getattr(getattr(message, "root", message), "method", None))
+
             async with streamable_http_client(url) as streams:
-                async with ClientSession(streams[0], streams[1]) as session:
+                async with ClientSession(streams[0], streams[1], message_handler=on_message) as session:
                     await session.initialize()
                     tools = {t.name for t in (await session.list_tools()).tools}
                     check({"echo", "add", "whoami", "test_simple_text"} <= tools, f"tools over HTTP: {sorted(tools)}")
@@ -163,6 +168,16 @@ size = 1
                     check(r.content[0].text == "42", f"add over HTTP {r}")
                     r = await session.call_tool("echo", {"text": "über"})
                     check(r.structured_content == {"text": "über"}, f"echo over HTTP {r}")
+                    # A backend's list_changed: re-listed, and every client told.
+                    await session.call_tool("add_a_tool", {})
+                    deadline = time.monotonic() + 5
+                    while "notifications/tools/list_changed" not in notices and time.monotonic() < deadline:
+                        await anyio.sleep(0.05)
+                    check("notifications/tools/list_changed" in notices, f"list_changed reached the client: {notices}")
+                    tools = {t.name for t in (await session.list_tools()).tools}
+                    check("added_later" in tools, f"the new tool is listed: {sorted(tools)}")
+                    r = await session.call_tool("added_later", {})
+                    check(r.content[0].text == "added later, and served", f"the new tool is served {r}")
 
             # 200 concurrent sessions, each pinned to one instance.
             started = time.monotonic()

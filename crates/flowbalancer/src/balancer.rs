@@ -61,6 +61,17 @@ pub struct BalancerStats {
     pub telemetry: Option<flowbalancer_telemetry::TelemetryStats>,
 }
 
+/// The bus topic on which MCP servers' list changes are broadcast.
+pub const LIST_CHANGED_TOPIC: &str = "mcp.list_changed";
+
+/// An MCP server's tools, resources or prompts changed (the message of
+/// [`LIST_CHANGED_TOPIC`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListChanged {
+    /// The tier whose server changed.
+    pub tier: Arc<str>,
+}
+
 /// An MCP tier: its pool (for resources, prompts and completion, sent as raw methods with
 /// [`mcp::RAW_METHOD_PREFIX`](flowbalancer_mcp::RAW_METHOD_PREFIX)) and the server's listings.
 #[derive(Debug, Clone)]
@@ -108,7 +119,9 @@ pub struct McpTier {
 pub struct Balancer {
     config: Config,
     mcp: Vec<McpTier>,
-    changes: tokio::sync::watch::Sender<u64>,
+    /// The balancer's message bus: the `mcp.list_changed` topic.
+    bus: flowbalancer_bus::Bus,
+    changes: flowbalancer_bus::Topic<ListChanged>,
     router: Router,
     pools: Vec<Box<dyn ManagedPool>>,
     telemetry: Option<Telemetry>,
@@ -247,7 +260,13 @@ impl Balancer {
                 }
             }
         })?;
-        let (changes, _) = tokio::sync::watch::channel(0u64);
+        let bus = flowbalancer_bus::Bus::new();
+        let changes = bus
+            .topic::<ListChanged>(LIST_CHANGED_TOPIC, 64)
+            .map_err(|e| Error::Io {
+                what: "creating the list_changed topic".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
         for tier in &mcp {
             // A server's list_changed: the pool re-reads its tools, and clients hear of it.
             let mut changed = tier.catalog.subscribe();
@@ -262,13 +281,16 @@ impl Balancer {
                         () = closing.cancelled() => break,
                     }
                     pool.refresh_tools();
-                    changes.send_modify(|generation| *generation += 1);
+                    changes.publish(ListChanged {
+                        tier: Arc::from(pool.name()),
+                    });
                 }
             })?;
         }
         tracing::info!(name = %config.name, tiers = ?router.tier_names(), "balancer started");
         Ok(Self {
             mcp,
+            bus,
             changes,
             config,
             router,
@@ -352,10 +374,16 @@ impl Balancer {
         self.mcp.iter().any(|t| t.name == tier)
     }
 
-    /// A receiver whose value moves whenever an MCP server's tools, resources or prompts
-    /// changed (after its `list_changed`), to tell clients.
-    pub fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+    /// A subscriber of the `mcp.list_changed` topic: one message each time an MCP server's
+    /// tools, resources or prompts changed (after its `list_changed` and the re-listing), for
+    /// every client session to hear.
+    pub fn subscribe_changes(&self) -> flowbalancer_bus::Subscriber<ListChanged> {
         self.changes.subscribe()
+    }
+
+    /// The balancer's message bus (its topics and queues, and their stats).
+    pub fn bus(&self) -> &flowbalancer_bus::Bus {
+        &self.bus
     }
 
     /// The router (for its chain and stats).

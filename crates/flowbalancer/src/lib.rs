@@ -48,7 +48,7 @@ mod import;
 mod session;
 
 #[cfg(feature = "balancer")]
-pub use balancer::{Balancer, BalancerStats, McpTier};
+pub use balancer::{Balancer, BalancerStats, LIST_CHANGED_TOPIC, ListChanged, McpTier};
 #[cfg(feature = "balancer")]
 pub use config::{
     BreakerSettings, Config, ConfigProblem, HttpConfig, Isolation, RoutesConfig, SessionsConfig,

@@ -37,7 +37,15 @@ pub(crate) struct Gateway {
     log_level: Arc<std::sync::atomic::AtomicUsize>,
     /// The resource URIs the client subscribed to.
     subscribed: Arc<parking_lot::Mutex<std::collections::HashSet<String>>>,
+    /// Servers' log messages for this client: a bounded queue that drops the oldest when the
+    /// client reads slower than servers write, drained in order by one task.
+    logs: flowbalancer::bus::Sender<Value>,
+    /// The queue's receiving end, until the draining task takes it.
+    logs_out: parking_lot::Mutex<Option<flowbalancer::bus::Receiver<Value>>>,
 }
+
+/// Log messages kept for a client that reads slower than servers write.
+const LOG_QUEUE: usize = 256;
 
 impl Drop for Gateway {
     fn drop(&mut self) {
@@ -106,19 +114,43 @@ fn session_of(
 
 impl Gateway {
     pub(crate) fn new(balancer: Arc<Balancer>, connection: Arc<str>) -> Self {
+        let (logs, logs_out) = flowbalancer::bus::channel(
+            flowbalancer::bus::QueueConfig::new(LOG_QUEUE)
+                .overflow(flowbalancer::bus::Overflow::DropOldest),
+        )
+        .unwrap_or_else(|_| unreachable!("a non-zero capacity is valid"));
         Self {
             balancer,
             connection,
             http_session: parking_lot::Mutex::new(None),
             log_level: Arc::default(),
             subscribed: Arc::default(),
+            logs,
+            logs_out: parking_lot::Mutex::new(Some(logs_out)),
         }
     }
 
     fn client_peer(&self, peer: &rmcp::Peer<RoleServer>) -> UpstreamHandle {
+        if let Some(queue) = self.logs_out.lock().take() {
+            // The first time the client is known: drain its log queue to it, in order.
+            let peer = peer.clone();
+            tokio::spawn(async move {
+                while let Some(params) = queue.recv().await {
+                    let notification = serde_json::from_value::<rmcp::model::ServerNotification>(
+                        json!({ "method": "notifications/message", "params": params }),
+                    );
+                    if let Ok(notification) = notification
+                        && peer.send_notification(notification).await.is_err()
+                    {
+                        break; // the client is gone
+                    }
+                }
+            });
+        }
         UpstreamHandle(Arc::new(ClientPeer::new(
             peer.clone(),
             Arc::clone(&self.log_level),
+            self.logs.clone(),
         )))
     }
 
@@ -315,7 +347,6 @@ impl ServerHandler for Gateway {
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         // Tell this client whenever a server's lists change.
         let mut changes = self.balancer.subscribe_changes();
-        changes.borrow_and_update();
         let peer = context.peer;
         for tier in self.balancer.mcp_tiers() {
             // Updates of the resources this client subscribed to.
@@ -339,7 +370,13 @@ impl ServerHandler for Gateway {
             });
         }
         tokio::spawn(async move {
-            while changes.changed().await.is_ok() {
+            loop {
+                use flowbalancer::bus::TopicRecvError;
+                match changes.recv().await {
+                    Ok(_) | Err(TopicRecvError::Lagged(_)) => {}
+                    Err(TopicRecvError::Closed) => break,
+                    Err(_) => continue,
+                }
                 if peer.notify_tool_list_changed().await.is_err() {
                     break; // the client is gone
                 }

@@ -29,11 +29,17 @@ pub(crate) struct ClientPeer {
     /// The least severe log level the client wants (`logging/setLevel`), as an index of
     /// [`LEVELS`]: servers' log messages below it are not passed on.
     level: Arc<AtomicUsize>,
+    /// The client's log queue (bounded, oldest dropped first).
+    logs: flowbalancer::bus::Sender<Value>,
 }
 
 impl ClientPeer {
-    pub(crate) fn new(peer: Peer<RoleServer>, level: Arc<AtomicUsize>) -> Self {
-        Self { peer, level }
+    pub(crate) fn new(
+        peer: Peer<RoleServer>,
+        level: Arc<AtomicUsize>,
+        logs: flowbalancer::bus::Sender<Value>,
+    ) -> Self {
+        Self { peer, level, logs }
     }
 
     /// Whether the client declared the capability a server request needs.
@@ -94,6 +100,8 @@ impl Upstream for ClientPeer {
             if severity < self.level.load(Ordering::Relaxed) {
                 return;
             }
+            let _ = self.logs.try_send(params);
+            return;
         }
         let notification: Result<ServerNotification, _> =
             serde_json::from_value(json!({ "method": method, "params": params }));

@@ -326,24 +326,23 @@ impl<W: Worker> Pool<W> {
     }
 
     /// Asks the live workers again for their tools (after a worker said its tool list
-    /// changed) and keeps the newest worker's non-empty answer. Returns whether the pool's
-    /// tools changed.
+    /// changed) and keeps their union, each name once (the newest worker's definition first).
+    /// Returns whether the pool's tools changed.
     pub fn refresh_tools(&self) -> bool {
         let mut state = self.inner.state.lock();
-        let fresh = state
-            .entries
-            .iter()
-            .rev()
-            .filter(|e| !e.retiring)
-            .map(|e| e.slot.worker.tools())
-            .find(|tools| !tools.is_empty());
-        match fresh {
-            Some(tools) if tools != *state.tools => {
-                state.tools = Arc::new(tools);
-                true
+        let mut union: Vec<ToolSpec> = Vec::new();
+        for entry in state.entries.iter().rev().filter(|e| !e.retiring) {
+            for tool in entry.slot.worker.tools() {
+                if !union.iter().any(|t| t.name == tool.name) {
+                    union.push(tool);
+                }
             }
-            _ => false,
         }
+        if union.is_empty() || union == *state.tools {
+            return false;
+        }
+        state.tools = Arc::new(union);
+        true
     }
 
     /// Ends a session: its binding goes, and with [`AffinityMode::Exclusive`] the worker it
