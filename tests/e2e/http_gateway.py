@@ -179,6 +179,23 @@ size = 1
                     r = await session.call_tool("added_later", {})
                     check(r.content[0].text == "added later, and served", f"the new tool is served {r}")
 
+            # The 2026-07-28 revision (server/discover, resultType on every result), over HTTP
+            # and over stdio, with the SDK's high-level client.
+            from mcp import Client, StdioServerParameters
+            async with Client(url) as client:
+                check(client.session.protocol_version == "2026-07-28", f"HTTP negotiated {client.session.protocol_version}")
+                tools = {t.name for t in (await client.list_tools()).tools}
+                check("add" in tools, f"2026-07-28 tools/list over HTTP: {sorted(tools)}")
+                r = await client.call_tool("add", {"a": 1, "b": 2})
+                check(r.content[0].text == "3", f"2026-07-28 tools/call over HTTP {r}")
+                r = await client.read_resource("test://static-text")
+                check("static text" in r.contents[0].text, f"2026-07-28 resources/read {r}")
+            stdio = StdioServerParameters(command=BINARY, args=["serve"], env=dict(os.environ))
+            async with Client(stdio) as client:
+                check(client.session.protocol_version == "2026-07-28", f"stdio negotiated {client.session.protocol_version}")
+                r = await client.call_tool("fib", {"n": 10})
+                check(r.structured_content["fib"] == 55, f"2026-07-28 tools/call over stdio {r}")
+
             # 200 concurrent sessions, each pinned to one instance.
             started = time.monotonic()
             seen = await sessions_stick(url, 200)

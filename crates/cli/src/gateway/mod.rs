@@ -70,6 +70,26 @@ pub(crate) fn new_connection_session() -> Arc<str> {
     Arc::from(format!("conn-{n}-{mixed:016x}"))
 }
 
+/// How long a client may cache a list (tools, resources, templates, prompts): a change is
+/// announced with `list_changed`, so the list may be kept until then, within this bound.
+const LIST_TTL_MS: u64 = 5 * 60 * 1000;
+
+/// A result for the client: `resultType: "complete"` (2026-07-28; rmcp drops it for older
+/// revisions), and for a list, how long it may be cached and by whom (this client only: what
+/// a gateway lists may differ between its deployments and credentials).
+fn complete<T: serde::de::DeserializeOwned>(mut value: Value, list: bool) -> Result<T, McpError> {
+    if let Some(object) = value.as_object_mut() {
+        object
+            .entry("resultType")
+            .or_insert_with(|| json!("complete"));
+        if list {
+            object.insert("ttlMs".into(), json!(LIST_TTL_MS));
+            object.insert("cacheScope".into(), json!("private"));
+        }
+    }
+    from_json(value)
+}
+
 fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, McpError> {
     serde_json::from_value(value)
         .map_err(|e| McpError::internal_error(format!("building a response: {e}"), None))
@@ -391,7 +411,7 @@ impl ServerHandler for Gateway {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        from_json(json!({ "tools": self.tools() }))
+        complete(json!({ "tools": self.tools() }), true)
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
@@ -453,7 +473,7 @@ impl ServerHandler for Gateway {
         let result = match result {
             Ok(routed) if self.balancer.is_mcp_tier(&routed.tier) => {
                 // An MCP server's result, as it sent it.
-                from_json::<CallToolResult>(routed.payload().to_json())?
+                complete::<CallToolResult>(routed.payload().to_json(), false)?
             }
             Ok(routed) => {
                 let payload = routed.payload().to_json();
@@ -494,7 +514,7 @@ impl ServerHandler for Gateway {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
         let resources = self.union(|t| t.catalog.listing().resources, "uri");
-        from_json(json!({ "resources": resources }))
+        complete(json!({ "resources": resources }), true)
     }
 
     async fn list_resource_templates(
@@ -503,7 +523,7 @@ impl ServerHandler for Gateway {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, McpError> {
         let templates = self.union(|t| t.catalog.listing().resource_templates, "uriTemplate");
-        from_json(json!({ "resourceTemplates": templates }))
+        complete(json!({ "resourceTemplates": templates }), true)
     }
 
     async fn read_resource(
@@ -527,7 +547,7 @@ impl ServerHandler for Gateway {
                 .await
             {
                 Ok(result) => {
-                    return Ok(from_json::<rmcp::model::ReadResourceResult>(result)?.into());
+                    return Ok(complete::<rmcp::model::ReadResourceResult>(result, false)?.into());
                 }
                 Err(error) => last = error,
             }
@@ -581,7 +601,7 @@ impl ServerHandler for Gateway {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, McpError> {
         let prompts = self.union(|t| t.catalog.listing().prompts, "name");
-        from_json(json!({ "prompts": prompts }))
+        complete(json!({ "prompts": prompts }), true)
     }
 
     async fn get_prompt(
@@ -605,7 +625,7 @@ impl ServerHandler for Gateway {
             ));
         };
         let result = self.forward(owner, "prompts/get", params, &context).await?;
-        Ok(from_json::<rmcp::model::GetPromptResult>(result)?.into())
+        Ok(complete::<rmcp::model::GetPromptResult>(result, false)?.into())
     }
 
     async fn complete(
@@ -630,11 +650,12 @@ impl ServerHandler for Gateway {
             }
         };
         let Some(tier) = self.owners(owns, "completions").into_iter().next() else {
-            return from_json(json!({ "completion": { "values": [] } }));
+            return complete(json!({ "completion": { "values": [] } }), false);
         };
-        from_json(
+        complete(
             self.forward(&tier, "completion/complete", params, &context)
                 .await?,
+            false,
         )
     }
 }
