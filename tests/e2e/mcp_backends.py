@@ -34,6 +34,16 @@ def dump(model):
     return model.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+def free_port():
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+HTTP_PORT = free_port()
+
+
 def config_file(directory):
     path = os.path.join(directory, "gateway.toml")
     python = sys.executable
@@ -66,6 +76,13 @@ size = 1
 max_overflow = 2
 isolation = "session"
 tool_prefix = "own_"
+
+[[tiers]]
+name = "remote"
+workers = {{ mcp_url = "http://127.0.0.1:{HTTP_PORT}/mcp" }}
+size = 2
+tool_prefix = "remote_"
+headers = {{ "X-Client" = "flowbalancer-e2e ${{USER_FOR_E2E}}" }}
 
 [[tiers]]
 name = "broken"
@@ -112,6 +129,26 @@ async def direct_results():
 
 async def main():
     direct_tools, direct_structured, direct_image = await direct_results()
+    # server-everything over streamable HTTP, for the mcp_url tier.
+    os.environ["USER_FOR_E2E"] = "tester"
+    http_server = subprocess.Popen(["node", EVERYTHING, "streamableHttp"], env={**os.environ, "PORT": str(HTTP_PORT)},
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            import socket
+            socket.create_connection(("127.0.0.1", HTTP_PORT), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    try:
+        await gateway_checks(direct_tools, direct_structured, direct_image)
+    finally:
+        http_server.kill()
+        http_server.wait()
+    print(f"MCP backends end to end: {checks} checks passed")
+
+
+async def gateway_checks(direct_tools, direct_structured, direct_image):
     with tempfile.TemporaryDirectory() as directory:
         config = config_file(directory)
         params = StdioServerParameters(command=BINARY, args=["serve", "--config", config], env=dict(os.environ))
@@ -142,6 +179,20 @@ async def main():
                 check(r.content[0].text == "5", f"MCPServer add {r}")
                 r = await session.call_tool("time_get_current_time", {"timezone": "UTC"})
                 check(not r.is_error and "UTC" in r.content[0].text, f"mcp-server-time through its prefix {r}")
+                # A streamable-HTTP server (mcp_url): one client session per worker.
+                check("remote_echo" in tools and tools["remote_echo"]["description"] == direct_tools["echo"]["description"],
+                      f"the HTTP server's tools, prefixed: {sorted(t for t in tools if t.startswith('remote_'))}")
+                r = await session.call_tool("remote_echo", {"message": "over HTTP"})
+                check(r.content[0].text == "Echo: over HTTP", f"a call to the HTTP server {r}")
+                remote_progress = []
+
+                async def on_remote_progress(progress, total, message):
+                    remote_progress.append(progress)
+
+                r = await session.call_tool("remote_trigger-long-running-operation", {"duration": 1, "steps": 3},
+                                            progress_callback=on_remote_progress)
+                check("completed" in r.content[0].text and remote_progress == [1.0, 2.0, 3.0],
+                      f"progress from the HTTP server over SSE: {remote_progress}")
                 r = await session.call_tool("get-sum", {"a": "not a number"})
                 check(r.is_error or True, "a bad argument is answered")
 
@@ -221,7 +272,6 @@ async def main():
             await anyio.sleep(0.1)
         left = [p for p in survivors + [gateway] if os.path.exists(f"/proc/{p}")]
         check(not left, f"no process left after the client disconnected: {left}")
-    print(f"MCP backends end to end: {checks} checks passed")
 
 
 asyncio.run(main())

@@ -554,16 +554,8 @@ async fn start_tier(
                 build(factory, tier, config, scope).await?,
             ))
         }
-        WorkersConfig::Mcp(argv) => {
-            let (program, args) = argv.split_first().ok_or_else(|| Error::Config {
-                problems: vec![crate::config::ConfigProblem {
-                    location: format!("tier {:?}.workers.mcp", tier.name),
-                    message: "the command is empty".into(),
-                }],
-            })?;
-            let mut spec =
-                flowbalancer_mcp::McpServerSpec::new(&tier.name, program, args.iter().cloned())
-                    .start_timeout(tier.hello_timeout());
+        WorkersConfig::Mcp(_) | WorkersConfig::McpUrl(_) => {
+            let mut spec = mcp_spec(tier)?.start_timeout(tier.hello_timeout());
             if let Some(cwd) = &tier.cwd {
                 spec = spec.cwd(cwd);
             }
@@ -604,6 +596,46 @@ async fn start_tier(
                 build(factory, tier, config, scope).await?,
             ))
         }
+    }
+}
+
+/// The server an MCP tier runs: a command, or an HTTP endpoint with its headers (`${NAME}`
+/// expanded from the environment).
+fn mcp_spec(tier: &TierConfig) -> Result<flowbalancer_mcp::McpServerSpec, Error> {
+    let problem = |location: String, message: String| Error::Config {
+        problems: vec![crate::config::ConfigProblem { location, message }],
+    };
+    match &tier.workers {
+        WorkersConfig::McpUrl(url) => {
+            let mut spec = flowbalancer_mcp::McpServerSpec::http(&tier.name, url);
+            for (name, value) in &tier.headers {
+                let value = crate::config::expand_env(value).map_err(|missing| {
+                    problem(
+                        format!("tier {:?}.headers.{name}", tier.name),
+                        format!("the environment variable {missing} is not set"),
+                    )
+                })?;
+                spec = spec.header(name, value);
+            }
+            Ok(spec)
+        }
+        WorkersConfig::Mcp(argv) => {
+            let (program, args) = argv.split_first().ok_or_else(|| {
+                problem(
+                    format!("tier {:?}.workers.mcp", tier.name),
+                    "the command is empty".into(),
+                )
+            })?;
+            Ok(flowbalancer_mcp::McpServerSpec::new(
+                &tier.name,
+                program,
+                args.iter().cloned(),
+            ))
+        }
+        _ => Err(problem(
+            format!("tier {:?}.workers", tier.name),
+            "not an MCP tier".into(),
+        )),
     }
 }
 

@@ -148,12 +148,15 @@ pub enum WorkersConfig {
     /// `["npx", "-y", "@modelcontextprotocol/server-everything", "stdio"]`. Each worker is one
     /// instance of it, spoken to as an MCP client.
     Mcp(Vec<String>),
+    /// A streamable-HTTP MCP server (`http://host:port/mcp`): each worker is one client
+    /// session there; `headers` are sent with every request.
+    McpUrl(String),
 }
 
 impl WorkersConfig {
-    /// Whether these workers are MCP servers.
+    /// Whether these workers are MCP servers (stdio or HTTP).
     pub fn is_mcp(&self) -> bool {
-        matches!(self, WorkersConfig::Mcp(_))
+        matches!(self, WorkersConfig::Mcp(_) | WorkersConfig::McpUrl(_))
     }
 }
 
@@ -271,6 +274,34 @@ pub struct TierConfig {
     /// `shared` (default) or `session`: one worker per client session.
     #[serde(default)]
     pub isolation: Isolation,
+    /// `mcp_url` tiers: HTTP headers sent with every request; `${NAME}` in a value is the
+    /// environment variable `NAME` (so a token need not be written in the file).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// `${NAME}` in `text` replaced by the environment variable `NAME`.
+///
+/// # Errors
+///
+/// The name of a variable that is not set.
+pub(crate) fn expand_env(text: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            return Ok(out);
+        };
+        let name = &after[..end];
+        let value = std::env::var(name).map_err(|_| name.to_string())?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 impl TierConfig {
@@ -299,6 +330,7 @@ impl TierConfig {
             tool_prefix: None,
             tools: None,
             isolation: Isolation::Shared,
+            headers: BTreeMap::new(),
         }
     }
 
@@ -657,6 +689,12 @@ impl Config {
                 WorkersConfig::Mcp(argv) if argv.is_empty() => {
                     problem(format!("{at}.workers.mcp"), "the command is empty".into())
                 }
+                WorkersConfig::McpUrl(url) if !url.starts_with("http://") => problem(
+                    format!("{at}.workers.mcp_url"),
+                    format!(
+                        "{url:?}: only http:// URLs are served (for https, put a TLS-terminating proxy in front)"
+                    ),
+                ),
                 WorkersConfig::Builtin(tools) => {
                     for tool in tools {
                         if !crate::builtin::NAMES.contains(&tool.as_str()) {
@@ -690,6 +728,12 @@ impl Config {
                         ),
                     );
                 }
+            }
+            if !tier.headers.is_empty() && !matches!(tier.workers, WorkersConfig::McpUrl(_)) {
+                problem(
+                    format!("{at}.headers"),
+                    "only mcp_url tiers send HTTP headers".into(),
+                );
             }
             if tier.tools.is_some() && !tier.workers.is_mcp() {
                 problem(

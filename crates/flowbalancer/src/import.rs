@@ -22,6 +22,8 @@ struct ServerEntry {
     cwd: Option<PathBuf>,
     #[serde(default)]
     url: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
     /// flowbalancer's own addition: instances kept running (default 1).
     #[serde(default)]
     size: Option<usize>,
@@ -114,13 +116,18 @@ impl Config {
                 continue;
             }
             let Some(command) = entry.command.filter(|c| !c.trim().is_empty()) else {
-                let message = match entry.url {
-                    Some(url) => format!(
-                        "{url:?} is an HTTP server; this version pools stdio servers only (a `command`)"
-                    ),
-                    None => "no \"command\"".to_string(),
-                };
-                problems.push(ConfigProblem { location, message });
+                match entry.url {
+                    Some(url) => {
+                        let mut tier = TierConfig::new(name, WorkersConfig::McpUrl(url));
+                        tier.size = entry.size.unwrap_or(1);
+                        tier.headers = entry.headers;
+                        tiers.push(tier);
+                    }
+                    None => problems.push(ConfigProblem {
+                        location,
+                        message: "neither a \"command\" nor a \"url\"".to_string(),
+                    }),
+                }
                 continue;
             };
             let mut argv = vec![command];
@@ -195,7 +202,7 @@ impl Config {
                     }
                     continue;
                 }
-                WorkersConfig::Builtin(_) => continue,
+                WorkersConfig::Builtin(_) | WorkersConfig::McpUrl(_) => continue,
             };
             let Some((program, args)) = argv.split_first() else {
                 continue;
@@ -294,15 +301,18 @@ mod tests {
         assert_eq!(tiers[1].size, 3);
         assert_eq!(tiers[0].max_in_flight(), 16);
 
-        let error = Config::tiers_from_mcp_servers(
-            r#"{"mcpServers": {"web": {"url": "http://x/mcp"}, "empty": {}, "bad": {"command": 5}}}"#,
-        )
-        .expect_err("three problems");
-        let crate::Error::Config { problems } = error else {
-            panic!("a config error");
-        };
-        assert_eq!(problems.len(), 3, "{problems:?}");
-        assert!(problems.iter().any(|p| p.message.contains("HTTP server")));
+        let (tiers, problems) = Config::parse_mcp_servers(
+            r#"{"mcpServers": {"web": {"url": "http://x/mcp", "headers": {"Authorization": "Bearer ${T}"}}, "empty": {}, "bad": {"command": 5}}}"#,
+        );
+        assert_eq!(problems.len(), 2, "an HTTP server is a tier: {problems:?}");
+        assert_eq!(
+            tiers[0].workers,
+            WorkersConfig::McpUrl("http://x/mcp".into())
+        );
+        assert_eq!(
+            tiers[0].headers.get("Authorization").map(String::as_str),
+            Some("Bearer ${T}")
+        );
         let error = Config::tiers_from_mcp_servers("{").expect_err("not JSON");
         assert!(error.to_string().contains("line 1"), "{error}");
     }

@@ -39,8 +39,11 @@
 //! ```
 
 mod catalog;
+mod http;
+mod route;
 mod spec;
 mod stderr;
+mod stdio;
 mod wire;
 mod worker;
 

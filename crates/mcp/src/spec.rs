@@ -73,6 +73,11 @@ pub struct McpServerSpec {
     pub tool_prefix: Option<String>,
     /// Which tools are offered.
     pub tool_filter: ToolFilter,
+    /// A streamable-HTTP server's endpoint (`http://…/mcp`) instead of a program: each worker
+    /// is one client session there.
+    pub url: Option<String>,
+    /// HTTP headers sent with every request to `url` (an `Authorization`, say).
+    pub headers: Vec<(String, String)>,
 }
 
 impl McpServerSpec {
@@ -93,7 +98,31 @@ impl McpServerSpec {
             max_message: DEFAULT_MAX_MESSAGE,
             tool_prefix: None,
             tool_filter: ToolFilter::default(),
+            url: None,
+            headers: Vec::new(),
         }
+    }
+
+    /// A server named `name` reached over streamable HTTP at `url` (`http://host:port/mcp`);
+    /// each worker is one client session.
+    ///
+    /// ```
+    /// use flowbalancer_mcp::McpServerSpec;
+    ///
+    /// let spec = McpServerSpec::http("search", "http://127.0.0.1:9000/mcp")
+    ///     .header("Authorization", "Bearer s3cret");
+    /// assert_eq!(spec.url.as_deref(), Some("http://127.0.0.1:9000/mcp"));
+    /// ```
+    pub fn http(name: impl Into<String>, url: impl Into<String>) -> Self {
+        let mut spec = Self::new(name, "", Vec::<String>::new());
+        spec.url = Some(url.into());
+        spec
+    }
+
+    /// Adds an HTTP header sent with every request (HTTP servers only).
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
     }
 
     /// Sets an environment variable.

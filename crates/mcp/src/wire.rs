@@ -101,7 +101,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
     }
 }
 
-fn parse(line: &[u8]) -> Result<Incoming, ReadError> {
+pub(crate) fn parse(line: &[u8]) -> Result<Incoming, ReadError> {
     let not = |why: &str| ReadError::NotJsonRpc {
         bytes: line.len(),
         why: why.to_string(),

@@ -14,19 +14,19 @@ use std::time::Duration;
 
 use flowbalancer_lifecycle::ProcessHandle;
 use flowbalancer_pool::{
-    ErrorKind, Payload, Progress, ProgressSink, Request, StartContext, StartError, ToolSpec,
-    UpstreamHandle, Worker, WorkerError, WorkerFactory, WorkerId,
+    ErrorKind, Payload, ProgressSink, Request, StartContext, StartError, ToolSpec, UpstreamHandle,
+    Worker, WorkerError, WorkerFactory, WorkerId,
 };
 use parking_lot::{Mutex, RwLock};
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
 use tokio::process::{ChildStdin, ChildStdout};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::catalog::{Catalog, Listing};
+use crate::http::{HttpLink, listen, send_lines};
 use crate::spec::{McpServerSpec, is_valid_tool_name};
 use crate::stderr::{StderrTail, read_stderr};
-use crate::wire::{Incoming, LineReader, ReadError};
+use crate::stdio::{read_messages, write_lines};
 
 /// The protocol revision asked for in `initialize`.
 pub const PROTOCOL_VERSION: &str = "2025-11-25";
@@ -47,7 +47,63 @@ const PING_AFTER_UNANSWERED: Duration = Duration::from_secs(2);
 
 type Answer = oneshot::Sender<Result<Value, WorkerError>>;
 
-enum Waiter {
+/// How the server is reached.
+pub(crate) enum Link {
+    /// A child process on stdio.
+    Process(ProcessHandle),
+    /// A streamable-HTTP endpoint.
+    Http(Arc<HttpLink>),
+}
+
+impl Link {
+    pub(crate) fn pid(&self) -> Option<u32> {
+        match self {
+            Link::Process(process) => Some(process.pid()),
+            Link::Http(_) => None,
+        }
+    }
+
+    fn kill(&self) {
+        match self {
+            Link::Process(process) => {
+                let _ = process.kill();
+            }
+            Link::Http(link) => link.close(),
+        }
+    }
+
+    /// How the process ended, if it did within `wait`.
+    pub(crate) async fn exit_status(&self, wait: Duration) -> Option<String> {
+        match self {
+            Link::Process(process) => match tokio::time::timeout(wait, process.wait()).await {
+                Ok(Ok(status)) => Some(status.to_string()),
+                _ => None,
+            },
+            Link::Http(_) => None,
+        }
+    }
+
+    /// Gives the server up to `wait` to go away on its own (its input closed, its session
+    /// ended).
+    async fn stop(&self, wait: Duration) {
+        match self {
+            Link::Process(process) => {
+                let _ = tokio::time::timeout(wait, process.wait()).await;
+            }
+            Link::Http(link) => {
+                let _ = tokio::time::timeout(wait, link.end_session()).await;
+            }
+        }
+    }
+}
+
+/// The tasks' ends of a new link.
+enum Io {
+    Stdio(ChildStdin, ChildStdout),
+    Http(Arc<HttpLink>),
+}
+
+pub(crate) enum Waiter {
     /// A client's call.
     Call {
         answer: Answer,
@@ -64,42 +120,42 @@ enum Waiter {
 }
 
 #[derive(Default)]
-struct Pending {
-    waiting: HashMap<u64, Waiter>,
-    dead: Option<WorkerError>,
+pub(crate) struct Pending {
+    pub(crate) waiting: HashMap<u64, Waiter>,
+    pub(crate) dead: Option<WorkerError>,
 }
 
-struct Shared {
-    label: Arc<str>,
-    alive: AtomicBool,
-    stopping: AtomicBool,
-    pending: Mutex<Pending>,
-    next_id: AtomicU64,
-    process: ProcessHandle,
-    died: tokio::sync::Notify,
+pub(crate) struct Shared {
+    pub(crate) label: Arc<str>,
+    pub(crate) alive: AtomicBool,
+    pub(crate) stopping: AtomicBool,
+    pub(crate) pending: Mutex<Pending>,
+    pub(crate) next_id: AtomicU64,
+    pub(crate) link: Link,
+    pub(crate) died: tokio::sync::Notify,
     /// Whole lines for the writer, each with the id of the call it carries (if any).
-    lines: mpsc::UnboundedSender<(Option<u64>, Vec<u8>)>,
-    tail: Arc<StderrTail>,
-    spec: Arc<McpServerSpec>,
-    catalog: Arc<Catalog>,
-    tools: RwLock<Vec<ToolSpec>>,
-    relisting: AtomicBool,
+    pub(crate) lines: mpsc::UnboundedSender<(Option<u64>, Vec<u8>)>,
+    pub(crate) tail: Arc<StderrTail>,
+    pub(crate) spec: Arc<McpServerSpec>,
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) tools: RwLock<Vec<ToolSpec>>,
+    pub(crate) relisting: AtomicBool,
     /// Set once the start handshake is done: a death before is a start failure, reported by
     /// the start itself.
-    ready: AtomicBool,
+    pub(crate) ready: AtomicBool,
 }
 
 impl Shared {
-    fn die(&self, error: WorkerError) {
+    pub(crate) fn die(&self, error: WorkerError) {
         self.alive.store(false, Ordering::SeqCst);
         self.died.notify_waiters();
         let waiting = {
             let mut pending = self.pending.lock();
             if pending.dead.is_none() {
                 if self.stopping.load(Ordering::SeqCst) || !self.ready.load(Ordering::SeqCst) {
-                    tracing::debug!(server = %self.label, pid = self.process.pid(), reason = %error, "MCP server stopped");
+                    tracing::debug!(server = %self.label, pid = ?self.link.pid(), reason = %error, "MCP server stopped");
                 } else {
-                    tracing::warn!(server = %self.label, pid = self.process.pid(), error = %error, "MCP server instance is dead");
+                    tracing::warn!(server = %self.label, pid = ?self.link.pid(), error = %error, "MCP server instance is dead");
                 }
                 pending.dead = Some(error.clone());
             }
@@ -129,16 +185,16 @@ impl Shared {
                 }
             }
         }
-        let _ = self.process.kill();
+        self.link.kill();
     }
 
-    fn dead(&self) -> WorkerError {
+    pub(crate) fn dead(&self) -> WorkerError {
         self.pending.lock().dead.clone().unwrap_or_else(|| {
             WorkerError::new(ErrorKind::Crashed, format!("{} went away", self.label))
         })
     }
 
-    fn send_line(&self, message: &Value) -> Result<(), WorkerError> {
+    pub(crate) fn send_line(&self, message: &Value) -> Result<(), WorkerError> {
         self.send_call_line(None, message)
     }
 
@@ -165,7 +221,11 @@ impl Shared {
     }
 
     /// Sends our own request and waits for its result.
-    async fn request(self: &Arc<Self>, method: &str, params: Value) -> Result<Value, WorkerError> {
+    pub(crate) async fn request(
+        self: &Arc<Self>,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, WorkerError> {
         let (tx, rx) = oneshot::channel();
         let id = self.register(Waiter::Own(tx))?;
         let message = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
@@ -176,12 +236,12 @@ impl Shared {
         rx.await.map_err(|_| self.dead())?
     }
 
-    fn notify(&self, method: &str, params: Value) -> Result<(), WorkerError> {
+    pub(crate) fn notify(&self, method: &str, params: Value) -> Result<(), WorkerError> {
         self.send_line(&json!({ "jsonrpc": "2.0", "method": method, "params": params }))
     }
 
     /// The newest call in flight that has a client to talk back to.
-    fn current_upstream(&self) -> Option<UpstreamHandle> {
+    pub(crate) fn current_upstream(&self) -> Option<UpstreamHandle> {
         let pending = self.pending.lock();
         pending
             .waiting
@@ -297,7 +357,7 @@ impl Shared {
     }
 
     /// Re-lists after a `list_changed` notification (one re-listing at a time).
-    fn relist(self: &Arc<Self>) {
+    pub(crate) fn relist(self: &Arc<Self>) {
         if self.relisting.swap(true, Ordering::SeqCst) {
             return;
         }
@@ -339,7 +399,7 @@ impl std::fmt::Debug for McpWorker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("McpWorker")
             .field("server", &self.shared.label)
-            .field("pid", &self.shared.process.pid())
+            .field("pid", &self.shared.link.pid())
             .finish()
     }
 }
@@ -360,31 +420,47 @@ impl McpWorker {
     ) -> Result<Self, StartError> {
         let id = context.id;
         let label: Arc<str> = Arc::from(format!("MCP server {:?} worker {id}", spec.name));
-        let mut process = context
-            .scope
-            .spawn_process(spec.command())
-            .map_err(|e| StartError {
-                worker: id,
-                message: format!("{label}: cannot start {:?}: {e}", spec.program),
-            })?;
-        let (Some(stdin), Some(stdout), Some(stderr)) = (
-            process.take_stdin(),
-            process.take_stdout(),
-            process.take_stderr(),
-        ) else {
-            let _ = process.kill();
-            return Err(StartError {
-                worker: id,
-                message: format!("{label}: the process has no piped stdio"),
-            });
-        };
         let tail = Arc::new(StderrTail::default());
-        read_stderr(
-            &context.scope,
-            Arc::clone(&label),
-            stderr,
-            Arc::clone(&tail),
-        );
+        let (link, io) = match &spec.url {
+            Some(url) => {
+                let link =
+                    Arc::new(
+                        HttpLink::new(url, &spec.headers).map_err(|message| StartError {
+                            worker: id,
+                            message: format!("{label}: {message}"),
+                        })?,
+                    );
+                (Link::Http(Arc::clone(&link)), Io::Http(link))
+            }
+            None => {
+                let mut process =
+                    context
+                        .scope
+                        .spawn_process(spec.command())
+                        .map_err(|e| StartError {
+                            worker: id,
+                            message: format!("{label}: cannot start {:?}: {e}", spec.program),
+                        })?;
+                let (Some(stdin), Some(stdout), Some(stderr)) = (
+                    process.take_stdin(),
+                    process.take_stdout(),
+                    process.take_stderr(),
+                ) else {
+                    let _ = process.kill();
+                    return Err(StartError {
+                        worker: id,
+                        message: format!("{label}: the process has no piped stdio"),
+                    });
+                };
+                read_stderr(
+                    &context.scope,
+                    Arc::clone(&label),
+                    stderr,
+                    Arc::clone(&tail),
+                );
+                (Link::Process(process), Io::Stdio(stdin, stdout))
+            }
+        };
         let (lines, queued) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             label: Arc::clone(&label),
@@ -392,7 +468,7 @@ impl McpWorker {
             stopping: AtomicBool::new(false),
             pending: Mutex::new(Pending::default()),
             next_id: AtomicU64::new(1),
-            process,
+            link,
             died: tokio::sync::Notify::new(),
             lines,
             tail: Arc::clone(&tail),
@@ -420,29 +496,41 @@ impl McpWorker {
                 },
             }
         };
-        if let Err(e) = context
-            .scope
-            .spawn(write_lines(Arc::clone(&shared), stdin, queued))
-            .and_then(|_| {
-                context
-                    .scope
-                    .spawn(read_messages(Arc::clone(&shared), stdout))
-            })
-        {
+        let spawned = match io {
+            Io::Stdio(stdin, stdout) => context
+                .scope
+                .spawn(write_lines(Arc::clone(&shared), stdin, queued))
+                .and_then(|_| {
+                    context
+                        .scope
+                        .spawn(read_messages(Arc::clone(&shared), stdout))
+                })
+                .map(|_| ()),
+            Io::Http(link) => context
+                .scope
+                .spawn(send_lines(Arc::clone(&shared), link, queued))
+                .map(|_| ()),
+        };
+        if let Err(e) = spawned {
             return Err(fail(&shared, e.to_string()));
         }
         let handshake = tokio::time::timeout(spec.start_timeout, handshake(&shared)).await;
         match handshake {
             Ok(Ok(())) => {
                 shared.ready.store(true, Ordering::SeqCst);
+                if let Link::Http(link) = &shared.link {
+                    // What the server sends outside any request.
+                    let _ = context
+                        .scope
+                        .spawn(listen(Arc::clone(&shared), Arc::clone(link)));
+                }
                 Ok(Self { shared, id })
             }
             Ok(Err(error)) => {
                 // A process that exited says so better than "closed its stdout".
-                let status =
-                    tokio::time::timeout(Duration::from_millis(200), shared.process.wait()).await;
+                let status = shared.link.exit_status(Duration::from_millis(200)).await;
                 let message = match status {
-                    Ok(Ok(status)) if !error.message.contains("exited") => {
+                    Some(status) if !error.message.contains("exited") => {
                         format!("{} ({status})", error.message)
                     }
                     _ => error.message,
@@ -459,9 +547,9 @@ impl McpWorker {
         }
     }
 
-    /// The process id (and process group id).
-    pub fn pid(&self) -> u32 {
-        self.shared.process.pid()
+    /// The process id (and process group id); `None` for a server reached over HTTP.
+    pub fn pid(&self) -> Option<u32> {
+        self.shared.link.pid()
     }
 
     /// The worker's id in its pool.
@@ -520,6 +608,9 @@ async fn handshake(shared: &Arc<Shared>) -> Result<(), WorkerError> {
             ),
         ));
     }
+    if let Link::Http(link) = &shared.link {
+        link.set_protocol(version);
+    }
     shared.notify("notifications/initialized", json!({}))?;
     let capabilities = initialized
         .get("capabilities")
@@ -537,25 +628,8 @@ async fn handshake(shared: &Arc<Shared>) -> Result<(), WorkerError> {
         .map(str::to_string);
     *shared.tools.write() = shared.offered_tools(&definitions);
     shared.catalog.update(listing, false);
-    tracing::debug!(server = %shared.label, pid = shared.process.pid(), version, tools = definitions.len(), "MCP server ready");
+    tracing::debug!(server = %shared.label, pid = ?shared.link.pid(), version, tools = definitions.len(), "MCP server ready");
     Ok(())
-}
-
-/// Maps a JSON-RPC error object from the server to a worker error.
-fn rpc_error(label: &str, error: Value) -> WorkerError {
-    let code = error.get("code").and_then(Value::as_i64).unwrap_or(0);
-    let message = error
-        .get("message")
-        .and_then(Value::as_str)
-        .unwrap_or("error without a message")
-        .to_string();
-    let kind = match code {
-        -32602 => ErrorKind::BadParams,
-        -32601 => ErrorKind::UnknownMethod,
-        _ => ErrorKind::Handler,
-    };
-    let _ = label;
-    WorkerError::new(kind, message).with_data(error)
 }
 
 impl Worker for McpWorker {
@@ -658,7 +732,7 @@ impl Worker for McpWorker {
         self.shared.stopping.store(true, Ordering::SeqCst);
         // MCP's stdio shutdown: close its input, give it a moment, then the kill.
         self.shared.died.notify_waiters();
-        let _ = tokio::time::timeout(Duration::from_millis(500), self.shared.process.wait()).await;
+        self.shared.link.stop(Duration::from_millis(500)).await;
         self.shared.die(WorkerError::new(
             ErrorKind::Crashed,
             "the server was shut down",
@@ -690,205 +764,6 @@ impl Drop for McpWorker {
             "the worker was dropped",
         ));
     }
-}
-
-/// Writes whole lines to the server's stdin until the instance dies or is dropped.
-async fn write_lines(
-    shared: Arc<Shared>,
-    mut stdin: ChildStdin,
-    mut lines: mpsc::UnboundedReceiver<(Option<u64>, Vec<u8>)>,
-) {
-    let mut batch = Vec::new();
-    let mut calls = Vec::new();
-    loop {
-        let died = shared.died.notified();
-        tokio::pin!(died);
-        died.as_mut().enable();
-        if !shared.alive.load(Ordering::SeqCst) || shared.stopping.load(Ordering::SeqCst) {
-            return; // stdin closes here
-        }
-        let line = tokio::select! {
-            line = lines.recv() => match line {
-                Some(line) => line,
-                None => return,
-            },
-            () = &mut died => return,
-        };
-        batch.clear();
-        calls.clear();
-        let mut take = |(call, line): (Option<u64>, Vec<u8>)| {
-            batch.extend_from_slice(&line);
-            calls.extend(call);
-        };
-        take(line);
-        while let Ok(more) = lines.try_recv() {
-            take(more);
-        }
-        if let Err(e) = stdin.write_all(&batch).await {
-            shared.die(WorkerError::new(
-                ErrorKind::Crashed,
-                format!("{}: writing to its stdin failed: {e}", shared.label),
-            ));
-            return;
-        }
-        if !calls.is_empty() {
-            let mut pending = shared.pending.lock();
-            for id in &calls {
-                if let Some(Waiter::Call { sent, .. }) = pending.waiting.get_mut(id) {
-                    *sent = true;
-                }
-            }
-        }
-    }
-}
-
-/// Reads the server's messages until it dies, then reaps it.
-async fn read_messages(shared: Arc<Shared>, stdout: ChildStdout) {
-    let mut reader = LineReader::new(stdout, shared.spec.max_message);
-    let error = loop {
-        let died = shared.died.notified();
-        tokio::pin!(died);
-        died.as_mut().enable();
-        if !shared.alive.load(Ordering::SeqCst) {
-            return;
-        }
-        let incoming = tokio::select! {
-            incoming = reader.next() => incoming,
-            () = &mut died => return,
-        };
-        match incoming {
-            Ok(Incoming::Response { id, outcome }) => {
-                if let Err(message) = answer(&shared, &id, outcome) {
-                    break WorkerError::new(
-                        ErrorKind::ProtocolViolation,
-                        format!("{}: {message}", shared.label),
-                    );
-                }
-            }
-            Ok(Incoming::Notification { method, params }) => notification(&shared, &method, params),
-            Ok(Incoming::Request { id, method, params }) => {
-                server_request(&shared, id, method, params)
-            }
-            Err(ReadError::Eof) => {
-                let status =
-                    tokio::time::timeout(Duration::from_millis(500), shared.process.wait()).await;
-                let message = match status {
-                    Ok(Ok(status)) => format!("{}: exited ({status})", shared.label),
-                    _ => format!("{}: closed its stdout", shared.label),
-                };
-                break WorkerError::new(ErrorKind::Crashed, message);
-            }
-            Err(other) => {
-                break WorkerError::new(ErrorKind::Crashed, format!("{}: {other}", shared.label));
-            }
-        }
-    };
-    shared.die(error);
-}
-
-/// Routes one answer. `Err` when the id was never sent (a protocol violation).
-fn answer(shared: &Arc<Shared>, id: &Value, outcome: Result<Value, Value>) -> Result<(), String> {
-    let Some(number) = id.as_u64() else {
-        return Err(format!("answered request id {id}, which it was never sent"));
-    };
-    let waiter = shared.pending.lock().waiting.remove(&number);
-    let outcome = outcome.map_err(|error| rpc_error(&shared.label, error));
-    match waiter {
-        Some(Waiter::Call { answer, .. } | Waiter::Own(answer)) => {
-            let _ = answer.send(outcome);
-            Ok(())
-        }
-        // A late answer to a call given up on: dropped.
-        None if number < shared.next_id.load(Ordering::Relaxed) => {
-            tracing::debug!(server = %shared.label, id = number, "late answer dropped");
-            Ok(())
-        }
-        None => Err(format!("answered request id {id}, which it was never sent")),
-    }
-}
-
-fn notification(shared: &Arc<Shared>, method: &str, params: Value) {
-    match method {
-        "notifications/progress" => {
-            let Some(token) = params.get("progressToken").and_then(Value::as_u64) else {
-                return;
-            };
-            let sink = match shared.pending.lock().waiting.get(&token) {
-                Some(Waiter::Call {
-                    progress: Some(sink),
-                    ..
-                }) => sink.clone(),
-                _ => return,
-            };
-            if let Some(progress) = params.get("progress").and_then(Value::as_f64) {
-                sink.report(Progress {
-                    progress,
-                    total: params.get("total").and_then(Value::as_f64),
-                    message: params
-                        .get("message")
-                        .and_then(Value::as_str)
-                        .map(str::to_string),
-                });
-            }
-        }
-        "notifications/message" => match shared.current_upstream() {
-            Some(upstream) => upstream.0.notify(method, params),
-            None => {
-                let level = params
-                    .get("level")
-                    .and_then(Value::as_str)
-                    .unwrap_or("info");
-                let logger = params.get("logger").and_then(Value::as_str).unwrap_or("");
-                // To the event log: which server said what kind of thing. What it said may
-                // hold tool data, so it goes only under the payload target (recorded only
-                // with `log_payloads`).
-                tracing::info!(target: "flowbalancer::mcp_log", server = %shared.label, level, logger, "log message from an MCP server with no call in flight");
-                let data = params.get("data").map(Value::to_string).unwrap_or_default();
-                tracing::debug!(target: "flowbalancer::mcp_payload", server = %shared.label, level, logger, data, "MCP server log message");
-            }
-        },
-        "notifications/tools/list_changed"
-        | "notifications/resources/list_changed"
-        | "notifications/prompts/list_changed" => shared.relist(),
-        "notifications/resources/updated" => {
-            if let Some(uri) = params.get("uri").and_then(Value::as_str) {
-                shared.catalog.resource_updated(uri.to_string());
-            }
-        }
-        _ => {} // cancelled (of a request it made us), and anything newer
-    }
-}
-
-/// Answers a request the server makes of us: `ping` here, the rest through the client of the
-/// newest call in flight (or the standard error when there is none, or it cannot).
-fn server_request(shared: &Arc<Shared>, id: Value, method: String, params: Value) {
-    if method == "ping" {
-        let _ = shared.send_line(&json!({ "jsonrpc": "2.0", "id": id, "result": {} }));
-        return;
-    }
-    let upstream = shared.current_upstream();
-    let shared = Arc::clone(shared);
-    tokio::spawn(async move {
-        let outcome = match upstream {
-            Some(upstream) => upstream.0.request(&method, params).await,
-            None => Err(flowbalancer_pool::UpstreamError {
-                code: -32601,
-                message: format!("{method} is not available: no client call is in flight"),
-                data: None,
-            }),
-        };
-        let message = match outcome {
-            Ok(result) => json!({ "jsonrpc": "2.0", "id": id, "result": result }),
-            Err(error) => {
-                let mut object = json!({ "code": error.code, "message": error.message });
-                if let Some(data) = error.data {
-                    object["data"] = data;
-                }
-                json!({ "jsonrpc": "2.0", "id": id, "error": object })
-            }
-        };
-        let _ = shared.send_line(&message);
-    });
 }
 
 /// Starts [`McpWorker`]s from an [`McpServerSpec`]; all of them share one [`Catalog`].
