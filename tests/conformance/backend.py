@@ -91,7 +91,8 @@ TOOLS = [
     ("test_elicitation_sep1330_enums", "Elicitation with every enum form", NO_ARGS),
     ("json_schema_2020_12_tool", "Tool with JSON Schema 2020-12 features", SCHEMA_2020),
     ("test_reconnection", "Takes a moment, for SSE polling tests", NO_ARGS),
-    ("add_a_tool", "Adds the tool added_later and says so (end-to-end tests)", NO_ARGS),
+    ("add_a_tool", "Adds a tool (added_later, or the name given) and says so (end-to-end tests)",
+     {"type": "object", "properties": {"name": {"type": "string"}}}),
     ("slow_until_cancelled", "Runs until cancelled (end-to-end tests)",
      {"type": "object", "properties": {"seconds": {"type": "number"}}}),
 ]
@@ -197,11 +198,12 @@ def call_tool(rid, params):
         value = text("not cancelled")
     elif name == "add_a_tool":
         # For the end-to-end tests: a new tool appears, and the client is told.
-        if not any(t[0] == "added_later" for t in TOOLS):
-            TOOLS.append(("added_later", "A tool added while serving", NO_ARGS))
+        new_name = args.get("name", "added_later")
+        if not any(t[0] == new_name for t in TOOLS):
+            TOOLS.append((new_name, "A tool added while serving", NO_ARGS))
         send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
         value = text("added")
-    elif name == "added_later":
+    elif name.startswith("added_later"):
         value = text("added later, and served")
     elif name == "test_reconnection":
         time.sleep(0.5)

@@ -190,6 +190,15 @@ size = 1
                 check(r.content[0].text == "3", f"2026-07-28 tools/call over HTTP {r}")
                 r = await client.read_resource("test://static-text")
                 check("static text" in r.contents[0].text, f"2026-07-28 resources/read {r}")
+            # subscriptions/listen (2026-07-28) carries list_changed.
+            async with Client(url) as client:
+                async with client.listen(tools_list_changed=True) as subscription:
+                    check(subscription.honored.tools_list_changed, f"listen honored: {subscription.honored}")
+                    async with Client(url) as other:
+                        await other.call_tool("add_a_tool", {"name": "added_later_for_listen"})
+                    with anyio.fail_after(10):
+                        event = await subscription.__anext__()
+                    check(type(event).__name__ == "ToolsListChanged", f"a list change on the listen stream: {event}")
             stdio = StdioServerParameters(command=BINARY, args=["serve"], env=dict(os.environ))
             async with Client(stdio) as client:
                 check(client.session.protocol_version == "2026-07-28", f"stdio negotiated {client.session.protocol_version}")

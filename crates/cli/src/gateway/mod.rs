@@ -555,6 +555,73 @@ impl ServerHandler for Gateway {
         Err(last)
     }
 
+    fn accepted_subscription_filter(
+        &self,
+        requested: &rmcp::model::SubscriptionFilter,
+    ) -> Option<rmcp::model::SubscriptionFilter> {
+        // Everything asked for; rmcp keeps only what the capabilities announce.
+        Some(requested.clone())
+    }
+
+    /// A 2026-07-28 `subscriptions/listen` stream: list changes of every MCP tier, and
+    /// updates of the resources it names, until the client cancels it.
+    async fn listen(&self, context: rmcp::service::SubscriptionContext) -> Result<(), McpError> {
+        use flowbalancer::bus::TopicRecvError;
+        let mut changes = self.balancer.subscribe_changes();
+        let (updates_tx, mut updates) = mpsc::unbounded_channel::<String>();
+        let watched: Vec<String> = context
+            .accepted()
+            .resource_subscriptions
+            .clone()
+            .unwrap_or_default();
+        let mut forwarders = Vec::new();
+        if !watched.is_empty() {
+            for tier in self.balancer.mcp_tiers() {
+                let mut receiver = tier.catalog.subscribe_updates();
+                let sender = updates_tx.clone();
+                forwarders.push(tokio::spawn(async move {
+                    loop {
+                        match receiver.recv().await {
+                            Ok(uri) => {
+                                if sender.send(uri).is_err() {
+                                    break;
+                                }
+                            }
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(_) => break,
+                        }
+                    }
+                }));
+            }
+        }
+        drop(updates_tx);
+        let sink = context.sink().clone();
+        loop {
+            tokio::select! {
+                change = changes.recv() => match change {
+                    Ok(_) | Err(TopicRecvError::Lagged(_)) => {
+                        // The sink sends only what the client asked for.
+                        let _ = sink.notify_tool_list_changed().await;
+                        let _ = sink.notify_resource_list_changed().await;
+                        let _ = sink.notify_prompt_list_changed().await;
+                    }
+                    Err(TopicRecvError::Closed) => break,
+                    Err(_) => {}
+                },
+                Some(uri) = updates.recv() => {
+                    if watched.contains(&uri) {
+                        let _ = sink.notify_resource_updated(uri).await;
+                    }
+                }
+                () = context.cancelled() => break,
+            }
+        }
+        for forwarder in forwarders {
+            forwarder.abort();
+        }
+        Ok(())
+    }
+
     // Logging is deprecated by SEP-2577 (2026-07-28), but 2025-11-25 clients use it.
     #[allow(deprecated)]
     async fn set_level(
