@@ -45,7 +45,7 @@ pub(crate) struct Gateway {
 }
 
 /// Log messages kept for a client that reads slower than servers write.
-const LOG_QUEUE: usize = 256;
+const LOG_QUEUE: usize = 64;
 
 impl Drop for Gateway {
     fn drop(&mut self) {
