@@ -260,6 +260,7 @@ impl Balancer {
                 }
             }
         })?;
+        warn_duplicates(&mcp);
         let bus = flowbalancer_bus::Bus::new();
         let changes = bus
             .topic::<ListChanged>(LIST_CHANGED_TOPIC, 64)
@@ -595,6 +596,45 @@ async fn start_tier(
             Ok(TierPool::Process(
                 build(factory, tier, config, scope).await?,
             ))
+        }
+    }
+}
+
+/// Warns about resources and prompts offered by more than one MCP tier: the first tier in
+/// config order serves them, the others' copies are unreachable.
+fn warn_duplicates(tiers: &[McpTier]) {
+    let mut seen: std::collections::HashMap<(&'static str, String), &str> =
+        std::collections::HashMap::new();
+    let listings: Vec<(&str, flowbalancer_mcp::Listing)> = tiers
+        .iter()
+        .map(|t| (t.name.as_str(), t.catalog.listing()))
+        .collect();
+    for (tier, listing) in &listings {
+        let keys = listing
+            .resources
+            .iter()
+            .filter_map(|r| r.get("uri").and_then(|u| u.as_str()))
+            .map(|uri| ("resource", uri.to_string()))
+            .chain(
+                listing
+                    .prompts
+                    .iter()
+                    .filter_map(|p| p.get("name").and_then(|n| n.as_str()))
+                    .map(|name| ("prompt", name.to_string())),
+            );
+        for key in keys {
+            match seen.get(&key) {
+                Some(first) => tracing::warn!(
+                    kind = key.0,
+                    name = %key.1,
+                    served_by = first,
+                    hidden_in = tier,
+                    "a resource or prompt is offered by two MCP tiers; the first tier in order serves it"
+                ),
+                None => {
+                    seen.insert(key, *tier);
+                }
+            }
         }
     }
 }
