@@ -1,9 +1,12 @@
 """The peer for the gateway bench: the same echo tool served by the official MCP Python SDK's
-own server (FastMCP) over stdio."""
+own server over stdio (`MCPServer` in the SDK 2.x, `FastMCP` in 1.x)."""
 
-from mcp.server.fastmcp import FastMCP
+try:
+    from mcp.server.mcpserver import MCPServer as Server
+except ImportError:  # the SDK 1.x
+    from mcp.server.fastmcp import FastMCP as Server
 
-server = FastMCP("python-echo")
+server = Server("python-echo")
 
 
 @server.tool()

@@ -103,3 +103,47 @@ async fn expired_sessions_give_their_workers_back() {
     assert!(whoami(&pool, "c").await.is_ok());
     pool.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_hint_never_piles_a_sessions_calls_on_one_busy_worker() {
+    // Workers that take several calls at once: the session's worker is preferred only while
+    // it is no busier than another.
+    let pool = Pool::builder(TestFactory::default())
+        .size(2)
+        .max_in_flight(4)
+        .affinity(AffinityMode::Hint)
+        .health_interval(None)
+        .build()
+        .await
+        .unwrap();
+    let home = whoami(&pool, "s").await.unwrap();
+    assert_eq!(
+        whoami(&pool, "s").await.unwrap(),
+        home,
+        "idle: the session's worker"
+    );
+    let long = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            pool.call(
+                flowbalancer_pool::Request::new("sleep", serde_json::json!({"ms": 300}))
+                    .with_session("s"),
+            )
+            .await
+            .map(|r| worker_of(&r))
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let other = whoami(&pool, "s").await.unwrap();
+    assert_ne!(
+        other, home,
+        "the session's worker is busier than the other: the call spills"
+    );
+    assert_eq!(long.await.unwrap().unwrap(), home);
+    assert_eq!(
+        whoami(&pool, "s").await.unwrap(),
+        home,
+        "back to the session's worker"
+    );
+    pool.shutdown().await;
+}

@@ -662,6 +662,16 @@ impl Router {
             .collect()
     }
 
+    /// Whether some tier says it offers `method` (its workers announced it, or the tier's
+    /// declared methods list it): the names [`tools`](Self::tools) lists, and the declared
+    /// ones. Cheap: no tool is copied.
+    pub fn offers(&self, method: &str) -> bool {
+        self.inner
+            .tiers
+            .iter()
+            .any(|entry| entry.offers(method) == Some(true))
+    }
+
     /// The tools of every tier, each name once (the first tier in fallback order that
     /// announces a tool gives its description and schema). A tier with a declared method list
     /// contributes only those methods.

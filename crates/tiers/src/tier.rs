@@ -33,12 +33,7 @@ impl<W: Worker> Tier for Pool<W> {
     }
 
     fn offers(&self, method: &str) -> Option<bool> {
-        let tools = Pool::tools(self);
-        if tools.is_empty() {
-            None
-        } else {
-            Some(tools.iter().any(|t| t.name == method))
-        }
+        Pool::offers(self, method)
     }
 
     fn tools(&self) -> Vec<ToolSpec> {

@@ -427,7 +427,7 @@ impl ServerHandler for Gateway {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let name = request.name.to_string();
-        if !self.balancer.tools().iter().any(|t| t.name == name) {
+        if !self.balancer.router().offers(&name) {
             return Err(McpError::invalid_params(
                 format!("unknown tool {name:?}"),
                 Some(json!({ "tool": name })),

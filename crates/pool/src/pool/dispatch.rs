@@ -286,7 +286,21 @@ impl<W: Worker> Inner<W> {
             self.remove_dead(&mut state);
             let mut wanted: Option<WorkerId> = None;
             if let Some(session) = session {
-                match self.bound_worker(&mut state, session)? {
+                let mut bound = self.bound_worker(&mut state, session)?;
+                if let Bound::Free(index) = bound
+                    && self.config.affinity == AffinityMode::Hint
+                    && state
+                        .least_loaded(self.config.max_in_flight, avoid, false)
+                        .is_some_and(|least| {
+                            state.entries[least].in_flight < state.entries[index].in_flight
+                        })
+                {
+                    // A hint, not a tie: when the session's worker runs more calls than
+                    // another free worker (a worker taking many calls at once), the call goes
+                    // to the less loaded one.
+                    bound = Bound::Busy(state.entries[index].slot.id);
+                }
+                match bound {
                     Bound::Free(index) => {
                         Counters::bump(&self.counters.affinity_hits);
                         let worker = state.entries[index].slot.id;

@@ -325,6 +325,13 @@ impl<W: Worker> Pool<W> {
         self.inner.state.lock().tools.as_ref().clone()
     }
 
+    /// Whether the workers announced `method`: `None` when they announced nothing. Cheap: no
+    /// tool is copied.
+    pub fn offers(&self, method: &str) -> Option<bool> {
+        let tools = Arc::clone(&self.inner.state.lock().tools);
+        (!tools.is_empty()).then(|| tools.iter().any(|t| t.name == method))
+    }
+
     /// Asks the live workers again for their tools (after a worker said its tool list
     /// changed) and keeps their union, each name once (the newest worker's definition first).
     /// Returns whether the pool's tools changed.
