@@ -40,6 +40,7 @@
 
 mod catalog;
 mod http;
+mod listing;
 mod route;
 mod spec;
 mod stderr;
