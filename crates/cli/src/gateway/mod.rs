@@ -2,26 +2,28 @@
 //! tiers, and for MCP tiers their results, resources, prompts and completions passed
 //! through, with the servers' requests and log messages sent to the client of the call.
 
+mod progress;
+mod routing;
 mod upstream;
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use flowbalancer::pool::{PoolError, ProgressSink, Request, UpstreamHandle};
+use flowbalancer::pool::{PoolError, UpstreamHandle};
 use flowbalancer::tiers::{CallOptions, RouteError};
 use flowbalancer::{Balancer, McpTier};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult,
     ContentBlock, GetPromptRequestParams, GetPromptResponse, Implementation, InitializeResult,
     ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
-    PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ReadResourceRequestParams,
-    ReadResourceResponse, ServerCapabilities, ServerConfig, Tool,
+    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities,
+    ServerConfig, Tool,
 };
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use progress::progress_forwarder;
 use upstream::ClientPeer;
 
 /// The MCP face of a balancer, for one client connection.
@@ -238,94 +240,6 @@ impl Gateway {
             .mcp_tiers()
             .iter()
             .any(|t| t.catalog.has_capability(capability))
-    }
-
-    /// Items of every MCP tier's listing, each key once (the first tier in order wins).
-    fn union(&self, items: impl Fn(&McpTier) -> Vec<Value>, key: &str) -> Vec<Value> {
-        let mut seen = std::collections::HashSet::new();
-        let mut all = Vec::new();
-        for tier in self.balancer.mcp_tiers() {
-            for item in items(tier) {
-                let id = item.get(key).map(Value::to_string).unwrap_or_default();
-                if seen.insert(id) {
-                    all.push(item);
-                }
-            }
-        }
-        all
-    }
-
-    /// Sends a raw MCP request to one tier's servers.
-    async fn forward(
-        &self,
-        tier: &McpTier,
-        method: &str,
-        params: Value,
-        context: &RequestContext<RoleServer>,
-    ) -> Result<Value, McpError> {
-        let deadline = Instant::now() + self.balancer.config().timeout;
-        let request = Request::new(
-            format!("{}{method}", flowbalancer::mcp::RAW_METHOD_PREFIX),
-            params,
-        )
-        .with_session(self.client_session(&context.extensions))
-        .with_deadline(deadline)
-        .with_upstream(self.client_peer(&context.peer));
-        let call = tier.pool.call(request);
-        let answer = tokio::select! {
-            answer = call => answer,
-            () = context.ct.cancelled() => {
-                return Err(McpError::internal_error("the request was cancelled", None));
-            }
-        };
-        match answer {
-            Ok(response) => Ok(response.payload.to_json()),
-            Err(error) => Err(server_error(&error).unwrap_or_else(|| {
-                McpError::internal_error(format!("tier {:?}: {error}", tier.name), None)
-            })),
-        }
-    }
-
-    /// Sends a subscribe or unsubscribe to the tier that owns `uri` (or every tier that
-    /// supports subscriptions, in order, until one accepts).
-    async fn resource_subscription(
-        &self,
-        method: &str,
-        uri: String,
-        context: &RequestContext<RoleServer>,
-    ) -> Result<(), McpError> {
-        let owns = |t: &McpTier| {
-            t.catalog
-                .listing()
-                .resources
-                .iter()
-                .any(|r| r.get("uri").and_then(Value::as_str) == Some(uri.as_str()))
-        };
-        let mut last = McpError::invalid_params(format!("no server offers {uri:?}"), None);
-        for tier in self.owners(owns, "resources") {
-            match self
-                .forward(&tier, method, json!({ "uri": uri }), context)
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(error) => last = error,
-            }
-        }
-        Err(last)
-    }
-
-    /// The tiers to ask for `key`, the owner first: the tier whose listing has it, then
-    /// every other tier with the capability.
-    fn owners(&self, owns: impl Fn(&McpTier) -> bool, capability: &str) -> Vec<McpTier> {
-        let tiers = self.balancer.mcp_tiers();
-        let mut ordered: Vec<McpTier> = tiers.iter().filter(|t| owns(t)).cloned().collect();
-        ordered.extend(
-            tiers
-                .iter()
-                .filter(|t| !owns(t) && t.catalog.has_capability(capability))
-                .cloned(),
-        );
-        ordered
     }
 }
 
@@ -725,56 +639,4 @@ impl ServerHandler for Gateway {
             false,
         )
     }
-}
-
-enum Forward {
-    Report(flowbalancer::pool::Progress),
-    Flush(tokio::sync::oneshot::Sender<()>),
-}
-
-/// Waits until every report given to a forwarder so far has been sent to the client.
-struct Flush(mpsc::UnboundedSender<Forward>);
-
-impl Flush {
-    async fn flush(self) {
-        let (done, sent) = tokio::sync::oneshot::channel();
-        if self.0.send(Forward::Flush(done)).is_ok() {
-            let _ = sent.await;
-        }
-    }
-}
-
-/// A progress sink that forwards a worker's reports to the client as `notifications/progress`
-/// with the client's own token, in order, from one task that ends when the call's sinks are
-/// gone.
-fn progress_forwarder(token: ProgressToken, peer: rmcp::Peer<RoleServer>) -> (ProgressSink, Flush) {
-    let (reports, mut received) = mpsc::unbounded_channel::<Forward>();
-    let token_json = serde_json::to_value(&token).unwrap_or(Value::Null);
-    tokio::spawn(async move {
-        while let Some(forward) = received.recv().await {
-            let report = match forward {
-                Forward::Report(report) => report,
-                Forward::Flush(done) => {
-                    let _ = done.send(());
-                    continue;
-                }
-            };
-            let mut param = ProgressNotificationParam::new(token.clone(), report.progress);
-            if let Some(total) = report.total {
-                param = param.with_total(total);
-            }
-            if let Some(message) = report.message {
-                param = param.with_message(message);
-            }
-            if peer.notify_progress(param).await.is_err() {
-                break; // the client is gone
-            }
-        }
-    });
-    let flush = Flush(reports.clone());
-    let sink = ProgressSink::new(move |report| {
-        let _ = reports.send(Forward::Report(report));
-    })
-    .with_token(token_json);
-    (sink, flush)
 }
