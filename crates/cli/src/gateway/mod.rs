@@ -40,10 +40,9 @@ pub(crate) struct Gateway {
     /// The resource URIs the client subscribed to.
     subscribed: Arc<parking_lot::Mutex<std::collections::HashSet<String>>>,
     /// Servers' log messages for this client: a bounded queue that drops the oldest when the
-    /// client reads slower than servers write, drained in order by one task.
-    logs: flowbalancer::bus::Sender<Value>,
-    /// The queue's receiving end, until the draining task takes it.
-    logs_out: parking_lot::Mutex<Option<flowbalancer::bus::Receiver<Value>>>,
+    /// client reads slower than servers write, drained in order by one task. Made at the
+    /// client's first call (an idle session costs nothing for it).
+    logs: parking_lot::Mutex<Option<flowbalancer::bus::Sender<Value>>>,
 }
 
 /// Log messages kept for a client that reads slower than servers write.
@@ -136,25 +135,25 @@ fn session_of(
 
 impl Gateway {
     pub(crate) fn new(balancer: Arc<Balancer>, connection: Arc<str>) -> Self {
-        let (logs, logs_out) = flowbalancer::bus::channel(
-            flowbalancer::bus::QueueConfig::new(LOG_QUEUE)
-                .overflow(flowbalancer::bus::Overflow::DropOldest),
-        )
-        .unwrap_or_else(|_| unreachable!("a non-zero capacity is valid"));
         Self {
             balancer,
             connection,
             http_session: parking_lot::Mutex::new(None),
             log_level: Arc::default(),
             subscribed: Arc::default(),
-            logs,
-            logs_out: parking_lot::Mutex::new(Some(logs_out)),
+            logs: parking_lot::Mutex::new(None),
         }
     }
 
-    fn client_peer(&self, peer: &rmcp::Peer<RoleServer>) -> UpstreamHandle {
-        if let Some(queue) = self.logs_out.lock().take() {
-            // The first time the client is known: drain its log queue to it, in order.
+    /// The client's log queue, made (with its draining task) the first time.
+    fn log_queue(&self, peer: &rmcp::Peer<RoleServer>) -> Option<flowbalancer::bus::Sender<Value>> {
+        let mut logs = self.logs.lock();
+        if logs.is_none() {
+            let (sender, queue) = flowbalancer::bus::channel(
+                flowbalancer::bus::QueueConfig::new(LOG_QUEUE)
+                    .overflow(flowbalancer::bus::Overflow::DropOldest),
+            )
+            .ok()?;
             let peer = peer.clone();
             tokio::spawn(async move {
                 while let Some(params) = queue.recv().await {
@@ -168,11 +167,16 @@ impl Gateway {
                     }
                 }
             });
+            *logs = Some(sender);
         }
+        logs.clone()
+    }
+
+    fn client_peer(&self, peer: &rmcp::Peer<RoleServer>) -> UpstreamHandle {
         UpstreamHandle(Arc::new(ClientPeer::new(
             peer.clone(),
             Arc::clone(&self.log_level),
-            self.logs.clone(),
+            self.log_queue(peer),
         )))
     }
 

@@ -30,14 +30,14 @@ pub(crate) struct ClientPeer {
     /// [`LEVELS`]: servers' log messages below it are not passed on.
     level: Arc<AtomicUsize>,
     /// The client's log queue (bounded, oldest dropped first).
-    logs: flowbalancer::bus::Sender<Value>,
+    logs: Option<flowbalancer::bus::Sender<Value>>,
 }
 
 impl ClientPeer {
     pub(crate) fn new(
         peer: Peer<RoleServer>,
         level: Arc<AtomicUsize>,
-        logs: flowbalancer::bus::Sender<Value>,
+        logs: Option<flowbalancer::bus::Sender<Value>>,
     ) -> Self {
         Self { peer, level, logs }
     }
@@ -100,7 +100,9 @@ impl Upstream for ClientPeer {
             if severity < self.level.load(Ordering::Relaxed) {
                 return;
             }
-            let _ = self.logs.try_send(params);
+            if let Some(logs) = &self.logs {
+                let _ = logs.try_send(params);
+            }
             return;
         }
         let notification: Result<ServerNotification, _> =
