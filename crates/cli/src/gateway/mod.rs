@@ -283,6 +283,9 @@ impl ServerHandler for Gateway {
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        if self.balancer.mcp_tiers().is_empty() {
+            return; // only MCP servers' lists change: nothing to watch for this client
+        }
         // Tell this client whenever a server's lists change.
         let mut changes = self.balancer.subscribe_changes();
         let peer = context.peer;
