@@ -317,7 +317,14 @@ pub(crate) async fn listen(shared: Arc<Shared>, link: Arc<HttpLink>) {
                 }
             }
             Ok(_) => return, // 405: no such stream
-            Err(_) => {}
+            Err(error) => {
+                // The server is gone: this instance is dead (its next call would fail anyway).
+                shared.die(WorkerError::new(
+                    ErrorKind::Crashed,
+                    format!("{}: cannot reach {}: {error}", shared.label, link.uri),
+                ));
+                return;
+            }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

@@ -347,7 +347,10 @@ impl<W: Worker> Inner<W> {
             }
             // Nothing free: grow if allowed, then queue.
             self.grow_for_demand(&mut state);
-            if state.entries.is_empty() && state.starting == 0 {
+            // No worker at all and the last start failed (a backend that is down): fail now,
+            // so the router tries the next tier instead of waiting out the queue bound.
+            if state.entries.is_empty() && (state.starting == 0 || state.failed_starts_in_a_row > 0)
+            {
                 self.counters.failure("no_workers");
                 return Err(self.no_workers(&state));
             }
