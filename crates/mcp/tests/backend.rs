@@ -474,3 +474,43 @@ async fn servers_that_break_during_calls_are_replaced() {
         pool.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_down_for_good_fails_calls_at_once_instead_of_queueing_them() {
+    let marker = std::env::temp_dir().join(format!("fb-once-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let mode = format!("once:{}", marker.display());
+    let pool = Pool::builder(McpFactory::new(spec(&mode)))
+        .size(1)
+        .queue_timeout(Duration::from_secs(5))
+        .restart_backoff(Duration::from_millis(50))
+        .build()
+        .await
+        .expect("the first start works");
+    let pid = text_of(
+        &pool
+            .call(Request::new("pid", json!({})))
+            .await
+            .expect("pid")
+            .payload
+            .to_json(),
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &pid])
+        .status();
+    // Its replacement cannot start: a call made while it tries must not wait out the 5 s
+    // queue bound.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let started = Instant::now();
+    let call = pool
+        .call(Request::new("echo", json!({"message": "x"})))
+        .await;
+    assert!(matches!(call, Err(PoolError::NoWorkers { .. })), "{call:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    pool.shutdown().await;
+    let _ = std::fs::remove_file(&marker);
+}

@@ -144,6 +144,14 @@ def handle(message):
 
 
 def main():
+    if MODE.startswith("once:"):
+        # Starts once; every later start fails (a backend that went down for good).
+        import os
+        marker = MODE[len("once:"):]
+        if os.path.exists(marker):
+            sys.stderr.write("down for good\n")
+            sys.exit(1)
+        open(marker, "w").close()
     if MODE == "crash":
         sys.stderr.write("fatal: cannot find module 'imaginary'\n")
         sys.exit(1)

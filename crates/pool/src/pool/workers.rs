@@ -169,9 +169,10 @@ impl<W: Worker> Inner<W> {
             }
             return;
         }
-        if state.entries.is_empty() && state.starting == 0 {
-            // No worker at all: waiting callers fail fast instead of waiting out the queue
-            // bound (dropping their places tells them so); starts go on in the background.
+        if state.entries.is_empty() {
+            // No worker at all and a start just failed (a backend that is down): waiting
+            // callers fail fast instead of waiting out the queue bound (dropping their places
+            // tells them so), and the router moves on; starts go on in the background.
             state.waiters.clear();
         }
         if reason != StartReason::Overflow && state.live() < state.target_size {
