@@ -298,7 +298,10 @@ def handle(message):
         else:
             error(rid, -32602, f"Unknown level: {params.get('level')}")
     elif method == "tools/list":
-        result(rid, {"tools": [{"name": n, "description": d, "inputSchema": s} for n, d, s in TOOLS]})
+        tools = [{"name": n, "description": d, "inputSchema": s} for n, d, s in TOOLS]
+        # A field of a newer revision than some clients model: it must pass through.
+        tools[0]["execution"] = {"taskSupport": "forbidden"}
+        result(rid, {"tools": tools})
     elif method == "tools/call":
         threading.Thread(target=call_tool, args=(rid, params), daemon=True).start()
     elif method == "resources/list":

@@ -249,6 +249,17 @@ size = 1
                 await anyio.sleep(0.2)
             check(os.path.exists(cancel_log), "an abandoned session's call was cancelled at the backend when it expired")
 
+            # tools/list over HTTP keeps fields of a definition that rmcp does not model.
+            status, headers, body = raw(url, INIT)
+            sid = headers.get("mcp-session-id") or headers.get("Mcp-Session-Id")
+            raw(url, {"jsonrpc": "2.0", "method": "notifications/initialized"}, {"mcp-session-id": sid})
+            status, _, body = raw(url, {"jsonrpc": "2.0", "id": 9, "method": "tools/list"}, {"mcp-session-id": sid})
+            listed = [json.loads(line[5:]) for line in body.decode().splitlines() if line.startswith("data:") and line[5:].strip()]
+            listed = listed or [json.loads(body)]
+            tools = {t["name"]: t for m in listed if "result" in m for t in m["result"]["tools"]}
+            check(tools.get("test_simple_text", {}).get("execution") == {"taskSupport": "forbidden"},
+                  f"a field rmcp does not model passes through over HTTP: {tools.get('test_simple_text')}")
+
             # What a well-behaved client never sends: the right status and a JSON-RPC error.
             status, _, body = raw(url, {"jsonrpc": "2.0", "id": 5, "method": "tools/list"})
             check(400 <= status < 500, f"no session id: {status} {body[:200]}")

@@ -265,12 +265,23 @@ impl Front {
                 return response;
             }
         }
+        // A `tools/list` answer gets the servers' whole tool definitions back (rmcp keeps
+        // only the fields it models); its stream ends with that one answer.
+        let listing_tools = parts.method == Method::POST
+            && body
+                .windows(b"tools/list".len())
+                .any(|w| w == b"tools/list")
+            && serde_json::from_slice::<serde_json::Value>(&body)
+                .is_ok_and(|m| m.get("method").and_then(|v| v.as_str()) == Some("tools/list"));
         let deleting = parts.method == Method::DELETE;
         let mut rmcp = self.rmcp.clone();
         let mut response = match rmcp.call(Request::from_parts(parts, Full::new(body))).await {
             Ok(response) => response,
             Err(never) => match never {},
         };
+        if listing_tools && response.status().is_success() {
+            response = self.restore_tool_list(response).await;
+        }
         if deleting && response.status() == StatusCode::ACCEPTED {
             // The session is closed by now: say so plainly (clients expect 200 or 204).
             *response.status_mut() = StatusCode::NO_CONTENT;
@@ -285,6 +296,56 @@ impl Front {
             }),
             None => response,
         }
+    }
+
+    /// A `tools/list` answer (JSON, or an SSE stream that ends after it) with whole tool
+    /// definitions.
+    async fn restore_tool_list(&self, response: Reply) -> Reply {
+        let (mut parts, body) = response.into_parts();
+        let collected = tokio::time::timeout(Duration::from_secs(30), body.collect()).await;
+        let Ok(Ok(collected)) = collected else {
+            return rpc_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                -32603,
+                "tools/list did not complete",
+            );
+        };
+        let bytes = collected.to_bytes();
+        let text = String::from_utf8_lossy(&bytes);
+        let mut out = String::with_capacity(text.len() + 256);
+        let restore = |data: &str| -> String {
+            let Ok(mut message) = serde_json::from_str::<serde_json::Value>(data) else {
+                return data.to_string();
+            };
+            if crate::serve::restore_definitions(&mut message, &self.balancer) {
+                message.to_string()
+            } else {
+                data.to_string()
+            }
+        };
+        if text.trim_start().starts_with('{') {
+            out.push_str(&restore(text.trim()));
+        } else {
+            for line in text.split_inclusive('\n') {
+                match line.strip_prefix("data:") {
+                    Some(data) => {
+                        let ending = if data.ends_with("\r\n") {
+                            "\r\n"
+                        } else if data.ends_with('\n') {
+                            "\n"
+                        } else {
+                            ""
+                        };
+                        out.push_str("data: ");
+                        out.push_str(&restore(data.trim()));
+                        out.push_str(ending);
+                    }
+                    None => out.push_str(line),
+                }
+            }
+        }
+        parts.headers.remove(header::CONTENT_LENGTH);
+        Response::from_parts(parts, Full::new(Bytes::from(out)).boxed())
     }
 
     async fn route(self: &Arc<Self>, request: Request<Incoming>) -> Reply {

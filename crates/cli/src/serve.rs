@@ -140,6 +140,34 @@ struct LineSink {
     listings: ToolListings,
 }
 
+/// Puts the MCP servers' whole tool definitions back into a `tools/list` answer (rmcp keeps
+/// only the fields it models). Returns whether `message` was such an answer.
+pub(crate) fn restore_definitions(message: &mut Value, balancer: &Balancer) -> bool {
+    let Some(tools) = message
+        .get_mut("result")
+        .and_then(|r| r.get_mut("tools"))
+        .and_then(Value::as_array_mut)
+    else {
+        return false;
+    };
+    let whole: std::collections::HashMap<String, Value> = balancer
+        .tools()
+        .into_iter()
+        .filter_map(|t| t.definition.map(|d| (t.name, d)))
+        .collect();
+    for tool in tools.iter_mut() {
+        let name = tool.get("name").and_then(Value::as_str).unwrap_or_default();
+        if let (Some(definition), Some(object)) = (whole.get(name), tool.as_object_mut())
+            && let Some(fields) = definition.as_object()
+        {
+            for (key, value) in fields {
+                object.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    true
+}
+
 /// The `tools/list` requests in flight, so that their answers can get the MCP servers' whole
 /// tool definitions back: rmcp's typed `Tool` keeps only the fields it knows, and a field a
 /// server sends that rmcp does not model (`execution`, or whatever a later revision adds)
@@ -182,28 +210,8 @@ impl ToolListings {
             };
             ids.swap_remove(at);
         }
-        let Some(tools) = message
-            .get_mut("result")
-            .and_then(|r| r.get_mut("tools"))
-            .and_then(Value::as_array_mut)
-        else {
+        if !restore_definitions(&mut message, &self.balancer) {
             return line;
-        };
-        let whole: std::collections::HashMap<String, Value> = self
-            .balancer
-            .tools()
-            .into_iter()
-            .filter_map(|t| t.definition.map(|d| (t.name, d)))
-            .collect();
-        for tool in tools.iter_mut() {
-            let name = tool.get("name").and_then(Value::as_str).unwrap_or_default();
-            if let (Some(definition), Some(object)) = (whole.get(name), tool.as_object_mut())
-                && let Some(fields) = definition.as_object()
-            {
-                for (key, value) in fields {
-                    object.insert(key.clone(), value.clone());
-                }
-            }
         }
         let mut restored = serde_json::to_vec(&message).unwrap_or_default();
         if restored.is_empty() {
