@@ -3,9 +3,8 @@
 //! client with the same concurrency, in one run; and the gateway's own overhead: the latency
 //! of a call over stdio minus the latency of the same call made in-process.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use flowbalancer::tiers::CallOptions;
 use flowbalancer_pool::LatencyHistogram;
@@ -24,9 +23,7 @@ size = 2
 max_in_flight = 64
 "#;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use flowbalancer_benches::harness::{self, micros as us, root};
 
 fn params(i: usize) -> CallToolRequestParams {
     serde_json::from_value(json!({"name": "echo", "arguments": {"text": i.to_string()}}))
@@ -76,39 +73,19 @@ async fn drive(
     Some((rate, histogram))
 }
 
-fn us(d: Duration) -> String {
-    format!("{:.0} µs", d.as_nanos() as f64 / 1000.0)
-}
-
 fn main() {
-    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    if filter
-        .as_deref()
-        .is_some_and(|f| !"gateway".contains(f) && !f.contains("gateway"))
-    {
+    if !harness::selected("gateway", "gateway") {
         return;
     }
-    let quick = std::env::var_os("FLOWBALANCER_BENCH_QUICK").is_some();
+    let quick = harness::quick();
     let calls = if quick { 5_000 } else { 20_000 };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = harness::runtime();
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("gateway.toml");
     std::fs::write(&config, CONFIG).expect("config");
-    let binary = root().join("target/release/flowbalancer");
-    if !binary.exists() {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--release", "-p", "flowbalancer-cli"])
-            .current_dir(root())
-            .status();
-        if !status.is_ok_and(|s| s.success()) {
-            eprintln!("gateway bench: cannot build flowbalancer");
-            return;
-        }
-    }
+    let Some(binary) = harness::release_binary("gateway") else {
+        return;
+    };
     let ours = |concurrency| {
         let mut command = tokio::process::Command::new(&binary);
         command.args(["serve", "--config"]).arg(&config);
@@ -188,8 +165,5 @@ fn main() {
             us(over_stdio.percentile(99.0)),
         ));
     }
-    eprintln!("{table}");
-    if let Ok(extra) = std::env::var("FLOWBALANCER_BENCH_EXTRA") {
-        let _ = std::fs::write(Path::new(&extra).join("gateway.md"), &table);
-    }
+    harness::report("gateway.md", &table);
 }

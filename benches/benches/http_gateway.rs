@@ -7,7 +7,6 @@
 //! The client is a small one of this bench's own (hyper, one keep-alive connection per
 //! session, SSE or JSON answers), the same for both servers.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,9 +18,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use flowbalancer_benches::harness::{self, micros as us, root};
 
 /// One client session on its own connection.
 struct Session {
@@ -199,34 +196,16 @@ fn free_port() -> u16 {
         .map_or(18_500, |a| a.port())
 }
 
-fn us(d: Duration) -> String {
-    format!("{:.0} µs", d.as_nanos() as f64 / 1000.0)
-}
-
 fn main() {
-    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    if filter
-        .as_deref()
-        .is_some_and(|f| !"http_gateway".contains(f) && !f.contains("http_gateway"))
-    {
+    if !harness::selected("http_gateway", "http_gateway") {
         return;
     }
-    let quick = std::env::var_os("FLOWBALANCER_BENCH_QUICK").is_some();
+    let quick = harness::quick();
     let calls = if quick { 20_000 } else { 100_000 };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let binary = root().join("target/release/flowbalancer");
-    let built = std::process::Command::new(env!("CARGO"))
-        .args(["build", "--release", "-p", "flowbalancer-cli"])
-        .current_dir(root())
-        .status();
-    if !built.is_ok_and(|s| s.success()) {
-        eprintln!("http_gateway bench: cannot build flowbalancer");
+    let rt = harness::runtime();
+    let Some(binary) = harness::release_binary("http_gateway") else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("http.toml");
     std::fs::write(
@@ -315,8 +294,5 @@ fn main() {
             after
         ));
     }
-    eprintln!("{report}");
-    if let Ok(extra) = std::env::var("FLOWBALANCER_BENCH_EXTRA") {
-        let _ = std::fs::write(Path::new(&extra).join("http_gateway.md"), &report);
-    }
+    harness::report("http_gateway.md", &report);
 }

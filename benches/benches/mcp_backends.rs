@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use flowbalancer_pool::LatencyHistogram;
 use rmcp::ServiceExt;
@@ -19,9 +19,7 @@ use rmcp::model::CallToolRequestParams;
 use rmcp::transport::TokioChildProcess;
 use serde_json::{Value, json};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use flowbalancer_benches::harness::{self, micros as us, root};
 
 struct Run {
     rate: f64,
@@ -79,8 +77,17 @@ async fn drive(
     Ok(Run { rate, latency })
 }
 
-fn us(d: Duration) -> String {
-    format!("{:.0} µs", d.as_nanos() as f64 / 1000.0)
+/// One table row: the name, the rate, p50 and p99 (or why the run failed).
+fn row(name: &str, run: &Result<Run, String>, rate: impl Fn(f64) -> String) -> String {
+    match run {
+        Ok(run) => format!(
+            "| {name} | {} | {} | {} |\n",
+            rate(run.rate),
+            us(run.latency.percentile(50.0)),
+            us(run.latency.percentile(99.0))
+        ),
+        Err(e) => format!("| {name} | failed: {e} | – | – |\n"),
+    }
 }
 
 fn text_is(value: &Value, wanted: &str) -> bool {
@@ -102,29 +109,15 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 fn main() {
-    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    if filter
-        .as_deref()
-        .is_some_and(|f| !"mcp_backends".contains(f) && !f.contains("mcp_backends"))
-    {
+    if !harness::selected("mcp_backends", "mcp_backends") {
         return;
     }
-    let quick = std::env::var_os("FLOWBALANCER_BENCH_QUICK").is_some();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let quick = harness::quick();
+    let rt = harness::runtime();
     let dir = tempfile::tempdir().expect("tempdir");
-    let binary = root().join("target/release/flowbalancer");
-    let built = std::process::Command::new(env!("CARGO"))
-        .args(["build", "--release", "-p", "flowbalancer-cli"])
-        .current_dir(root())
-        .status();
-    if !built.is_ok_and(|s| s.success()) {
-        eprintln!("mcp_backends bench: cannot build flowbalancer");
+    let Some(binary) = harness::release_binary("mcp_backends") else {
         return;
-    }
+    };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut report = String::from("## MCP servers behind the gateway\n\n");
 
@@ -174,15 +167,7 @@ fn main() {
         ("server called directly", &direct),
         ("the same server behind the gateway", &pooled),
     ] {
-        match run {
-            Ok(run) => report.push_str(&format!(
-                "| {name} | {:.1} k/s | {} | {} |\n",
-                run.rate / 1000.0,
-                us(run.latency.percentile(50.0)),
-                us(run.latency.percentile(99.0))
-            )),
-            Err(e) => report.push_str(&format!("| {name} | failed: {e} | – | – |\n")),
-        }
+        report.push_str(&row(name, run, |rate| format!("{:.1} k/s", rate / 1000.0)));
     }
     if let (Ok(direct), Ok(pooled)) = (&direct, &pooled) {
         report.push_str(&format!(
@@ -240,15 +225,7 @@ fn main() {
             ("1 instance, called directly", &direct),
             (&*format!("{cores} instances behind the gateway"), &pooled),
         ] {
-            match run {
-                Ok(run) => report.push_str(&format!(
-                    "| {name} | {:.0}/s | {} | {} |\n",
-                    run.rate,
-                    us(run.latency.percentile(50.0)),
-                    us(run.latency.percentile(99.0))
-                )),
-                Err(e) => report.push_str(&format!("| {name} | failed: {e} | – | – |\n")),
-            }
+            report.push_str(&row(name, run, |rate| format!("{rate:.0}/s")));
         }
         if let (Ok(direct), Ok(pooled)) = (&direct, &pooled) {
             report.push_str(&format!(
@@ -308,15 +285,7 @@ fn main() {
                 ("FastMCP proxy | add (trivial)", &theirs_cheap),
                 ("flowbalancer | add (trivial)", &ours_cheap),
             ] {
-                match run {
-                    Ok(run) => report.push_str(&format!(
-                        "| {name} | {:.0}/s | {} | {} |\n",
-                        run.rate,
-                        us(run.latency.percentile(50.0)),
-                        us(run.latency.percentile(99.0))
-                    )),
-                    Err(e) => report.push_str(&format!("| {name} | failed: {e} | – | – |\n")),
-                }
+                report.push_str(&row(name, run, |rate| format!("{rate:.0}/s")));
             }
             if let (Ok(theirs), Ok(ours), Ok(theirs_cheap), Ok(ours_cheap)) =
                 (&theirs, &ours, &theirs_cheap, &ours_cheap)
@@ -333,8 +302,5 @@ fn main() {
     } else {
         report.push_str("Python servers: not run (needs target/e2e-venv, which `cargo xtask bench` creates).\n\n");
     }
-    eprintln!("{report}");
-    if let Ok(extra) = std::env::var("FLOWBALANCER_BENCH_EXTRA") {
-        let _ = std::fs::write(Path::new(&extra).join("mcp_backends.md"), &report);
-    }
+    harness::report("mcp_backends.md", &report);
 }

@@ -225,3 +225,66 @@ pub fn consume_batches(items: u64, batch: usize, mut pop: impl FnMut(&mut [u64])
     }
     sum
 }
+
+/// What the custom (non-criterion) benches share: the command-line filter, quick mode, the
+/// runtime, the release binary they drive, and where their tables go.
+pub mod harness {
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    /// Whether the bench `name` runs under the command line's filter (none, a part of `name`,
+    /// or a filter containing `key`).
+    pub fn selected(name: &str, key: &str) -> bool {
+        std::env::args()
+            .skip(1)
+            .find(|a| !a.starts_with('-'))
+            .is_none_or(|f| name.contains(&f) || f.contains(key))
+    }
+
+    /// `cargo xtask bench --quick`: short runs.
+    pub fn quick() -> bool {
+        std::env::var_os("FLOWBALANCER_BENCH_QUICK").is_some()
+    }
+
+    /// The runtime every custom bench drives its clients from: 2 worker threads.
+    pub fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+    }
+
+    /// The workspace's root.
+    pub fn root() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    }
+
+    /// `target/release/flowbalancer`, built first (so the bench measures the current code);
+    /// `None`, said on stderr, when it cannot be built.
+    pub fn release_binary(bench: &str) -> Option<PathBuf> {
+        let built = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--release", "-p", "flowbalancer-cli"])
+            .current_dir(root())
+            .status();
+        if built.is_ok_and(|s| s.success()) {
+            Some(root().join("target/release/flowbalancer"))
+        } else {
+            eprintln!("{bench} bench: cannot build flowbalancer");
+            None
+        }
+    }
+
+    /// A duration in whole microseconds, for tables.
+    pub fn micros(d: Duration) -> String {
+        format!("{:.0} µs", d.as_nanos() as f64 / 1000.0)
+    }
+
+    /// Prints a bench's table and hands it to `cargo xtask bench`'s report as `file`.
+    pub fn report(file: &str, table: &str) {
+        eprintln!("{table}");
+        if let Ok(extra) = std::env::var("FLOWBALANCER_BENCH_EXTRA") {
+            let _ = std::fs::write(Path::new(&extra).join(file), table);
+        }
+    }
+}

@@ -48,6 +48,26 @@ impl Catalog {
         self.listing.read().clone()
     }
 
+    /// Reads the listings in place (nothing is copied): for lookups on every request.
+    pub fn with_listing<R>(&self, read: impl FnOnce(&Listing) -> R) -> R {
+        read(&self.listing.read())
+    }
+
+    /// Whether the server lists a resource with this URI.
+    pub fn has_resource(&self, uri: &str) -> bool {
+        self.with_listing(|l| has(&l.resources, "uri", uri))
+    }
+
+    /// Whether the server lists a prompt with this name.
+    pub fn has_prompt(&self, name: &str) -> bool {
+        self.with_listing(|l| has(&l.prompts, "name", name))
+    }
+
+    /// Whether the server lists a resource template with this URI template.
+    pub fn has_template(&self, uri_template: &str) -> bool {
+        self.with_listing(|l| has(&l.resource_templates, "uriTemplate", uri_template))
+    }
+
     /// Whether the server says it has this capability (`"resources"`, `"prompts"`,
     /// `"completions"`, `"logging"`, …).
     pub fn has_capability(&self, name: &str) -> bool {
@@ -56,6 +76,11 @@ impl Catalog {
             .capabilities
             .get(name)
             .is_some_and(|c| !c.is_null())
+    }
+
+    /// The server's announced capability `name` (`"resources"`, …), if any.
+    pub fn capability(&self, name: &str) -> Option<Value> {
+        self.with_listing(|l| l.capabilities.get(name).filter(|c| !c.is_null()).cloned())
     }
 
     /// A receiver whose value moves on every change of this server's tools or listings
@@ -86,4 +111,11 @@ impl Catalog {
             self.changes.send_modify(|generation| *generation += 1);
         }
     }
+}
+
+/// Whether `items` holds an object whose `key` is the string `value`.
+fn has(items: &[Value], key: &str, value: &str) -> bool {
+    items
+        .iter()
+        .any(|item| item.get(key).and_then(Value::as_str) == Some(value))
 }

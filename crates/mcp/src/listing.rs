@@ -171,7 +171,7 @@ impl Shared {
         }
         let shared = Arc::clone(self);
         tokio::spawn(async move {
-            let capabilities = shared.catalog.listing().capabilities;
+            let capabilities = shared.catalog.with_listing(|l| l.capabilities.clone());
             match shared.list_all(&capabilities).await {
                 Ok((definitions, listing)) => {
                     let tools = shared.offered_tools(&definitions);

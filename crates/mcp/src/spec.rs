@@ -1,10 +1,10 @@
 //! How to start an MCP server and which of its tools to offer.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use flowbalancer_pool::process::DEFAULT_ENV_ALLOW;
+use flowbalancer_pool::process::{DEFAULT_ENV_ALLOW, worker_command};
 
 /// The largest message a server may send (a longer line kills the instance): 32 MiB.
 pub const DEFAULT_MAX_MESSAGE: usize = 32 * 1024 * 1024;
@@ -168,25 +168,13 @@ impl McpServerSpec {
     }
 
     pub(crate) fn command(&self) -> Command {
-        let mut command = Command::new(&self.program);
-        command
-            .args(&self.args)
-            .env_clear()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for key in &self.env_allow {
-            if let Some(value) = std::env::var_os(key) {
-                command.env(key, value);
-            }
-        }
-        for (key, value) in &self.env {
-            command.env(key, value);
-        }
-        if let Some(cwd) = &self.cwd {
-            command.current_dir(cwd);
-        }
-        command
+        worker_command(
+            &self.program,
+            &self.args,
+            self.cwd.as_deref(),
+            &self.env_allow,
+            &self.env,
+        )
     }
 
     /// The name a server tool is offered under (prefix added), or `None` when the filter

@@ -262,11 +262,11 @@ impl ServerHandler for Gateway {
         if self.any_tier_has("logging") {
             capabilities["logging"] = json!({});
         }
-        let subscribable = self
-            .balancer
-            .mcp_tiers()
-            .iter()
-            .any(|t| t.catalog.listing().capabilities["resources"]["subscribe"] == json!(true));
+        let subscribable = self.balancer.mcp_tiers().iter().any(|t| {
+            t.catalog
+                .capability("resources")
+                .is_some_and(|r| r["subscribe"] == json!(true))
+        });
         if subscribable {
             capabilities["resources"]["subscribe"] = json!(true);
         }
@@ -434,7 +434,7 @@ impl ServerHandler for Gateway {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
-        let resources = self.union(|t| t.catalog.listing().resources, "uri");
+        let resources = self.union(|l| &l.resources, "uri");
         complete(json!({ "resources": resources }), true)
     }
 
@@ -443,7 +443,7 @@ impl ServerHandler for Gateway {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, McpError> {
-        let templates = self.union(|t| t.catalog.listing().resource_templates, "uriTemplate");
+        let templates = self.union(|l| &l.resource_templates, "uriTemplate");
         complete(json!({ "resourceTemplates": templates }), true)
     }
 
@@ -453,27 +453,10 @@ impl ServerHandler for Gateway {
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
         let params = serde_json::to_value(&request).unwrap_or_else(|_| json!({}));
-        let uri = request.uri.clone();
-        let owns = |t: &McpTier| {
-            t.catalog
-                .listing()
-                .resources
-                .iter()
-                .any(|r| r.get("uri").and_then(Value::as_str) == Some(uri.as_str()))
-        };
-        let mut last = McpError::resource_not_found(format!("no server has {uri:?}"), None);
-        for tier in self.owners(owns, "resources") {
-            match self
-                .forward(&tier, "resources/read", params.clone(), &context)
-                .await
-            {
-                Ok(result) => {
-                    return Ok(complete::<rmcp::model::ReadResourceResult>(result, false)?.into());
-                }
-                Err(error) => last = error,
-            }
-        }
-        Err(last)
+        let result = self
+            .to_resource_owner("resources/read", &request.uri, params, &context)
+            .await?;
+        Ok(complete::<rmcp::model::ReadResourceResult>(result, false)?.into())
     }
 
     fn accepted_subscription_filter(
@@ -567,8 +550,13 @@ impl ServerHandler for Gateway {
         request: rmcp::model::SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
-        self.resource_subscription("resources/subscribe", request.uri.clone(), &context)
-            .await?;
+        self.to_resource_owner(
+            "resources/subscribe",
+            &request.uri,
+            json!({ "uri": request.uri }),
+            &context,
+        )
+        .await?;
         self.subscribed.lock().insert(request.uri);
         Ok(())
     }
@@ -579,8 +567,14 @@ impl ServerHandler for Gateway {
         context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
         self.subscribed.lock().remove(&request.uri);
-        self.resource_subscription("resources/unsubscribe", request.uri, &context)
-            .await
+        self.to_resource_owner(
+            "resources/unsubscribe",
+            &request.uri,
+            json!({ "uri": request.uri }),
+            &context,
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn list_prompts(
@@ -588,7 +582,7 @@ impl ServerHandler for Gateway {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, McpError> {
-        let prompts = self.union(|t| t.catalog.listing().prompts, "name");
+        let prompts = self.union(|l| &l.prompts, "name");
         complete(json!({ "prompts": prompts }), true)
     }
 
@@ -599,13 +593,11 @@ impl ServerHandler for Gateway {
     ) -> Result<GetPromptResponse, McpError> {
         let params = serde_json::to_value(&request).unwrap_or_else(|_| json!({}));
         let name = request.name.clone();
-        let owner = self.balancer.mcp_tiers().iter().find(|t| {
-            t.catalog
-                .listing()
-                .prompts
-                .iter()
-                .any(|p| p.get("name").and_then(Value::as_str) == Some(name.as_str()))
-        });
+        let owner = self
+            .balancer
+            .mcp_tiers()
+            .iter()
+            .find(|t| t.catalog.has_prompt(&name));
         let Some(owner) = owner else {
             return Err(McpError::invalid_params(
                 format!("unknown prompt {name:?}"),
@@ -623,19 +615,16 @@ impl ServerHandler for Gateway {
     ) -> Result<CompleteResult, McpError> {
         let params = serde_json::to_value(&request).unwrap_or_else(|_| json!({}));
         let reference = params.get("ref").cloned().unwrap_or(Value::Null);
-        let owns = |t: &McpTier| {
-            let listing = t.catalog.listing();
-            match reference.get("type").and_then(Value::as_str) {
-                Some("ref/prompt") => listing
-                    .prompts
-                    .iter()
-                    .any(|p| p.get("name") == reference.get("name")),
-                Some("ref/resource") => listing
-                    .resource_templates
-                    .iter()
-                    .any(|r| r.get("uriTemplate") == reference.get("uri")),
-                _ => false,
-            }
+        let field = |key: &str| {
+            reference
+                .get(key)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+        };
+        let owns = |t: &McpTier| match reference.get("type").and_then(Value::as_str) {
+            Some("ref/prompt") => t.catalog.has_prompt(field("name")),
+            Some("ref/resource") => t.catalog.has_template(field("uri")),
+            _ => false,
         };
         let Some(tier) = self.owners(owns, "completions").into_iter().next() else {
             return complete(json!({ "completion": { "values": [] } }), false);

@@ -4,25 +4,28 @@
 use std::time::Instant;
 
 use flowbalancer::McpTier;
+use flowbalancer::mcp::Listing;
 use flowbalancer::pool::Request;
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{Gateway, server_error};
 
 impl Gateway {
     /// Items of every MCP tier's listing, each key once (the first tier in order wins).
-    pub(super) fn union(&self, items: impl Fn(&McpTier) -> Vec<Value>, key: &str) -> Vec<Value> {
+    pub(super) fn union(&self, items: impl Fn(&Listing) -> &Vec<Value>, key: &str) -> Vec<Value> {
         let mut seen = std::collections::HashSet::new();
         let mut all = Vec::new();
         for tier in self.balancer.mcp_tiers() {
-            for item in items(tier) {
-                let id = item.get(key).map(Value::to_string).unwrap_or_default();
-                if seen.insert(id) {
-                    all.push(item);
+            tier.catalog.with_listing(|listing| {
+                for item in items(listing) {
+                    let id = item.get(key).map(Value::to_string).unwrap_or_default();
+                    if seen.insert(id) {
+                        all.push(item.clone());
+                    }
                 }
-            }
+            });
         }
         all
     }
@@ -58,28 +61,19 @@ impl Gateway {
         }
     }
 
-    /// Sends a subscribe or unsubscribe to the tier that owns `uri` (or every tier that
-    /// supports subscriptions, in order, until one accepts).
-    pub(super) async fn resource_subscription(
+    /// Sends `method` about the resource `uri` to the tier that lists it, else to every tier
+    /// with resources, in order, until one answers; `resource not found` when none does.
+    pub(super) async fn to_resource_owner(
         &self,
         method: &str,
-        uri: String,
+        uri: &str,
+        params: Value,
         context: &RequestContext<RoleServer>,
-    ) -> Result<(), McpError> {
-        let owns = |t: &McpTier| {
-            t.catalog
-                .listing()
-                .resources
-                .iter()
-                .any(|r| r.get("uri").and_then(Value::as_str) == Some(uri.as_str()))
-        };
-        let mut last = McpError::invalid_params(format!("no server offers {uri:?}"), None);
-        for tier in self.owners(owns, "resources") {
-            match self
-                .forward(&tier, method, json!({ "uri": uri }), context)
-                .await
-            {
-                Ok(_) => return Ok(()),
+    ) -> Result<Value, McpError> {
+        let mut last = McpError::resource_not_found(format!("no server has {uri:?}"), None);
+        for tier in self.owners(|t| t.catalog.has_resource(uri), "resources") {
+            match self.forward(&tier, method, params.clone(), context).await {
+                Ok(result) => return Ok(result),
                 Err(error) => last = error,
             }
         }

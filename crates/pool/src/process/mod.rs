@@ -10,4 +10,5 @@ pub use flowbalancer_protocol::message as protocol;
 pub use flowbalancer_protocol::{CallContext, WorkerServer};
 pub use worker::{
     DEFAULT_ENV_ALLOW, ProcessFactory, ProcessSpec, ProcessWorker, python_interpreter,
+    worker_command,
 };

@@ -117,27 +117,49 @@ impl ProcessSpec {
     }
 
     fn command(&self) -> Command {
-        let mut command = Command::new(&self.program);
-        command
-            .args(&self.args)
-            .env_clear()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for key in &self.env_allow {
-            if let Some(value) = std::env::var_os(key) {
-                command.env(key, value);
-            }
-        }
-        command.env("FLOWBALANCER_MAX_FRAME", self.max_frame.to_string());
-        for (key, value) in &self.env {
+        let max_frame = (
+            "FLOWBALANCER_MAX_FRAME".to_string(),
+            self.max_frame.to_string(),
+        );
+        worker_command(
+            &self.program,
+            &self.args,
+            self.cwd.as_deref(),
+            &self.env_allow,
+            std::iter::once(&max_frame).chain(&self.env),
+        )
+    }
+}
+
+/// The command of a worker process: `program args…` with piped stdio, a cleared environment
+/// but for the variables of `env_allow` that are set here, then `env` (later entries win),
+/// run in `cwd` when given. Never a shell.
+pub fn worker_command<'a>(
+    program: &std::path::Path,
+    args: &[String],
+    cwd: Option<&std::path::Path>,
+    env_allow: &[String],
+    env: impl IntoIterator<Item = &'a (String, String)>,
+) -> Command {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for key in env_allow {
+        if let Some(value) = std::env::var_os(key) {
             command.env(key, value);
         }
-        if let Some(cwd) = &self.cwd {
-            command.current_dir(cwd);
-        }
-        command
     }
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    if let Some(cwd) = cwd {
+        command.current_dir(cwd);
+    }
+    command
 }
 
 /// The interpreter `python3` resolves to (asked once), or `python3` itself when asking fails.
