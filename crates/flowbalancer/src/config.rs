@@ -578,18 +578,7 @@ impl Config {
             what: format!("reading {}", path.display()),
             source,
         })?;
-        let mut config = Self::from_toml(&text).map_err(|e| match e {
-            crate::Error::Config { problems } => crate::Error::Config {
-                problems: problems
-                    .into_iter()
-                    .map(|p| ConfigProblem {
-                        location: format!("{}:{}", path.display(), p.location),
-                        message: p.message,
-                    })
-                    .collect(),
-            },
-            other => other,
-        })?;
+        let mut config = Self::from_toml(&text).map_err(|e| e.in_file(path))?;
         if let Some(dir) = path.parent() {
             config.resolve_paths(dir);
         }
@@ -765,6 +754,24 @@ impl Config {
             }
         }
         problems
+    }
+}
+
+impl crate::Error {
+    /// The same error, each config problem's location prefixed with the file it is in.
+    pub(crate) fn in_file(self, path: &Path) -> Self {
+        match self {
+            crate::Error::Config { problems } => crate::Error::Config {
+                problems: problems
+                    .into_iter()
+                    .map(|p| ConfigProblem {
+                        location: format!("{}:{}", path.display(), p.location),
+                        message: p.message,
+                    })
+                    .collect(),
+            },
+            other => other,
+        }
     }
 }
 

@@ -153,18 +153,7 @@ impl Config {
             what: format!("reading {}", path.display()),
             source,
         })?;
-        Self::tiers_from_mcp_servers(&text).map_err(|e| match e {
-            crate::Error::Config { problems } => crate::Error::Config {
-                problems: problems
-                    .into_iter()
-                    .map(|p| ConfigProblem {
-                        location: format!("{}:{}", path.display(), p.location),
-                        message: p.message,
-                    })
-                    .collect(),
-            },
-            other => other,
-        })
+        Self::tiers_from_mcp_servers(&text).map_err(|e| e.in_file(path))
     }
 
     /// What would fail on this machine: a worker program that is not on `PATH` or not
