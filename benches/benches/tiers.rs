@@ -3,12 +3,17 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use flowbalancer_pool::{Payload, PoolError, Request, Response, WorkerId};
-use flowbalancer_tiers::{BreakerConfig, Router, Tier, TierFuture};
+use flowbalancer_tiers::{BreakerConfig, Router, Tier};
 use serde_json::json;
 
 struct NoOp;
 impl Tier for NoOp {
-    fn call(&self, request: Request) -> TierFuture<'_> {
+    type Error = PoolError;
+
+    fn call(
+        &self,
+        request: Request,
+    ) -> impl std::future::Future<Output = Result<Response, PoolError>> + Send + '_ {
         Box::pin(async move {
             Ok(Response {
                 payload: request.payload,
@@ -22,7 +27,12 @@ impl Tier for NoOp {
 
 struct Failing;
 impl Tier for Failing {
-    fn call(&self, _request: Request) -> TierFuture<'_> {
+    type Error = PoolError;
+
+    fn call(
+        &self,
+        _request: Request,
+    ) -> impl std::future::Future<Output = Result<Response, PoolError>> + Send + '_ {
         Box::pin(async move {
             Err(PoolError::Crashed {
                 worker: WorkerId(1),
@@ -79,5 +89,69 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// The tower `Service` path (`poll_ready` then `call`, which boxes the call's future) against
+/// calling the same pool, and the same router, directly.
+fn tower(c: &mut Criterion) {
+    use tower_service::Service;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let params = Payload::json(json!({"text": "hi"}));
+    let pool = rt
+        .block_on(
+            flowbalancer_pool::Pool::builder(flowbalancer_pool::in_process(|r| async move {
+                Ok(r.payload)
+            }))
+            .size(1)
+            .health_interval(None)
+            .build(),
+        )
+        .expect("pool");
+    let router = Router::builder()
+        .tier("hot", pool.clone())
+        .build()
+        .expect("router");
+    let mut group = c.benchmark_group("tower_service_overhead");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("direct pool.call", |b| {
+        b.iter(|| {
+            rt.block_on(pool.call(Request::new("echo", params.clone())))
+                .expect("ok")
+        })
+    });
+    group.bench_function("pool as tower Service", |b| {
+        let mut service = pool.clone();
+        b.iter(|| {
+            rt.block_on(async {
+                std::future::poll_fn(|cx| service.poll_ready(cx))
+                    .await
+                    .expect("ready");
+                Service::call(&mut service, Request::new("echo", params.clone())).await
+            })
+            .expect("ok")
+        })
+    });
+    group.bench_function("direct router.call_request", |b| {
+        b.iter(|| {
+            rt.block_on(router.call_request(Request::new("echo", params.clone()), None))
+                .expect("ok")
+        })
+    });
+    group.bench_function("router as tower Service", |b| {
+        let mut service = router.clone();
+        b.iter(|| {
+            rt.block_on(async {
+                std::future::poll_fn(|cx| service.poll_ready(cx))
+                    .await
+                    .expect("ready");
+                Service::call(&mut service, Request::new("echo", params.clone())).await
+            })
+            .expect("ok")
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, tower);
 criterion_main!(benches);

@@ -30,7 +30,7 @@ mod worker;
 pub use config::{AffinityMode, PoolConfig, StartMode};
 pub use error::{FailureClass, PoolError};
 pub use histogram::{LatencyHistogram, LatencySummary};
-pub use pool::{Pool, PoolBuilder, ScaleReport, WorkerInfo};
+pub use pool::{Pool, PoolBuilder, PoolFuture, ScaleReport, WorkerInfo};
 pub use process::{CallContext, ProcessFactory, ProcessSpec, ProcessWorker, WorkerServer};
 pub use request::{
     Meta, Payload, Progress, ProgressSink, Request, Response, ToolSpec, Upstream, UpstreamError,

@@ -3,8 +3,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use flowbalancer_pool::{PoolError, WorkerId};
+use flowbalancer_pool::WorkerId;
 use serde::{Serialize, Serializer};
+
+use crate::tier::TierFailure;
 
 /// Why a tier was not tried.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -138,8 +140,9 @@ pub enum RouteError {
         method: String,
         /// The tier that answered.
         tier: String,
-        /// Its error.
-        error: PoolError,
+        /// Its error: [`TierFailure::downcast_ref`] gives the original (a
+        /// `PoolError` for a pool tier).
+        error: TierFailure,
     },
 }
 

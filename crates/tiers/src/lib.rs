@@ -29,6 +29,7 @@ mod budget;
 mod error;
 mod metrics;
 mod router;
+mod service;
 mod tier;
 
 pub use breaker::{BreakerConfig, BreakerState};
@@ -36,7 +37,8 @@ pub use budget::RetryBudget;
 pub use error::{Attempt, Outcome, RouteError, SkipReason};
 pub use metrics::TierStats;
 pub use router::{CallOptions, ConfigError, Routed, Router, RouterBuilder};
-pub use tier::{Tier, TierFuture};
+pub use service::RouterFuture;
+pub use tier::{ErrorClass, ServiceTier, Tier, TierError, TierFailure, TierFuture};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

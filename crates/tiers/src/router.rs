@@ -7,16 +7,17 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use flowbalancer_pool::{
-    FailureClass, Payload, PoolError, ProgressSink, Request, Response, ToolSpec, WorkerId,
-};
+use flowbalancer_pool::{Payload, ProgressSink, Request, Response, ToolSpec, WorkerId};
 use parking_lot::Mutex;
 
 use crate::breaker::{Admission, Breaker, BreakerConfig};
 use crate::budget::{Bucket, RetryBudget};
 use crate::error::{Attempt, Outcome, RouteError, SkipReason};
 use crate::metrics::{TierMetrics, TierStats, load};
-use crate::tier::Tier;
+use crate::tier::{ErasedTier, ErrorClass, Tier};
+
+/// The failure kind of a tier that ran out of the chain's deadline.
+const DEADLINE_EXCEEDED: &str = "deadline_exceeded";
 
 /// The route of a method: its primary tier and, optionally, its own fallback list.
 #[derive(Debug, Clone)]
@@ -27,7 +28,7 @@ struct Route {
 
 struct TierEntry {
     name: String,
-    tier: Arc<dyn Tier>,
+    tier: Arc<dyn ErasedTier>,
     /// Methods declared in the config, overriding what the tier says.
     methods: Option<Vec<String>>,
     breaker: Mutex<Breaker>,
@@ -84,7 +85,7 @@ impl Routed {
 }
 
 /// A tier as declared: name, backend, declared methods.
-type DeclaredTier = (String, Arc<dyn Tier>, Option<Vec<String>>);
+type DeclaredTier = (String, Arc<dyn ErasedTier>, Option<Vec<String>>);
 /// A route as declared: method or prefix, tier, fallback list.
 type DeclaredRoute = (String, String, Option<Vec<String>>);
 
@@ -131,6 +132,9 @@ pub enum ConfigError {
 
 impl RouterBuilder {
     /// Adds a tier; the order of tiers is the fallback order.
+    ///
+    /// A tier is a [`Pool`](flowbalancer_pool::Pool), any tower `Service` wrapped in
+    /// [`ServiceTier`](crate::ServiceTier), or your own [`Tier`].
     pub fn tier(mut self, name: impl Into<String>, tier: impl Tier) -> Self {
         self.tiers.push((name.into(), Arc::new(tier), None));
         self
@@ -528,37 +532,38 @@ impl Router {
                     });
                 }
                 Ok(Err(error)) => match error.class() {
-                    FailureClass::Caller => {
+                    ErrorClass::Caller => {
                         // The tier worked; the call was wrong.
                         entry.breaker.lock().on_success(Instant::now());
-                        entry.metrics.failure(error.kind_name());
+                        entry.metrics.failure(error.kind());
                         return Err(RouteError::Rejected {
                             method: method(),
                             tier: entry.name.clone(),
                             error,
                         });
                     }
-                    FailureClass::Unavailable => {
+                    ErrorClass::Unavailable => {
                         if admission == Admission::Probe {
                             entry.breaker.lock().abandon_probe();
                         }
                         entry.metrics.skips.fetch_add(1, Ordering::Relaxed);
-                        entry.metrics.failure(error.kind_name());
+                        entry.metrics.failure(error.kind());
                         Outcome::Skipped {
                             reason: SkipReason::Unavailable {
-                                kind: error.kind_name().to_string(),
+                                kind: error.kind().to_string(),
                                 message: error.to_string(),
                             },
                         }
                     }
-                    FailureClass::Failed => {
-                        let timed_out = matches!(error, PoolError::DeadlineExceeded);
+                    // Retryable, and any class a later version adds.
+                    _ => {
+                        let timed_out = error.is_deadline();
                         // A tier handed only what earlier tiers left of the chain's deadline
                         // is not at fault for running out of it.
                         if !(timed_out && handed_leftover) {
-                            self.record_failure(index, &request.method, &error);
+                            self.record_failure(index, &request.method, error.kind(), &error);
                         } else {
-                            entry.metrics.failure(error.kind_name());
+                            entry.metrics.failure(error.kind());
                             if admission == Admission::Probe {
                                 entry.breaker.lock().abandon_probe();
                             }
@@ -568,7 +573,7 @@ impl Router {
                             Outcome::TimedOut { after: left }
                         } else {
                             Outcome::Failed {
-                                kind: error.kind_name().to_string(),
+                                kind: error.kind().to_string(),
                                 message: error.to_string(),
                             }
                         }
@@ -577,14 +582,17 @@ impl Router {
                 Err(_) => {
                     if handed_leftover {
                         // Only the leftover of the chain's deadline: not this tier's fault.
-                        entry
-                            .metrics
-                            .failure(PoolError::DeadlineExceeded.kind_name());
+                        entry.metrics.failure(DEADLINE_EXCEEDED);
                         if admission == Admission::Probe {
                             entry.breaker.lock().abandon_probe();
                         }
                     } else {
-                        self.record_failure(index, &request.method, &PoolError::DeadlineExceeded);
+                        self.record_failure(
+                            index,
+                            &request.method,
+                            DEADLINE_EXCEEDED,
+                            &"the chain's deadline passed",
+                        );
                     }
                     tried_any = true;
                     Outcome::TimedOut { after: left }
@@ -615,9 +623,15 @@ impl Router {
 
     /// A failure counts against the tier's breaker — unless opening it would leave `method`
     /// with no usable tier.
-    fn record_failure(&self, index: usize, method: &str, error: &PoolError) {
+    fn record_failure(
+        &self,
+        index: usize,
+        method: &str,
+        kind: &str,
+        error: &dyn std::fmt::Display,
+    ) {
         let entry = &self.inner.tiers[index];
-        entry.metrics.failure(error.kind_name());
+        entry.metrics.failure(kind);
         let wants_open = entry.breaker.lock().on_failure();
         if !wants_open {
             return;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use flowbalancer_pool::{ErrorKind, Payload, PoolError, Request, Response, WorkerError, WorkerId};
 use flowbalancer_tiers::{
     BreakerConfig, BreakerState, CallOptions, Outcome, RetryBudget, RouteError, Router, SkipReason,
-    Tier, TierFuture,
+    Tier,
 };
 use serde_json::json;
 
@@ -54,7 +54,12 @@ impl Scripted {
 }
 
 impl Tier for Scripted {
-    fn call(&self, request: Request) -> TierFuture<'_> {
+    type Error = PoolError;
+
+    fn call(
+        &self,
+        request: Request,
+    ) -> impl std::future::Future<Output = Result<Response, PoolError>> + Send + '_ {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let behaviour = *self.behaviour.lock();
         let name = self.name;
@@ -212,7 +217,11 @@ async fn caller_errors_do_not_fall_back() {
     match router.call("m", json!({}), options()).await {
         Err(RouteError::Rejected { tier, error, .. }) => {
             assert_eq!(tier, "hot");
-            assert_eq!(error.kind_name(), "bad_params");
+            assert_eq!(error.kind(), "bad_params");
+            assert!(matches!(
+                error.downcast_ref::<PoolError>(),
+                Some(PoolError::Call { .. })
+            ));
         }
         other => panic!("{other:?}"),
     }
@@ -451,7 +460,12 @@ struct Slow {
 }
 
 impl Tier for Slow {
-    fn call(&self, _request: Request) -> TierFuture<'_> {
+    type Error = PoolError;
+
+    fn call(
+        &self,
+        _request: Request,
+    ) -> impl std::future::Future<Output = Result<Response, PoolError>> + Send + '_ {
         let (delay, hang) = (self.delay, self.hang);
         Box::pin(async move {
             tokio::time::sleep(delay).await;
@@ -524,7 +538,12 @@ async fn a_fallback_tier_running_out_of_the_leftover_deadline_is_not_blamed() {
 struct Together(Arc<tokio::sync::Barrier>, AtomicU32);
 
 impl Tier for Together {
-    fn call(&self, _request: Request) -> TierFuture<'_> {
+    type Error = PoolError;
+
+    fn call(
+        &self,
+        _request: Request,
+    ) -> impl std::future::Future<Output = Result<Response, PoolError>> + Send + '_ {
         let barrier = Arc::clone(&self.0);
         let first = self.1.fetch_add(1, Ordering::SeqCst) == 0;
         Box::pin(async move {

@@ -414,11 +414,17 @@ impl ServerHandler for Gateway {
                 ref tier,
                 ref error,
                 ..
-            }) if self.balancer.is_mcp_tier(tier) && server_error(error).is_some() => {
+            }) if self.balancer.is_mcp_tier(tier)
+                && error
+                    .downcast_ref::<PoolError>()
+                    .and_then(server_error)
+                    .is_some() =>
+            {
                 // The server's own JSON-RPC error (invalid params, …), passed on.
-                return Err(
-                    server_error(error).unwrap_or_else(|| McpError::internal_error("", None))
-                );
+                return Err(error
+                    .downcast_ref::<PoolError>()
+                    .and_then(server_error)
+                    .unwrap_or_else(|| McpError::internal_error("", None)));
             }
             Err(error) => {
                 let mut result = CallToolResult::error(vec![text(error.to_string())?]);

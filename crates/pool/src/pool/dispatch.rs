@@ -103,6 +103,9 @@ pub(crate) struct State<W: Worker> {
     pub(crate) quick_crashes_in_a_row: u32,
     /// The tools the most recently started worker announced.
     pub(crate) tools: Arc<Vec<crate::request::ToolSpec>>,
+    /// Tower callers waiting in `poll_ready` for room (woken when a worker is offered to the
+    /// queue and at shutdown).
+    pub(crate) ready_wakers: Vec<std::task::Waker>,
 }
 
 impl<W: Worker> State<W> {
@@ -118,6 +121,19 @@ impl<W: Worker> State<W> {
             failed_starts_in_a_row: 0,
             quick_crashes_in_a_row: 0,
             tools: Arc::new(Vec::new()),
+            ready_wakers: Vec::new(),
+        }
+    }
+
+    /// Whether some worker can take one more call now.
+    pub(crate) fn has_free_worker(&self, max_in_flight: usize, unowned: bool) -> bool {
+        self.least_loaded(max_in_flight, &[], unowned).is_some()
+    }
+
+    /// Wakes the tower callers waiting for room.
+    pub(crate) fn wake_ready(&mut self) {
+        for waker in self.ready_wakers.drain(..) {
+            waker.wake();
         }
     }
 
@@ -538,6 +554,7 @@ impl<W: Worker> Inner<W> {
 
     /// Hands entry `index` to waiting callers while it has room.
     pub(crate) fn offer(self: &Arc<Self>, state: &mut State<W>, index: usize) {
+        state.wake_ready();
         loop {
             let entry = &state.entries[index];
             if !entry.available(self.config.max_in_flight) {
@@ -615,6 +632,7 @@ impl<W: Worker> Inner<W> {
             }
         }
         state.waiters = kept;
+        state.wake_ready();
     }
 
     /// Expired session bindings go (with exclusive affinity, their workers too).

@@ -2,7 +2,10 @@
 
 mod call;
 mod dispatch;
+mod service;
 mod workers;
+
+pub use service::PoolFuture;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -513,7 +513,11 @@ impl<W: Worker> Inner<W> {
             return CloseReport::default();
         }
         tracing::info!(pool = %self.config.name, "pool shutting down");
-        self.state.lock().waiters.clear();
+        {
+            let mut state = self.state.lock();
+            state.waiters.clear();
+            state.wake_ready();
+        }
         let deadline = saturating_after(Instant::now(), self.config.drain_grace);
         loop {
             let busy = self.state.lock().entries.iter().any(|e| e.in_flight > 0);
