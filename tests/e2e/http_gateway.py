@@ -305,6 +305,16 @@ size = 1
                     await session.initialize()
                     r = await session.call_tool("echo", {"text": "with a token"})
                     check(r.structured_content == {"text": "with a token"}, f"served with a token {r}")
+            # Prometheus metrics at /metrics, behind the same tokens.
+            base = url.rsplit("/", 1)[0]
+            status, _, _ = raw(base + "/metrics", method="GET")
+            check(status == 401, f"metrics without a token: {status}")
+            status, headers, body = raw(base + "/metrics", method="GET", headers={"Authorization": "Bearer alpha"})
+            text = body.decode()
+            check(status == 200 and "text/plain" in headers.get("content-type", headers.get("Content-Type", "")),
+                  f"metrics: {status} {headers}")
+            check('flowbalancer_tier_successes_total{tier="local"} 1' in text, f"the call is counted: {text[:2000]}")
+            check("with a token" not in text, "no payload in the metrics")
         finally:
             gateway.send_signal(signal.SIGTERM)
             gateway.wait(timeout=20)

@@ -42,6 +42,8 @@ struct Front {
     tokens: Vec<String>,
     rmcp: Rmcp,
     draining: AtomicBool,
+    /// The Prometheus recorder's handle, for `GET /metrics`.
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// POST requests being served (and their response bodies being streamed).
     in_flight: AtomicUsize,
     per_session: parking_lot::Mutex<HashMap<String, usize>>,
@@ -58,6 +60,20 @@ fn reply(status: StatusCode, body: serde_json::Value) -> Reply {
 }
 
 /// An HTTP error with a JSON-RPC error body (the request's id is not known here).
+/// 401 with `WWW-Authenticate`: a bearer token is missing or wrong.
+fn unauthorized() -> Reply {
+    let mut response = rpc_error(
+        StatusCode::UNAUTHORIZED,
+        -32001,
+        "a valid bearer token is required",
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer realm=\"flowbalancer\""),
+    );
+    response
+}
+
 fn rpc_error(status: StatusCode, code: i64, message: &str) -> Reply {
     reply(
         status,
@@ -200,16 +216,7 @@ impl Front {
             return response;
         }
         if !self.authorized(&request) {
-            let mut response = rpc_error(
-                StatusCode::UNAUTHORIZED,
-                -32001,
-                "a valid bearer token is required",
-            );
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer realm=\"flowbalancer\""),
-            );
-            return response;
+            return unauthorized();
         }
         let max = self.settings.max_body_bytes;
         let declared = request
@@ -352,6 +359,15 @@ impl Front {
         match (request.method(), request.uri().path()) {
             (&Method::GET, "/healthz") => reply(StatusCode::OK, json!({ "status": "ok" })),
             (&Method::GET, "/readyz") => self.readiness(),
+            (&Method::GET, "/metrics") if self.metrics.is_some() => {
+                if !self.authorized(&request) {
+                    return unauthorized();
+                }
+                match &self.metrics {
+                    Some(handle) => crate::metrics::exposition(handle),
+                    None => rpc_error(StatusCode::NOT_FOUND, -32601, "no metrics"),
+                }
+            }
             (_, path) if path == self.settings.path => self.mcp(request).await,
             _ => rpc_error(
                 StatusCode::NOT_FOUND,
@@ -390,6 +406,7 @@ fn tokens(settings: &HttpConfig) -> Result<Vec<String>, String> {
 pub(crate) async fn serve_http(
     balancer: Arc<Balancer>,
     bind: SocketAddr,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
     let settings = balancer.config().http.clone();
@@ -445,6 +462,7 @@ pub(crate) async fn serve_http(
         tokens,
         rmcp,
         draining: AtomicBool::new(false),
+        metrics,
         in_flight: AtomicUsize::new(0),
         per_session: parking_lot::Mutex::new(HashMap::new()),
     });

@@ -7,6 +7,7 @@ mod assets;
 mod bench;
 mod gateway;
 mod http;
+mod metrics;
 mod serve;
 
 use std::path::PathBuf;
@@ -46,6 +47,10 @@ enum Command {
         /// instead of stdio; many clients share the pools. Overrides `[http] bind`.
         #[arg(long)]
         http: Option<std::net::SocketAddr>,
+        /// Export Prometheus metrics at http://ADDR/metrics (for example 127.0.0.1:9464).
+        /// The HTTP front end also serves them at /metrics.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Make one call and print its result as JSON.
     Call {
@@ -257,6 +262,15 @@ async fn start(
     logs: &LogHandle,
 ) -> Result<Arc<Balancer>, String> {
     let (config, note) = load_config(config, mcp_config, scratch)?;
+    start_with(config, note, logs).await
+}
+
+/// Starts the balancer of a loaded config and points the log at its telemetry.
+async fn start_with(
+    config: Config,
+    note: Option<String>,
+    logs: &LogHandle,
+) -> Result<Arc<Balancer>, String> {
     let balancer = Balancer::from_config(config)
         .await
         .map_err(|e| format!("cannot start: {e}"))?;
@@ -326,10 +340,10 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             config,
             mcp_config,
             http,
+            metrics,
         } => {
-            let balancer =
-                start(config.as_ref(), mcp_config.as_ref(), scratch.path(), &logs).await?;
-            let bind = match (http, &balancer.config().http.bind) {
+            let (config, note) = load_config(config.as_ref(), mcp_config.as_ref(), scratch.path())?;
+            let bind = match (http, &config.http.bind) {
                 (Some(address), _) => Some(address),
                 (None, Some(text)) => Some(
                     text.parse()
@@ -337,8 +351,22 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 ),
                 (None, None) => None,
             };
+            // The recorder goes in before the pools are built: they register their metrics
+            // then. Only when someone can read them (histograms are kept until exported).
+            let exporter = if metrics.is_some() || bind.is_some() {
+                Some(metrics::install()?)
+            } else {
+                None
+            };
+            if let (Some(address), Some(handle)) = (metrics, &exporter) {
+                let local = metrics::serve(handle.clone(), address).await?;
+                eprintln!("flowbalancer: Prometheus metrics at http://{local}/metrics");
+            }
+            let balancer = start_with(config, note, &logs).await?;
             let served = match bind {
-                Some(bind) => http::serve_http(Arc::clone(&balancer), bind, stop_signal()).await,
+                Some(bind) => {
+                    http::serve_http(Arc::clone(&balancer), bind, exporter, stop_signal()).await
+                }
                 None => serve::serve(Arc::clone(&balancer)).await,
             };
             balancer.shutdown().await;

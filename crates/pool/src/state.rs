@@ -36,6 +36,23 @@ impl WorkerState {
         WorkerState::Terminated,
     ];
 
+    /// Its name in snake case (`initializing`, `ready`, …), as metrics label it.
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkerState::Initializing => "initializing",
+            WorkerState::Ready => "ready",
+            WorkerState::Busy => "busy",
+            WorkerState::Degraded => "degraded",
+            WorkerState::Terminating => "terminating",
+            WorkerState::Terminated => "terminated",
+        }
+    }
+
+    /// Its position in [`ALL`](Self::ALL).
+    fn index(self) -> usize {
+        self as usize
+    }
+
     /// Whether the table allows `self → to`.
     pub fn can_become(self, to: WorkerState) -> bool {
         use WorkerState::*;
@@ -113,6 +130,8 @@ pub struct StateMachine {
     health: Health,
     history: VecDeque<Transition>,
     history_limit: usize,
+    /// Transitions counted by the state entered (`metrics` facade), when a pool counts them.
+    counted: Option<std::sync::Arc<[metrics::Counter; WorkerState::ALL.len()]>>,
 }
 
 impl StateMachine {
@@ -124,7 +143,17 @@ impl StateMachine {
             health: Health::Unknown,
             history: VecDeque::with_capacity(history_limit.min(64)),
             history_limit,
+            counted: None,
         }
+    }
+
+    /// Counts this machine's transitions into `counters`, indexed by state.
+    pub(crate) fn counted_in(
+        mut self,
+        counters: std::sync::Arc<[metrics::Counter; WorkerState::ALL.len()]>,
+    ) -> Self {
+        self.counted = Some(counters);
+        self
     }
 
     /// Names the machine's owner in its tracing events.
@@ -167,6 +196,9 @@ impl StateMachine {
             });
         }
         if self.state != to {
+            if let Some(counted) = &self.counted {
+                counted[to.index()].increment(1);
+            }
             let owner = self.owner.as_deref().unwrap_or("worker");
             // Every transition is an event; the per-call Ready ⇄ Busy flips at trace level.
             if matches!(

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 
 use crate::histogram::LatencySummary;
+use crate::state::WorkerState;
 
 /// The failure kinds counted, by their `PoolError::kind_name`.
 pub(crate) const FAILURE_KINDS: [&str; 16] = [
@@ -27,33 +28,106 @@ pub(crate) const FAILURE_KINDS: [&str; 16] = [
     "cancelled",
 ];
 
-#[derive(Debug, Default)]
+/// One counter of a pool: the value `Pool::stats` reads, and the same count through the
+/// `metrics` facade (a no-op unless the application installed a recorder before the pool was
+/// built).
+#[derive(Debug)]
+pub(crate) struct Count {
+    value: AtomicU64,
+    metric: metrics::Counter,
+}
+
+impl Count {
+    fn new(name: &'static str, pool: &str) -> Self {
+        Self {
+            value: AtomicU64::new(0),
+            metric: metrics::counter!(name, "pool" => pool.to_string()),
+        }
+    }
+
+    pub(crate) fn bump(&self) {
+        self.value.fetch_add(1, Ordering::Relaxed);
+        self.metric.increment(1);
+    }
+
+    pub(crate) fn load(&self) -> u64 {
+        self.value.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug)]
 pub(crate) struct Counters {
-    pub(crate) calls: AtomicU64,
-    pub(crate) successes: AtomicU64,
-    pub(crate) failures: [AtomicU64; FAILURE_KINDS.len()],
-    pub(crate) retries: AtomicU64,
+    pub(crate) calls: Count,
+    pub(crate) successes: Count,
+    pub(crate) failures: [Count; FAILURE_KINDS.len()],
+    pub(crate) retries: Count,
     /// Calls given up on while the worker ran them (deadline, caller gone).
-    pub(crate) cancels: AtomicU64,
-    pub(crate) started: AtomicU64,
-    pub(crate) start_failures: AtomicU64,
-    pub(crate) replacements: AtomicU64,
-    pub(crate) recycles: AtomicU64,
-    pub(crate) overflow_retired: AtomicU64,
-    pub(crate) affinity_hits: AtomicU64,
-    pub(crate) affinity_misses: AtomicU64,
-    pub(crate) affinity_spills: AtomicU64,
-    pub(crate) affinity_rebinds: AtomicU64,
+    pub(crate) cancels: Count,
+    pub(crate) started: Count,
+    pub(crate) start_failures: Count,
+    pub(crate) replacements: Count,
+    pub(crate) recycles: Count,
+    pub(crate) overflow_retired: Count,
+    pub(crate) affinity_hits: Count,
+    pub(crate) affinity_misses: Count,
+    pub(crate) affinity_spills: Count,
+    pub(crate) affinity_rebinds: Count,
+    /// Worker state transitions by the state entered (indexed by `WorkerState::index`).
+    pub(crate) transitions: std::sync::Arc<[metrics::Counter; WorkerState::ALL.len()]>,
+    /// Calls running (and health-check reservations), summed over the pool's workers.
+    pub(crate) in_flight: metrics::Gauge,
+    /// Callers waiting in the admission queue.
+    pub(crate) queue_depth: metrics::Gauge,
+    /// Latency of successful calls, in seconds.
+    pub(crate) latency: metrics::Histogram,
 }
 
 impl Counters {
-    pub(crate) fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    /// The counters of pool `pool`, registered with the `metrics` recorder installed now.
+    pub(crate) fn new(pool: &str) -> Self {
+        describe();
+        let count = |name| Count::new(name, pool);
+        Self {
+            calls: count("flowbalancer_pool_calls_total"),
+            successes: count("flowbalancer_pool_successes_total"),
+            failures: FAILURE_KINDS.map(|kind| Count {
+                value: AtomicU64::new(0),
+                metric: metrics::counter!(
+                    "flowbalancer_pool_failures_total",
+                    "pool" => pool.to_string(),
+                    "kind" => kind
+                ),
+            }),
+            retries: count("flowbalancer_pool_retries_total"),
+            cancels: count("flowbalancer_pool_cancels_total"),
+            started: count("flowbalancer_pool_workers_started_total"),
+            start_failures: count("flowbalancer_pool_worker_start_failures_total"),
+            replacements: count("flowbalancer_pool_worker_replacements_total"),
+            recycles: count("flowbalancer_pool_worker_recycles_total"),
+            overflow_retired: count("flowbalancer_pool_overflow_retired_total"),
+            affinity_hits: count("flowbalancer_pool_affinity_hits_total"),
+            affinity_misses: count("flowbalancer_pool_affinity_misses_total"),
+            affinity_spills: count("flowbalancer_pool_affinity_spills_total"),
+            affinity_rebinds: count("flowbalancer_pool_affinity_rebinds_total"),
+            transitions: std::sync::Arc::new(WorkerState::ALL.map(|to| {
+                metrics::counter!(
+                    "flowbalancer_pool_worker_transitions_total",
+                    "pool" => pool.to_string(),
+                    "to" => to.name()
+                )
+            })),
+            in_flight: metrics::gauge!("flowbalancer_pool_in_flight", "pool" => pool.to_string()),
+            queue_depth: metrics::gauge!("flowbalancer_pool_queue_depth", "pool" => pool.to_string()),
+            latency: metrics::histogram!(
+                "flowbalancer_pool_call_duration_seconds",
+                "pool" => pool.to_string()
+            ),
+        }
     }
 
     pub(crate) fn failure(&self, kind: &str) {
         if let Some(i) = FAILURE_KINDS.iter().position(|k| *k == kind) {
-            Self::bump(&self.failures[i]);
+            self.failures[i].bump();
         }
     }
 
@@ -61,10 +135,72 @@ impl Counters {
         FAILURE_KINDS
             .iter()
             .zip(&self.failures)
-            .map(|(k, c)| (*k, c.load(Ordering::Relaxed)))
+            .map(|(k, c)| (*k, c.load()))
             .filter(|(_, n)| *n > 0)
             .collect()
     }
+}
+
+/// Describes the pool's metrics to the recorder (units and help texts).
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "flowbalancer_pool_calls_total",
+        "Calls admitted by the pool."
+    );
+    describe_counter!(
+        "flowbalancer_pool_successes_total",
+        "Calls answered with a result."
+    );
+    describe_counter!(
+        "flowbalancer_pool_failures_total",
+        "Failed calls by kind (timeout, crashed, bad_params, …); health_check counts failed checks."
+    );
+    describe_counter!(
+        "flowbalancer_pool_retries_total",
+        "Transient failures retried on another worker."
+    );
+    describe_counter!(
+        "flowbalancer_pool_cancels_total",
+        "Calls given up on while a worker ran them (cancelled at the worker)."
+    );
+    describe_counter!(
+        "flowbalancer_pool_workers_started_total",
+        "Workers started."
+    );
+    describe_counter!(
+        "flowbalancer_pool_worker_start_failures_total",
+        "Worker starts that failed."
+    );
+    describe_counter!(
+        "flowbalancer_pool_worker_replacements_total",
+        "Workers replaced after a crash, a hang, a protocol violation or failed health checks."
+    );
+    describe_counter!(
+        "flowbalancer_pool_worker_recycles_total",
+        "Workers replaced after their call count or age."
+    );
+    describe_counter!(
+        "flowbalancer_pool_overflow_retired_total",
+        "Overflow workers retired after idling."
+    );
+    describe_counter!(
+        "flowbalancer_pool_worker_transitions_total",
+        "Worker state transitions, by the state entered."
+    );
+    describe_gauge!(
+        "flowbalancer_pool_in_flight",
+        "Calls running on the pool's workers."
+    );
+    describe_gauge!(
+        "flowbalancer_pool_queue_depth",
+        "Callers waiting for a worker."
+    );
+    describe_histogram!(
+        "flowbalancer_pool_call_duration_seconds",
+        Unit::Seconds,
+        "Latency of successful calls, admission queue included."
+    );
 }
 
 /// Workers by life state.

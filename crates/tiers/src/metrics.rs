@@ -9,21 +9,121 @@ use serde::Serialize;
 
 use crate::breaker::BreakerState;
 
-#[derive(Debug, Default)]
+/// One counter of a tier: the value `Router::stats` reads, and the same count through the
+/// `metrics` facade (a no-op unless a recorder was installed before the router was built).
+#[derive(Debug)]
+pub(crate) struct Count {
+    value: AtomicU64,
+    metric: metrics::Counter,
+}
+
+impl Count {
+    fn new(name: &'static str, tier: &str) -> Self {
+        Self {
+            value: AtomicU64::new(0),
+            metric: metrics::counter!(name, "tier" => tier.to_string()),
+        }
+    }
+
+    pub(crate) fn bump(&self) {
+        self.value.fetch_add(1, Ordering::Relaxed);
+        self.metric.increment(1);
+    }
+
+    pub(crate) fn load(&self) -> u64 {
+        self.value.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug)]
 pub(crate) struct TierMetrics {
-    pub(crate) calls: AtomicU64,
-    pub(crate) successes: AtomicU64,
+    tier: String,
+    pub(crate) calls: Count,
+    pub(crate) successes: Count,
     pub(crate) failures: Mutex<BTreeMap<String, u64>>,
-    pub(crate) fallbacks_in: AtomicU64,
-    pub(crate) fallbacks_out: AtomicU64,
-    pub(crate) skips: AtomicU64,
+    pub(crate) fallbacks_in: Count,
+    pub(crate) fallbacks_out: Count,
+    pub(crate) skips: Count,
+    pub(crate) breaker_openings: metrics::Counter,
     pub(crate) latency: LatencyHistogram,
+    pub(crate) latency_seconds: metrics::Histogram,
 }
 
 impl TierMetrics {
+    /// The metrics of tier `tier`, registered with the `metrics` recorder installed now.
+    pub(crate) fn new(tier: &str) -> Self {
+        describe();
+        Self {
+            tier: tier.to_string(),
+            calls: Count::new("flowbalancer_tier_calls_total", tier),
+            successes: Count::new("flowbalancer_tier_successes_total", tier),
+            failures: Mutex::new(BTreeMap::new()),
+            fallbacks_in: Count::new("flowbalancer_tier_fallbacks_in_total", tier),
+            fallbacks_out: Count::new("flowbalancer_tier_fallbacks_out_total", tier),
+            skips: Count::new("flowbalancer_tier_skips_total", tier),
+            breaker_openings: metrics::counter!(
+                "flowbalancer_tier_breaker_openings_total",
+                "tier" => tier.to_string()
+            ),
+            latency: LatencyHistogram::new(),
+            latency_seconds: metrics::histogram!(
+                "flowbalancer_tier_call_duration_seconds",
+                "tier" => tier.to_string()
+            ),
+        }
+    }
+
     pub(crate) fn failure(&self, kind: &str) {
         *self.failures.lock().entry(kind.to_string()).or_insert(0) += 1;
+        // Failures are rare next to calls: their counter is looked up per failure, by kind.
+        metrics::counter!(
+            "flowbalancer_tier_failures_total",
+            "tier" => self.tier.clone(),
+            "kind" => kind.to_string()
+        )
+        .increment(1);
     }
+
+    pub(crate) fn served(&self, latency: std::time::Duration) {
+        self.successes.bump();
+        self.latency.record(latency);
+        self.latency_seconds.record(latency.as_secs_f64());
+    }
+}
+
+/// Describes the router's metrics to the recorder (units and help texts).
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_histogram};
+    describe_counter!("flowbalancer_tier_calls_total", "Calls sent to the tier.");
+    describe_counter!(
+        "flowbalancer_tier_successes_total",
+        "Calls the tier served."
+    );
+    describe_counter!(
+        "flowbalancer_tier_failures_total",
+        "The tier's failures by kind (caller errors included, under their own kinds)."
+    );
+    describe_counter!(
+        "flowbalancer_tier_fallbacks_in_total",
+        "Calls the tier served after another tier failed."
+    );
+    describe_counter!(
+        "flowbalancer_tier_fallbacks_out_total",
+        "Calls that failed or were skipped at the tier and went on to a later tier."
+    );
+    describe_counter!(
+        "flowbalancer_tier_skips_total",
+        "Times the tier was skipped (breaker open, unavailable, retry budget)."
+    );
+    describe_counter!(
+        "flowbalancer_tier_breaker_openings_total",
+        "Times the tier's breaker opened."
+    );
+    describe_histogram!(
+        "flowbalancer_tier_call_duration_seconds",
+        Unit::Seconds,
+        "Latency of the calls the tier served."
+    );
 }
 
 /// One tier's metrics at one instant.
@@ -49,8 +149,4 @@ pub struct TierStats {
     pub breaker_transitions: u64,
     /// Latency of the calls it served.
     pub latency: LatencySummary,
-}
-
-pub(crate) fn load(n: &AtomicU64) -> u64 {
-    n.load(Ordering::Relaxed)
 }

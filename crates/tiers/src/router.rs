@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -13,7 +12,7 @@ use parking_lot::Mutex;
 use crate::breaker::{Admission, Breaker, BreakerConfig};
 use crate::budget::{Bucket, RetryBudget};
 use crate::error::{Attempt, Outcome, RouteError, SkipReason};
-use crate::metrics::{TierMetrics, TierStats, load};
+use crate::metrics::{TierMetrics, TierStats};
 use crate::tier::{ErasedTier, ErrorClass, Tier};
 
 /// The failure kind of a tier that ran out of the chain's deadline.
@@ -264,11 +263,11 @@ impl RouterBuilder {
             .tiers
             .into_iter()
             .map(|(name, tier, methods)| TierEntry {
+                metrics: TierMetrics::new(&name),
                 name,
                 tier,
                 methods,
                 breaker: Mutex::new(Breaker::new(self.breaker.clone())),
-                metrics: TierMetrics::default(),
             })
             .collect();
         Ok(Router {
@@ -468,8 +467,8 @@ impl Router {
             };
             let admission = entry.breaker.lock().admit();
             if admission == Admission::Rejected {
-                entry.metrics.skips.fetch_add(1, Ordering::Relaxed);
-                entry.metrics.fallbacks_out.fetch_add(1, Ordering::Relaxed);
+                entry.metrics.skips.bump();
+                entry.metrics.fallbacks_out.bump();
                 attempts.push(attempt(
                     None,
                     Outcome::Skipped {
@@ -485,7 +484,7 @@ impl Router {
                 if admission == Admission::Probe {
                     entry.breaker.lock().abandon_probe();
                 }
-                entry.metrics.skips.fetch_add(1, Ordering::Relaxed);
+                entry.metrics.skips.bump();
                 attempts.push(attempt(
                     None,
                     Outcome::Skipped {
@@ -494,7 +493,7 @@ impl Router {
                 ));
                 break;
             }
-            entry.metrics.calls.fetch_add(1, Ordering::Relaxed);
+            entry.metrics.calls.bump();
             let mut tier_request = request.clone();
             tier_request.meta.deadline = Some(deadline.into_std());
             let left = deadline.saturating_duration_since(now);
@@ -520,10 +519,9 @@ impl Router {
                     let done = Instant::now();
                     entry.breaker.lock().on_success(done);
                     let metrics = &entry.metrics;
-                    metrics.successes.fetch_add(1, Ordering::Relaxed);
-                    metrics.latency.record(done.duration_since(now));
+                    metrics.served(done.duration_since(now));
                     if position > 0 {
-                        metrics.fallbacks_in.fetch_add(1, Ordering::Relaxed);
+                        metrics.fallbacks_in.bump();
                     }
                     return Ok(Routed {
                         response,
@@ -546,7 +544,7 @@ impl Router {
                         if admission == Admission::Probe {
                             entry.breaker.lock().abandon_probe();
                         }
-                        entry.metrics.skips.fetch_add(1, Ordering::Relaxed);
+                        entry.metrics.skips.bump();
                         entry.metrics.failure(error.kind());
                         Outcome::Skipped {
                             reason: SkipReason::Unavailable {
@@ -598,7 +596,7 @@ impl Router {
                     Outcome::TimedOut { after: left }
                 }
             };
-            entry.metrics.fallbacks_out.fetch_add(1, Ordering::Relaxed);
+            entry.metrics.fallbacks_out.bump();
             attempts.push(Attempt {
                 tier: entry.name.clone(),
                 worker,
@@ -645,6 +643,7 @@ impl Router {
         let mut breaker = entry.breaker.lock();
         if others_usable {
             let cooldown = breaker.open();
+            entry.metrics.breaker_openings.increment(1);
             tracing::warn!(tier = %entry.name, ?cooldown, %error, "breaker opened");
         } else {
             breaker.stay_closed();
@@ -662,12 +661,12 @@ impl Router {
                 let breaker = entry.breaker.lock();
                 TierStats {
                     name: entry.name.clone(),
-                    calls: load(&metrics.calls),
-                    successes: load(&metrics.successes),
+                    calls: metrics.calls.load(),
+                    successes: metrics.successes.load(),
                     failures: metrics.failures.lock().clone(),
-                    fallbacks_in: load(&metrics.fallbacks_in),
-                    fallbacks_out: load(&metrics.fallbacks_out),
-                    skips: load(&metrics.skips),
+                    fallbacks_in: metrics.fallbacks_in.load(),
+                    fallbacks_out: metrics.fallbacks_out.load(),
+                    skips: metrics.skips.load(),
                     breaker: breaker.state(),
                     breaker_transitions: breaker.transitions,
                     latency: metrics.latency.summary(),

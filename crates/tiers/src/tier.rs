@@ -258,76 +258,78 @@ where
 }
 
 /// A tier's failure as the router keeps it: its class and kind, its message, and the
-/// original error (see [`downcast_ref`](Self::downcast_ref)). Cheap to clone.
+/// original error (see [`downcast_ref`](Self::downcast_ref)). One pointer; cheap to clone.
 #[derive(Clone)]
-pub struct TierFailure {
+pub struct TierFailure(Arc<Failure>);
+
+struct Failure {
     class: ErrorClass,
     kind: &'static str,
     deadline: bool,
     worker: Option<WorkerId>,
-    message: Arc<str>,
-    json: Arc<serde_json::Value>,
-    error: Arc<dyn Any + Send + Sync>,
+    message: String,
+    json: serde_json::Value,
+    error: Box<dyn Any + Send + Sync>,
 }
 
 impl TierFailure {
     /// Keeps `error`.
     pub fn new<E: TierError>(error: E) -> Self {
-        Self {
+        Self(Arc::new(Failure {
             class: error.class(),
             kind: error.kind(),
             deadline: error.is_deadline(),
             worker: error.worker(),
-            message: error.to_string().into(),
-            json: Arc::new(error.to_json()),
-            error: Arc::new(error),
-        }
+            message: error.to_string(),
+            json: error.to_json(),
+            error: Box::new(error),
+        }))
     }
 
     /// How the router treated it.
     pub fn class(&self) -> ErrorClass {
-        self.class
+        self.0.class
     }
 
     /// Its short stable name (`bad_params`, `crashed`, …).
     pub fn kind(&self) -> &'static str {
-        self.kind
+        self.0.kind
     }
 
     /// Whether it was a deadline running out.
     pub fn is_deadline(&self) -> bool {
-        self.deadline
+        self.0.deadline
     }
 
     /// The worker involved, if one was.
     pub fn worker(&self) -> Option<WorkerId> {
-        self.worker
+        self.0.worker
     }
 
     /// The original error, if it is an `E` (a [`PoolError`] for a pool tier).
     pub fn downcast_ref<E: 'static>(&self) -> Option<&E> {
-        self.error.downcast_ref::<E>()
+        self.0.error.downcast_ref::<E>()
     }
 
     /// The error as structured JSON (the original error's own form when it has one).
     pub fn to_json(&self) -> serde_json::Value {
-        (*self.json).clone()
+        self.0.json.clone()
     }
 }
 
 impl fmt::Debug for TierFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TierFailure")
-            .field("class", &self.class)
-            .field("kind", &self.kind)
-            .field("message", &self.message)
+            .field("class", &self.0.class)
+            .field("kind", &self.0.kind)
+            .field("message", &self.0.message)
             .finish()
     }
 }
 
 impl fmt::Display for TierFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(&self.0.message)
     }
 }
 
@@ -335,13 +337,15 @@ impl std::error::Error for TierFailure {}
 
 impl PartialEq for TierFailure {
     fn eq(&self, other: &Self) -> bool {
-        self.class == other.class && self.kind == other.kind && self.message == other.message
+        self.0.class == other.0.class
+            && self.0.kind == other.0.kind
+            && self.0.message == other.0.message
     }
 }
 
 impl Serialize for TierFailure {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.json.serialize(serializer)
+        self.0.json.serialize(serializer)
     }
 }
 

@@ -16,7 +16,6 @@ use super::dispatch::{Checkout, Discard, Outcome};
 use super::{Inner, Pool};
 use crate::error::PoolError;
 use crate::request::{Payload, Request, Response, WorkerId};
-use crate::stats::Counters;
 use crate::worker::{ErrorKind, Worker, WorkerError};
 
 /// The worker's call, owned so that it can outlive the caller.
@@ -84,7 +83,7 @@ impl<W: Worker> Inner<W> {
         }
         let slot = Arc::clone(checkout.slot());
         slot.worker.cancel(request_id);
-        Counters::bump(&self.counters.cancels);
+        self.counters.cancels.bump();
         let can_wait =
             tokio::runtime::Handle::try_current().is_ok() && !self.scope.handle().is_closed();
         if !can_wait {
@@ -178,7 +177,7 @@ impl<W: Worker> Pool<W> {
     /// Exactly one [`PoolError`] when the call does not produce a result.
     pub async fn call(&self, request: Request) -> Result<Response, PoolError> {
         let inner = &self.inner;
-        Counters::bump(&inner.counters.calls);
+        inner.counters.calls.bump();
         let started = Instant::now();
         let deadline = request.meta.deadline;
         let mut tried: Vec<WorkerId> = Vec::new();
@@ -241,8 +240,10 @@ impl<W: Worker> Pool<W> {
             let error = match result {
                 Ok(Ok(payload)) => {
                     checkout.finish(Outcome::Done);
-                    Counters::bump(&inner.counters.successes);
-                    inner.latency.record(started.elapsed());
+                    inner.counters.successes.bump();
+                    let elapsed = started.elapsed();
+                    inner.latency.record(elapsed);
+                    inner.counters.latency.record(elapsed.as_secs_f64());
                     return Ok(Response {
                         payload,
                         worker,
@@ -258,7 +259,7 @@ impl<W: Worker> Pool<W> {
                     ErrorKind::Transient => {
                         checkout.finish(Outcome::Transient);
                         if attempts <= inner.config.transient_retries {
-                            Counters::bump(&inner.counters.retries);
+                            inner.counters.retries.bump();
                             tracing::debug!(pool = %inner.config.name, %worker, %error, "transient failure; retrying on another worker");
                             tried.push(worker);
                             continue;

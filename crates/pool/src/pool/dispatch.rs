@@ -12,7 +12,6 @@ use crate::config::{AffinityMode, saturating_after};
 use crate::error::PoolError;
 use crate::request::WorkerId;
 use crate::state::{StateMachine, WorkerState};
-use crate::stats::Counters;
 use crate::worker::Worker;
 
 /// A worker and its id; shared by the pool's table and the calls running on it.
@@ -279,6 +278,7 @@ impl<W: Worker> Inner<W> {
     fn take(self: &Arc<Self>, state: &mut State<W>, index: usize) -> Checkout<W> {
         let entry = &mut state.entries[index];
         entry.in_flight += 1;
+        self.counters.in_flight.increment(1.0);
         let _ = entry.machine.transition(WorkerState::Busy, "call");
         Checkout {
             inner: Arc::clone(self),
@@ -318,7 +318,7 @@ impl<W: Worker> Inner<W> {
                 }
                 match bound {
                     Bound::Free(index) => {
-                        Counters::bump(&self.counters.affinity_hits);
+                        self.counters.affinity_hits.bump();
                         let worker = state.entries[index].slot.id;
                         self.touch_binding(&mut state, session, worker);
                         return Ok(Granted {
@@ -327,7 +327,7 @@ impl<W: Worker> Inner<W> {
                         });
                     }
                     Bound::Busy(worker) => match self.config.affinity {
-                        AffinityMode::Hint => Counters::bump(&self.counters.affinity_spills),
+                        AffinityMode::Hint => self.counters.affinity_spills.bump(),
                         AffinityMode::StrictQueue | AffinityMode::Exclusive => {
                             wanted = Some(worker);
                         }
@@ -340,7 +340,7 @@ impl<W: Worker> Inner<W> {
                         }
                     },
                     Bound::Lost => rebound = true,
-                    Bound::None => Counters::bump(&self.counters.affinity_misses),
+                    Bound::None => self.counters.affinity_misses.bump(),
                 }
             }
             let exclusive = self.config.affinity == AffinityMode::Exclusive;
@@ -371,6 +371,7 @@ impl<W: Worker> Inner<W> {
                 return Err(self.no_workers(&state));
             }
             state.waiters.retain(|w| !w.tx.is_closed());
+            self.counters.queue_depth.set(state.waiters.len() as f64);
             if state.waiters.len() >= self.config.queue_capacity {
                 self.counters.failure("overloaded");
                 return Err(PoolError::Overloaded {
@@ -389,6 +390,7 @@ impl<W: Worker> Inner<W> {
                 for_worker: wanted,
                 claim,
             });
+            self.counters.queue_depth.set(state.waiters.len() as f64);
             rx
         };
         let started = Instant::now();
@@ -493,7 +495,7 @@ impl<W: Worker> Inner<W> {
         worker: WorkerId,
     ) -> Result<Bound, PoolError> {
         state.sessions.remove(session);
-        Counters::bump(&self.counters.affinity_rebinds);
+        self.counters.affinity_rebinds.bump();
         tracing::debug!(pool = %self.config.name, session = %session, %worker, "session's worker left; binding dropped");
         match self.config.affinity {
             AffinityMode::Hint => Ok(Bound::Lost),
@@ -516,7 +518,10 @@ impl<W: Worker> Inner<W> {
         };
         {
             let entry = &mut state.entries[index];
-            entry.in_flight = entry.in_flight.saturating_sub(1);
+            if entry.in_flight > 0 {
+                entry.in_flight -= 1;
+                self.counters.in_flight.decrement(1.0);
+            }
             // Reading the clock costs more than the rest of a release on some machines:
             // only overflow workers (idle TTL) need the time of their last call.
             if entry.overflow {
@@ -572,6 +577,7 @@ impl<W: Worker> Inner<W> {
             let Some(waiter) = state.waiters.remove(position) else {
                 return;
             };
+            self.counters.queue_depth.set(state.waiters.len() as f64);
             if let Some(session) = &waiter.claim {
                 self.touch_binding(state, session, id);
                 state.entries[index].owner = Some(Arc::clone(session));
@@ -588,6 +594,7 @@ impl<W: Worker> Inner<W> {
                 returned.defuse();
                 let entry = &mut state.entries[index];
                 entry.in_flight -= 1;
+                self.counters.in_flight.decrement(1.0);
                 if entry.in_flight == 0 {
                     let _ = entry.machine.transition(WorkerState::Ready, "caller gone");
                 }
@@ -632,6 +639,7 @@ impl<W: Worker> Inner<W> {
             }
         }
         state.waiters = kept;
+        self.counters.queue_depth.set(state.waiters.len() as f64);
         state.wake_ready();
     }
 

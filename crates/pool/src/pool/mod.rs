@@ -265,11 +265,12 @@ impl<F: WorkerFactory> PoolBuilder<F> {
                     })
                     .build(),
             };
+        let counters = Counters::new(&config.name);
         let inner = Arc::new(Inner {
             state: Mutex::new(State::new(config.size)),
             config,
             factory: start,
-            counters: Counters::default(),
+            counters,
             latency: LatencyHistogram::new(),
             scope,
             next_worker: AtomicU64::new(1),
@@ -408,7 +409,7 @@ impl<W: Worker> Pool<W> {
             (counts, idle, busy, in_flight, depth, state.sessions.len())
         };
         let c = &inner.counters;
-        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        let load = |n: &crate::stats::Count| n.load();
         PoolStats {
             name: inner.config.name.clone(),
             workers,

@@ -13,7 +13,6 @@ use super::{Inner, StartFuture};
 use crate::config::{saturating_after, scaled};
 use crate::request::WorkerId;
 use crate::state::{Health, StateMachine, WorkerState};
-use crate::stats::Counters;
 use crate::worker::{StartContext, StartError, Worker};
 
 /// A worker that dies this soon after starting counts as a quick crash (restart backoff).
@@ -88,13 +87,14 @@ impl<W: Worker> Inner<W> {
             return;
         }
         state.failed_starts_in_a_row = 0;
-        Counters::bump(&self.counters.started);
+        self.counters.started.bump();
         let tools = worker.tools();
         if !tools.is_empty() {
             state.tools = Arc::new(tools);
         }
         let mut machine = StateMachine::new(self.config.history_limit)
-            .with_owner(format!("{}/{id}", self.config.name));
+            .with_owner(format!("{}/{id}", self.config.name))
+            .counted_in(std::sync::Arc::clone(&self.counters.transitions));
         let _ = machine.transition(WorkerState::Ready, format!("started ({reason:?})"));
         let now = Instant::now();
         let jitter = |value: f64| {
@@ -127,7 +127,7 @@ impl<W: Worker> Inner<W> {
         if let StartReason::Recycle(old) = reason {
             state.recycling = state.recycling.saturating_sub(1);
             if let Some(index) = state.find(old) {
-                Counters::bump(&self.counters.recycles);
+                self.counters.recycles.bump();
                 self.rebind(&mut state, old, id);
                 self.retire(&mut state, index, "recycled");
             }
@@ -148,7 +148,7 @@ impl<W: Worker> Inner<W> {
             tracing::debug!(pool = %self.config.name, %error, "worker start ended by the shutdown");
             return;
         }
-        Counters::bump(&self.counters.start_failures);
+        self.counters.start_failures.bump();
         state.failed_starts_in_a_row += 1;
         tracing::warn!(pool = %self.config.name, %error, ?reason, failures_in_a_row = state.failed_starts_in_a_row, "worker failed to start");
         state.last_start_error = Some(error.to_string());
@@ -174,6 +174,7 @@ impl<W: Worker> Inner<W> {
             // callers fail fast instead of waiting out the queue bound (dropping their places
             // tells them so), and the router moves on; starts go on in the background.
             state.waiters.clear();
+            self.counters.queue_depth.set(0.0);
         }
         if reason != StartReason::Overflow && state.live() < state.target_size {
             let delay = self.config.backoff(state.failed_starts_in_a_row);
@@ -189,11 +190,12 @@ impl<W: Worker> Inner<W> {
         why: Discard,
     ) {
         let mut entry = state.entries.remove(index);
+        self.counters.in_flight.decrement(entry.in_flight as f64);
         self.fail_strict_waiters(state, entry.slot.id);
         let _ = entry
             .machine
             .transition(WorkerState::Terminating, why.reason());
-        Counters::bump(&self.counters.replacements);
+        self.counters.replacements.bump();
         tracing::warn!(pool = %self.config.name, worker = %entry.slot.id, reason = why.reason(), calls = entry.calls, "worker removed; replacing it");
         let delay = if entry.started.elapsed() < QUICK_CRASH {
             state.quick_crashes_in_a_row += 1;
@@ -212,6 +214,7 @@ impl<W: Worker> Inner<W> {
     /// Takes entry `index` out of service gracefully (recycled, idle overflow, scaled down).
     fn retire(self: &Arc<Self>, state: &mut State<W>, index: usize, reason: &'static str) {
         let mut entry = state.entries.remove(index);
+        self.counters.in_flight.decrement(entry.in_flight as f64);
         self.fail_strict_waiters(state, entry.slot.id);
         let _ = entry.machine.transition(WorkerState::Terminating, reason);
         tracing::info!(pool = %self.config.name, worker = %entry.slot.id, reason, "worker retired");
@@ -401,7 +404,7 @@ impl<W: Worker> Inner<W> {
         while let Some(index) = state.entries.iter().position(|e| {
             e.overflow && !e.retiring && e.in_flight == 0 && now.duration_since(e.last_used) >= ttl
         }) {
-            Counters::bump(&self.counters.overflow_retired);
+            self.counters.overflow_retired.bump();
             self.retire(state, index, "idle overflow");
         }
         let regular = state
@@ -448,6 +451,7 @@ impl<W: Worker> Inner<W> {
                 })
                 .map(|e| {
                     e.in_flight += 1; // reserved: no call runs during the check
+                    self.counters.in_flight.increment(1.0);
                     Arc::clone(&e.slot)
                 })
                 .collect()
@@ -475,7 +479,10 @@ impl<W: Worker> Inner<W> {
             };
             let threshold = self.config.health_failures_before_removal.max(1);
             let entry = &mut state.entries[index];
-            entry.in_flight = entry.in_flight.saturating_sub(1);
+            if entry.in_flight > 0 {
+                entry.in_flight -= 1;
+                self.counters.in_flight.decrement(1.0);
+            }
             match result {
                 Ok(()) => {
                     entry.health_failures = 0;
@@ -516,6 +523,7 @@ impl<W: Worker> Inner<W> {
         {
             let mut state = self.state.lock();
             state.waiters.clear();
+            self.counters.queue_depth.set(0.0);
             state.wake_ready();
         }
         let deadline = saturating_after(Instant::now(), self.config.drain_grace);
