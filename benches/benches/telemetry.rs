@@ -61,11 +61,11 @@ fn emit(events: u64) {
 fn ours(dir: &Path, events: u64) -> (Duration, f64) {
     measure(|| {
         let telemetry = Telemetry::builder()
-            .file(FileConfig {
-                path: dir.join("events.jsonl"),
-                max_bytes: 64 * 1024 * 1024,
-                ..FileConfig::default()
-            })
+            .file(
+                FileConfig::default()
+                    .path(dir.join("events.jsonl"))
+                    .max_bytes(64 * 1024 * 1024),
+            )
             .dedup_window(None)
             .block_when_full(true)
             .build()

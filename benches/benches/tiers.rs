@@ -58,11 +58,11 @@ fn bench(c: &mut Criterion) {
         .tier("hot", Failing)
         .tier("cold", NoOp)
         // A breaker that never opens: every call pays for the failed attempt.
-        .breaker(BreakerConfig {
-            consecutive_failures: u32::MAX,
-            min_calls: u32::MAX,
-            ..BreakerConfig::default()
-        })
+        .breaker(
+            BreakerConfig::default()
+                .consecutive_failures(u32::MAX)
+                .min_calls(u32::MAX),
+        )
         .build()
         .expect("router");
 

@@ -8,6 +8,7 @@ use crate::channel::QueueConfig;
 
 /// Creating or looking up a named queue or topic failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum BusError {
     /// The name exists with another message type.
     #[error("{kind} {name:?} carries messages of type {existing}, not {requested}")]
@@ -63,6 +64,7 @@ pub enum BusError {
 
 /// A message could not be sent; the message comes back.
 #[derive(PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SendError<T> {
     /// The queue is full ([`Overflow::Reject`](crate::Overflow::Reject), or `try_send` under
     /// [`Overflow::Block`](crate::Overflow::Block)).
@@ -93,6 +95,7 @@ impl<T> fmt::Debug for SendError<T> {
 
 /// Part of a batch could not be sent; what was not sent comes back, in order.
 #[derive(PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SendBatchError<T> {
     /// The queue had room for only `queued` messages.
     #[error("queue is full: {queued} queued, {} not sent", unsent.len())]
@@ -127,6 +130,7 @@ impl<T> fmt::Debug for SendBatchError<T> {
 
 /// `try_recv` found nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TryRecvError {
     /// Nothing queued right now.
     #[error("queue is empty")]

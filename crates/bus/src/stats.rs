@@ -4,6 +4,7 @@ use crate::channel::Overflow;
 
 /// Messages dropped by a queue, by reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct DropCounts {
     /// New messages dropped because the queue was full ([`Overflow::DropNewest`]).
     pub newest: u64,
@@ -22,6 +23,7 @@ impl DropCounts {
 
 /// One queue's counters at one instant.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct QueueStats {
     /// The queue's name (empty for a standalone [`channel`](crate::channel)).
     pub name: String,
@@ -55,6 +57,7 @@ pub struct QueueStats {
 
 /// One topic's counters at one instant.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TopicStats {
     /// The topic's name.
     pub name: String,
@@ -74,6 +77,7 @@ pub struct TopicStats {
 
 /// Every queue and topic of a bus.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct BusStats {
     /// The queues, by name.
     pub queues: Vec<QueueStats>,

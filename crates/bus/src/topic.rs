@@ -14,6 +14,7 @@ use crate::stats::TopicStats;
 
 /// A subscriber could not receive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TopicRecvError {
     /// The subscriber fell behind and missed this many messages; the next `recv` returns the
     /// oldest message still kept.

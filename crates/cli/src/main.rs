@@ -383,17 +383,10 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             let params = parse_args(&args)?;
             let balancer =
                 start(config.as_ref(), mcp_config.as_ref(), scratch.path(), &logs).await?;
-            let result = balancer
-                .call(
-                    &tool,
-                    params,
-                    CallOptions {
-                        session,
-                        timeout,
-                        ..CallOptions::default()
-                    },
-                )
-                .await;
+            let mut options = CallOptions::default();
+            options.session = session;
+            options.timeout = timeout;
+            let result = balancer.call(&tool, params, options).await;
             balancer.shutdown().await;
             match result {
                 Ok(routed) => {

@@ -50,6 +50,7 @@ impl<W: Worker> ManagedPool for Pool<W> {
 
 /// Everything a balancer can tell about itself.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct BalancerStats {
     /// Per tier: routing metrics.
     pub tiers: Vec<TierStats>,
@@ -67,6 +68,7 @@ pub const LIST_CHANGED_TOPIC: &str = "mcp.list_changed";
 /// An MCP server's tools, resources or prompts changed (the message of
 /// [`LIST_CHANGED_TOPIC`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ListChanged {
     /// The tier whose server changed.
     pub tier: Arc<str>,
@@ -75,6 +77,7 @@ pub struct ListChanged {
 /// An MCP tier: its pool (for resources, prompts and completion, sent as raw methods with
 /// [`mcp::RAW_METHOD_PREFIX`](flowbalancer_mcp::RAW_METHOD_PREFIX)) and the server's listings.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct McpTier {
     /// The tier's name.
     pub name: String,
@@ -154,11 +157,7 @@ impl Balancer {
         let scope = Scope::builder()
             .name(config.name.clone())
             .grace(Duration::from_secs(2))
-            .limits(Limits {
-                processes: usize::MAX,
-                temp_files: usize::MAX,
-                listeners: usize::MAX,
-            })
+            .limits(Limits::unlimited())
             .build();
         let telemetry = if config.telemetry.enabled {
             let path = config
@@ -169,25 +168,23 @@ impl Balancer {
                 .unwrap_or_else(|| std::path::PathBuf::from("flowbalancer-events.jsonl"));
             Some(
                 Telemetry::builder()
-                    .file(FileConfig {
-                        path,
-                        max_bytes: config.telemetry.max_file_bytes,
-                        keep_files: config.telemetry.keep_files,
-                        ..FileConfig::default()
-                    })
+                    .file(
+                        FileConfig::default()
+                            .path(path)
+                            .max_bytes(config.telemetry.max_file_bytes)
+                            .keep_files(config.telemetry.keep_files),
+                    )
                     .max_field_bytes(config.telemetry.max_field_bytes)
                     .build()?,
             )
         } else {
             None
         };
-        let mut router = Router::builder()
-            .timeout(config.timeout)
-            .breaker(BreakerConfig {
-                consecutive_failures: config.breaker.consecutive_failures,
-                base_cooldown: config.breaker.cooldown,
-                ..BreakerConfig::default()
-            });
+        let mut router = Router::builder().timeout(config.timeout).breaker(
+            BreakerConfig::default()
+                .consecutive_failures(config.breaker.consecutive_failures)
+                .base_cooldown(config.breaker.cooldown),
+        );
         let mut pools: Vec<Box<dyn ManagedPool>> = Vec::new();
         // Start the tiers concurrently: a slow tier does not delay the others.
         let starts: Vec<_> = config
@@ -320,6 +317,7 @@ impl Balancer {
                 RouteError::DeadlineExceeded { .. } => "deadline_exceeded",
                 RouteError::UnknownMethod { .. } => "unknown_method",
                 RouteError::Rejected { .. } => "rejected",
+                _ => "failed",
             };
             let mut details = error.to_json();
             let analyses = summarise_output(&mut details);
@@ -484,27 +482,26 @@ fn add_tier<W: Worker>(
 }
 
 fn pool_config(tier: &TierConfig, config: &Config) -> PoolConfig {
-    PoolConfig {
-        name: tier.name.clone(),
-        size: tier.size,
-        max_overflow: tier.max_overflow,
-        start: StartMode::Eager,
-        queue_capacity: tier.queue_capacity,
-        queue_timeout: tier.queue_timeout,
-        call_timeout: tier.call_timeout,
-        cancel_grace: tier.cancel_grace,
-        max_in_flight: tier.max_in_flight(),
-        health_interval: Some(tier.health_interval),
-        health_failures_before_removal: tier.health_failures,
-        recycle_after_calls: tier.recycle_after_calls,
-        recycle_after_age: tier.recycle_after_age,
-        affinity: match tier.isolation {
-            crate::config::Isolation::Session => flowbalancer_pool::AffinityMode::Exclusive,
-            _ => config.sessions.affinity,
-        },
-        session_ttl: config.sessions.ttl,
-        ..PoolConfig::default()
-    }
+    let mut pool = PoolConfig::default();
+    pool.name = tier.name.clone();
+    pool.size = tier.size;
+    pool.max_overflow = tier.max_overflow;
+    pool.start = StartMode::Eager;
+    pool.queue_capacity = tier.queue_capacity;
+    pool.queue_timeout = tier.queue_timeout;
+    pool.call_timeout = tier.call_timeout;
+    pool.cancel_grace = tier.cancel_grace;
+    pool.max_in_flight = tier.max_in_flight();
+    pool.health_interval = Some(tier.health_interval);
+    pool.health_failures_before_removal = tier.health_failures;
+    pool.recycle_after_calls = tier.recycle_after_calls;
+    pool.recycle_after_age = tier.recycle_after_age;
+    pool.affinity = match tier.isolation {
+        crate::config::Isolation::Session => flowbalancer_pool::AffinityMode::Exclusive,
+        _ => config.sessions.affinity,
+    };
+    pool.session_ttl = config.sessions.ttl;
+    pool
 }
 
 async fn build<F: WorkerFactory>(
@@ -570,10 +567,10 @@ async fn start_tier(
                 spec = spec.tool_prefix(prefix);
             }
             if let Some(tools) = &tier.tools {
-                spec = spec.tool_filter(flowbalancer_mcp::ToolFilter {
-                    allow: tools.allow.clone(),
-                    deny: tools.deny.clone(),
-                });
+                spec = spec.tool_filter(flowbalancer_mcp::ToolFilter::new(
+                    tools.allow.clone(),
+                    tools.deny.clone(),
+                ));
             }
             let factory = flowbalancer_mcp::McpFactory::new(spec);
             let catalog = factory.catalog();

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Config {
     /// The server's name (MCP `serverInfo.name`).
     #[serde(default = "default_name")]
@@ -137,6 +138,7 @@ fn default_timeout() -> Duration {
 /// Where a tier's workers come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
 pub enum WorkersConfig {
     /// A worker process: the argv (never run through a shell).
     Command(Vec<String>),
@@ -178,6 +180,7 @@ pub enum Isolation {
 /// prefix).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ToolsConfig {
     /// Only these tools (default: all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -190,6 +193,7 @@ pub struct ToolsConfig {
 /// One tier.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct TierConfig {
     /// Its name (used by routes).
     pub name: String,
@@ -382,6 +386,7 @@ fn default_hello() -> Duration {
 /// Routes: exact methods, prefixes, the default tier, per-method fallback lists.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RoutesConfig {
     /// Methods that match nothing else (default: the first tier).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -400,6 +405,7 @@ pub struct RoutesConfig {
 /// Session affinity and the session context store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct SessionsConfig {
     /// `hint` (default), `strict_queue` or `strict_fail_fast`.
     #[serde(default)]
@@ -425,6 +431,7 @@ impl Default for SessionsConfig {
 /// The event log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct TelemetryConfig {
     /// Write an event log at all (default true).
     #[serde(default = "yes")]
@@ -490,6 +497,7 @@ impl Default for TelemetryConfig {
 /// Breaker settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct BreakerSettings {
     /// Failures in a row that open a tier's breaker (default 5).
     #[serde(default = "five")]
@@ -518,6 +526,7 @@ impl Default for BreakerSettings {
 /// A config that is valid TOML but does not make sense.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{location}: {message}")]
+#[non_exhaustive]
 pub struct ConfigProblem {
     /// Where: a key path such as `tiers[1].workers` or `routes.exact.fib`.
     pub location: String,

@@ -4,6 +4,7 @@ use crate::config::ConfigProblem;
 
 /// Any flowbalancer error: each crate's errors, wrapped.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The config is not valid.
     #[error("invalid config:\n{}", problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]

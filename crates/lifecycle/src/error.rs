@@ -7,6 +7,7 @@ use crate::limits::ResourceKind;
 
 /// A scope refused to take on a resource.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ScopeError {
     /// The scope was closed (or dropped); it takes nothing new.
     #[error("scope {scope:?} is closed")]

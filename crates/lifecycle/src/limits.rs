@@ -4,6 +4,7 @@ use std::fmt;
 
 /// The kinds of resources a scope counts and limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ResourceKind {
     /// Listener and subscription guards ([`ScopeHandle::guard`](crate::ScopeHandle::guard)).
     Listeners,
@@ -25,6 +26,7 @@ impl fmt::Display for ResourceKind {
 
 /// What happens when a limit is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum LimitPolicy {
     /// Clean up the oldest resource of that kind (kill the process group, remove the file,
     /// release the listener) to make room.
@@ -37,6 +39,7 @@ pub enum LimitPolicy {
 /// How many resources of each kind a scope holds at most. The defaults come from the field:
 /// 50 listeners, 20 processes, 100 temp files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// Listener and subscription guards.
     pub listeners: usize,
@@ -57,6 +60,33 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// No limit on anything.
+    pub fn unlimited() -> Self {
+        Self {
+            listeners: usize::MAX,
+            processes: usize::MAX,
+            temp_files: usize::MAX,
+        }
+    }
+
+    /// The same limits with `listeners` listener and subscription guards.
+    pub fn listeners(mut self, listeners: usize) -> Self {
+        self.listeners = listeners;
+        self
+    }
+
+    /// The same limits with `processes` child processes.
+    pub fn processes(mut self, processes: usize) -> Self {
+        self.processes = processes;
+        self
+    }
+
+    /// The same limits with `temp_files` temp files, directories and tracked paths.
+    pub fn temp_files(mut self, temp_files: usize) -> Self {
+        self.temp_files = temp_files;
+        self
+    }
+
     pub(crate) fn of(&self, kind: ResourceKind) -> usize {
         match kind {
             ResourceKind::Listeners => self.listeners,
@@ -68,6 +98,7 @@ impl Limits {
 
 /// Live counts and high-water marks of one scope (not counting child scopes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct ScopeStats {
     /// Tasks still running.
     pub tasks: usize,

@@ -4,6 +4,7 @@ use std::fmt;
 
 /// One cleanup that failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CleanupFailure {
     /// What it was about: `"process 1234 (sleep)"`, `"path /tmp/x"`, `"deferred #2"`, ….
     pub resource: String,

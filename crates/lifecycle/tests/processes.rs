@@ -154,10 +154,7 @@ async fn pipes_are_async() {
 
 #[tokio::test]
 async fn process_limit_refuses_then_evicts() {
-    let limits = Limits {
-        processes: 2,
-        ..Limits::default()
-    };
+    let limits = Limits::default().processes(2);
     let refusing = Scope::builder()
         .limits(limits)
         .grace(Duration::from_millis(100))

@@ -133,11 +133,7 @@ async fn listener_guards_release_early_or_at_close() {
 
 #[tokio::test]
 async fn file_and_listener_limits_evict_or_refuse() {
-    let limits = Limits {
-        temp_files: 2,
-        listeners: 1,
-        ..Limits::default()
-    };
+    let limits = Limits::default().temp_files(2).listeners(1);
     let refusing = Scope::builder().limits(limits).build();
     refusing.temp_file().unwrap();
     refusing.temp_dir().unwrap();
@@ -277,11 +273,7 @@ async fn everything_registered_while_the_scope_closes_is_cleaned() {
         let scope = Scope::builder()
             .name("racing")
             .grace(Duration::from_millis(100))
-            .limits(Limits {
-                processes: usize::MAX,
-                temp_files: usize::MAX,
-                listeners: usize::MAX,
-            })
+            .limits(Limits::unlimited())
             .build();
         let handle = scope.handle();
         // Counts of what was registered and of what got cleaned (run, aborted, closed).

@@ -12,6 +12,7 @@ pub const DEFAULT_MAX_MESSAGE: usize = 32 * 1024 * 1024;
 /// Which of a server's tools are offered: `allow` (when given) keeps only those names, then
 /// `deny` removes names. Names are the server's own, before any prefix.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ToolFilter {
     /// Only these tools (none: all).
     pub allow: Option<Vec<String>>,
@@ -20,6 +21,11 @@ pub struct ToolFilter {
 }
 
 impl ToolFilter {
+    /// A filter offering only the tools in `allow` (all when `None`) that are not in `deny`.
+    pub fn new(allow: Option<Vec<String>>, deny: Vec<String>) -> Self {
+        Self { allow, deny }
+    }
+
     /// Whether the tool named `name` is offered.
     pub fn admits(&self, name: &str) -> bool {
         self.allow

@@ -133,10 +133,7 @@ async fn the_catalog_holds_resources_templates_and_prompts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prefix_and_a_filter_shape_the_tools_offered() {
-    let filter = flowbalancer_mcp::ToolFilter {
-        deny: vec!["stubborn".into()],
-        ..Default::default()
-    };
+    let filter = flowbalancer_mcp::ToolFilter::new(None, vec!["stubborn".into()]);
     let pool = pool(spec("ok").tool_prefix("fake_").tool_filter(filter), 1)
         .await
         .expect("starts");

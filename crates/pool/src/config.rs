@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 /// How sessions stick to workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum AffinityMode {
     /// Prefer the session's worker; when it is busy, use another one (the binding stays).
     #[default]
@@ -27,6 +28,7 @@ pub enum AffinityMode {
 /// When workers start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum StartMode {
     /// All `size` workers start at once when the pool is built; the build waits until every
     /// start has finished and fails fast if none succeeded.
@@ -44,6 +46,7 @@ pub enum StartMode {
 /// Everything a pool can be told. Built by [`PoolBuilder`](crate::PoolBuilder); every field
 /// has a default.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct PoolConfig {
     /// Used in logs, errors and stats.
     pub name: String,

@@ -10,6 +10,7 @@ use crate::worker::{ErrorKind, WorkerError};
 /// How a failure should be handled by whoever routes calls (see `flowbalancer-tiers`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum FailureClass {
     /// The caller's mistake (bad params, unknown method) or the handler's own error: trying
     /// elsewhere would give the same answer.
@@ -25,6 +26,7 @@ pub enum FailureClass {
 /// A pool call failed. Every call ends with a result or exactly one of these.
 #[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum PoolError {
     /// The admission queue is full.
     #[error(
@@ -155,6 +157,7 @@ impl PoolError {
                 ErrorKind::Crashed => "crashed",
                 ErrorKind::ProtocolViolation => "protocol_violation",
                 ErrorKind::Cancelled => "cancelled",
+                _ => "error",
             },
             PoolError::NoWorkers { .. } => "no_workers",
             PoolError::SessionBusy { .. } => "session_busy",

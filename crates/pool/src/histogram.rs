@@ -127,6 +127,7 @@ impl LatencyHistogram {
 
 /// Percentiles of a [`LatencyHistogram`] at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[non_exhaustive]
 pub struct LatencySummary {
     /// Recorded durations.
     pub count: u64,

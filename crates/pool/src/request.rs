@@ -67,6 +67,7 @@ impl From<Bytes> for Payload {
 
 /// Metadata that travels with a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Meta {
     /// Unique in this process.
     pub request_id: u64,

@@ -10,6 +10,7 @@ use serde::Serialize;
 /// Where a worker is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum WorkerState {
     /// Starting (spawning, waiting for its hello).
     Initializing,
@@ -76,6 +77,7 @@ impl fmt::Display for WorkerState {
 /// Health, apart from the life state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Health {
     /// Not checked yet.
     #[default]

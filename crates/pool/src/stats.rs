@@ -205,6 +205,7 @@ fn describe() {
 
 /// Workers by life state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[non_exhaustive]
 pub struct WorkerCounts {
     /// Starting.
     pub initializing: usize,
@@ -220,6 +221,7 @@ pub struct WorkerCounts {
 
 /// Session affinity counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[non_exhaustive]
 pub struct AffinityStats {
     /// Calls that found their session's worker free.
     pub hits: u64,
@@ -235,6 +237,7 @@ pub struct AffinityStats {
 
 /// A pool's state and counters at one instant, readable while calls run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct PoolStats {
     /// The pool's name.
     pub name: String,

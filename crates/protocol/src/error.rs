@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 /// How a worker failed a call. The pool acts on the kind: see [`WorkerError`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// The params were wrong: returned to the caller as is, never retried.
     BadParams,

@@ -9,6 +9,7 @@ pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 
 /// Reading or writing a frame failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FrameError {
     /// The stream ended before (`Eof`) or inside a frame.
     #[error("stream ended{}", if *.inside_frame { " inside a frame" } else { "" })]

@@ -49,6 +49,7 @@ impl From<ErrorBody> for WorkerError {
 /// Every message of the protocol.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Message {
     /// Worker → pool, first frame.
     Hello {

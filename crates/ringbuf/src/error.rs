@@ -4,6 +4,7 @@ use std::fmt;
 
 /// A queue was asked for with a capacity it cannot have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CapacityError {
     /// The capacity was zero: a bounded queue needs at least one slot.
     Zero,

@@ -13,6 +13,7 @@ use crate::stats::Counters;
 
 /// Where and how the event log is written.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct FileConfig {
     /// The active file (default `events.jsonl` in the working directory); rotated files go
     /// next to it as `events.<n>.jsonl.gz`, `n` increasing (1 is the oldest kept).
@@ -39,6 +40,44 @@ impl Default for FileConfig {
             keep_bytes: 100 * 1024 * 1024,
             compress: true,
         }
+    }
+}
+
+impl FileConfig {
+    /// The same settings with `path`: the active file.
+    pub fn path(mut self, path: PathBuf) -> Self {
+        self.path = path;
+        self
+    }
+
+    /// The same settings with `max_bytes`: rotate when the active file would grow past this.
+    pub fn max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// The same settings with `max_age`: also rotate when the active file is this old.
+    pub fn max_age(mut self, max_age: Option<Duration>) -> Self {
+        self.max_age = max_age;
+        self
+    }
+
+    /// The same settings with `keep_files`: rotated files kept.
+    pub fn keep_files(mut self, keep_files: usize) -> Self {
+        self.keep_files = keep_files;
+        self
+    }
+
+    /// The same settings with `keep_bytes`: total bytes of rotated files kept.
+    pub fn keep_bytes(mut self, keep_bytes: u64) -> Self {
+        self.keep_bytes = keep_bytes;
+        self
+    }
+
+    /// The same settings with `compress`: compress rotated files.
+    pub fn compress(mut self, compress: bool) -> Self {
+        self.compress = compress;
+        self
     }
 }
 

@@ -23,6 +23,7 @@ pub(crate) struct Counters {
 
 /// Dropped events by reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[non_exhaustive]
 pub struct Dropped {
     /// The queue to the writer was full (non-blocking mode).
     pub queue_full: u64,
@@ -32,6 +33,7 @@ pub struct Dropped {
 
 /// The pipeline at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[non_exhaustive]
 pub struct TelemetryStats {
     /// Events handed to `record`.
     pub recorded: u64,

@@ -28,6 +28,7 @@ fn mark_own_thread() {
 
 /// Starting telemetry failed (only in strict mode).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TelemetryError {
     /// The log file cannot be opened or created.
     #[error("cannot open the telemetry file {path:?}: {source}")]

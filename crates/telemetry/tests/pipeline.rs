@@ -42,13 +42,13 @@ fn all_lines(dir: &Path) -> Vec<String> {
 fn eight_threads_rotating_every_64_kib_write_every_accepted_event_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let telemetry = Telemetry::builder()
-        .file(FileConfig {
-            path: dir.path().join("events.jsonl"),
-            max_bytes: 64 * 1024,
-            keep_files: usize::MAX,
-            keep_bytes: u64::MAX,
-            ..FileConfig::default()
-        })
+        .file(
+            FileConfig::default()
+                .path(dir.path().join("events.jsonl"))
+                .max_bytes(64 * 1024)
+                .keep_files(usize::MAX)
+                .keep_bytes(u64::MAX),
+        )
         .dedup_window(None)
         .queue(8192)
         .build()
@@ -116,12 +116,12 @@ fn retention_keeps_the_newest_files_within_the_limits() {
         std::fs::write(dir.path().join(other), "mine").unwrap();
     }
     let telemetry = Telemetry::builder()
-        .file(FileConfig {
-            path: dir.path().join("events.jsonl"),
-            max_bytes: 4 * 1024,
-            keep_files: 3,
-            ..FileConfig::default()
-        })
+        .file(
+            FileConfig::default()
+                .path(dir.path().join("events.jsonl"))
+                .max_bytes(4 * 1024)
+                .keep_files(3),
+        )
         .dedup_window(None)
         .block_when_full(true)
         .build()

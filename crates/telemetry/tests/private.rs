@@ -14,11 +14,7 @@ fn files_are_private_and_created_directories_too() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("new/deeper/events.jsonl");
     let telemetry = Telemetry::builder()
-        .file(FileConfig {
-            path: path.clone(),
-            max_bytes: 2048,
-            ..FileConfig::default()
-        })
+        .file(FileConfig::default().path(path.clone()).max_bytes(2048))
         .dedup_window(None)
         .block_when_full(true)
         .build()

@@ -7,6 +7,7 @@ use tokio::time::Instant;
 
 /// When a breaker opens and for how long.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct BreakerConfig {
     /// Opens after this many failures in a row (default 5).
     pub consecutive_failures: u32,
@@ -35,9 +36,48 @@ impl Default for BreakerConfig {
     }
 }
 
+impl BreakerConfig {
+    /// The same settings with `consecutive_failures`: opens after this many failures in a row.
+    pub fn consecutive_failures(mut self, consecutive_failures: u32) -> Self {
+        self.consecutive_failures = consecutive_failures;
+        self
+    }
+
+    /// The same settings with `failure_ratio`: also opens when the failure ratio over the window reaches this.
+    pub fn failure_ratio(mut self, failure_ratio: f64) -> Self {
+        self.failure_ratio = failure_ratio;
+        self
+    }
+
+    /// The same settings with `min_calls`: the fewest calls in the window for the ratio to count.
+    pub fn min_calls(mut self, min_calls: u32) -> Self {
+        self.min_calls = min_calls;
+        self
+    }
+
+    /// The same settings with `window`: the window of the ratio.
+    pub fn window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// The same settings with `base_cooldown`: the first cooldown, doubled with each ejection.
+    pub fn base_cooldown(mut self, base_cooldown: Duration) -> Self {
+        self.base_cooldown = base_cooldown;
+        self
+    }
+
+    /// The same settings with `max_cooldown`: the longest cooldown.
+    pub fn max_cooldown(mut self, max_cooldown: Duration) -> Self {
+        self.max_cooldown = max_cooldown;
+        self
+    }
+}
+
 /// A breaker's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum BreakerState {
     /// Calls go through.
     Closed,

@@ -7,6 +7,7 @@ use tokio::time::Instant;
 /// How many fallbacks the router may make: at most `ratio` of calls, but always at least
 /// `min_per_second` (so a quiet router can still fall back).
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct RetryBudget {
     /// Fallbacks per call (default 0.2).
     pub ratio: f64,
@@ -20,6 +21,20 @@ impl Default for RetryBudget {
             ratio: 0.2,
             min_per_second: 10.0,
         }
+    }
+}
+
+impl RetryBudget {
+    /// The same settings with `ratio`: fallbacks allowed per call.
+    pub fn ratio(mut self, ratio: f64) -> Self {
+        self.ratio = ratio;
+        self
+    }
+
+    /// The same settings with `min_per_second`: fallbacks per second always allowed.
+    pub fn min_per_second(mut self, min_per_second: f64) -> Self {
+        self.min_per_second = min_per_second;
+        self
     }
 }
 

@@ -11,6 +11,7 @@ use crate::tier::TierFailure;
 /// Why a tier was not tried.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum SkipReason {
     /// Its breaker is open.
     BreakerOpen,
@@ -40,6 +41,7 @@ impl fmt::Display for SkipReason {
 /// How one attempt ended.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Outcome {
     /// The tier was not tried.
     Skipped {
@@ -63,6 +65,7 @@ pub enum Outcome {
 
 /// One tier tried (or skipped) for a call.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct Attempt {
     /// The tier's name.
     pub tier: String,
@@ -110,6 +113,7 @@ fn chain(f: &mut fmt::Formatter<'_>, attempts: &[Attempt]) -> fmt::Result {
 /// A routed call failed.
 #[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum RouteError {
     /// Every tier of the chain was tried or skipped, and none served the call.
     AllTiersFailed {

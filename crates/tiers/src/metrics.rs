@@ -128,6 +128,7 @@ fn describe() {
 
 /// One tier's metrics at one instant.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct TierStats {
     /// The tier.
     pub name: String,

@@ -45,6 +45,7 @@ impl TierEntry {
 
 /// Options of one routed call.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct CallOptions {
     /// The deadline for the whole chain (default: the router's).
     pub timeout: Option<Duration>,
@@ -58,6 +59,24 @@ pub struct CallOptions {
 }
 
 impl CallOptions {
+    /// The same options with a deadline for the whole chain.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The same options in `session` (affinity in the pools).
+    pub fn session(mut self, session: impl Into<String>) -> Self {
+        self.session = Some(session.into());
+        self
+    }
+
+    /// The same options with a progress sink for the serving worker's reports.
+    pub fn progress(mut self, progress: ProgressSink) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
     /// The same options with the caller's side attached.
     pub fn with_upstream(mut self, upstream: flowbalancer_pool::UpstreamHandle) -> Self {
         self.upstream = Some(upstream);
@@ -67,6 +86,7 @@ impl CallOptions {
 
 /// A served call and where it was served.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Routed {
     /// The worker's answer.
     pub response: Response,
@@ -110,6 +130,7 @@ impl std::fmt::Debug for RouterBuilder {
 
 /// The route table or tiers are inconsistent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// A route names a tier that does not exist.
     #[error("route {route:?} names the unknown tier {tier:?} (tiers: {known})")]

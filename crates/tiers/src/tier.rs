@@ -92,7 +92,8 @@ impl TierError for PoolError {
         match PoolError::class(self) {
             FailureClass::Caller => ErrorClass::Caller,
             FailureClass::Unavailable => ErrorClass::Unavailable,
-            FailureClass::Failed => ErrorClass::Retryable,
+            // Failed, and any class a later pool adds: another tier may succeed.
+            _ => ErrorClass::Retryable,
         }
     }
 

@@ -275,10 +275,7 @@ async fn one_deadline_bounds_the_whole_chain() {
         .call(
             "m",
             json!({}),
-            CallOptions {
-                timeout: Some(Duration::from_millis(100)),
-                ..options()
-            },
+            options().timeout(Duration::from_millis(100)),
         )
         .await
         .unwrap_err();
@@ -304,11 +301,9 @@ async fn one_deadline_bounds_the_whole_chain() {
 async fn breaker_opens_half_opens_and_closes() {
     let (hot, hot_behaviour, hot_calls) = Scripted::new("hot", Behaviour::Crash);
     let (cold, ..) = Scripted::new("cold", Behaviour::Ok);
-    let config = BreakerConfig {
-        consecutive_failures: 3,
-        base_cooldown: Duration::from_secs(1),
-        ..BreakerConfig::default()
-    };
+    let config = BreakerConfig::default()
+        .consecutive_failures(3)
+        .base_cooldown(Duration::from_secs(1));
     let router = Router::builder()
         .tier("hot", hot)
         .tier("cold", cold)
@@ -363,10 +358,7 @@ async fn the_last_usable_tier_is_never_opened() {
     let (only, _, calls) = Scripted::new("only", Behaviour::Crash);
     let router = Router::builder()
         .tier("only", only)
-        .breaker(BreakerConfig {
-            consecutive_failures: 2,
-            ..BreakerConfig::default()
-        })
+        .breaker(BreakerConfig::default().consecutive_failures(2))
         .build()
         .unwrap();
     for _ in 0..10 {
@@ -386,15 +378,12 @@ async fn the_retry_budget_limits_fallbacks() {
     let router = Router::builder()
         .tier("hot", hot)
         .tier("cold", cold)
-        .breaker(BreakerConfig {
-            consecutive_failures: u32::MAX,
-            min_calls: u32::MAX,
-            ..BreakerConfig::default()
-        })
-        .retry_budget(RetryBudget {
-            ratio: 0.2,
-            min_per_second: 0.0,
-        })
+        .breaker(
+            BreakerConfig::default()
+                .consecutive_failures(u32::MAX)
+                .min_calls(u32::MAX),
+        )
+        .retry_budget(RetryBudget::default().ratio(0.2).min_per_second(0.0))
         .build()
         .unwrap();
     let mut exhausted = 0;
@@ -505,10 +494,7 @@ async fn a_fallback_tier_running_out_of_the_leftover_deadline_is_not_blamed() {
                 hang: true,
             },
         )
-        .breaker(BreakerConfig {
-            consecutive_failures: 1,
-            ..BreakerConfig::default()
-        })
+        .breaker(BreakerConfig::default().consecutive_failures(1))
         .timeout(Duration::from_secs(1))
         .build()
         .unwrap();
@@ -570,10 +556,7 @@ async fn two_tiers_failing_at_once_never_both_open() {
             .tier("a", Together(Arc::clone(&barrier), AtomicU32::new(0)))
             .tier("b", Together(Arc::clone(&barrier), AtomicU32::new(0)))
             .route_with_fallback("y", "b", ["a"])
-            .breaker(BreakerConfig {
-                consecutive_failures: 1,
-                ..BreakerConfig::default()
-            })
+            .breaker(BreakerConfig::default().consecutive_failures(1))
             .timeout(Duration::from_millis(500))
             .build()
             .unwrap();

@@ -18,6 +18,7 @@ use crate::waiters::WaitList;
 
 /// What a send does when the queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum Overflow {
     /// `send().await` waits for space; `try_send` returns [`SendError::Full`] with the message.
     ///
@@ -38,6 +39,7 @@ pub enum Overflow {
 
 /// How a queue is built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct QueueConfig {
     /// The most messages the queue holds (at least 1).
     pub capacity: usize,

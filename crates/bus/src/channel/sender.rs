@@ -10,6 +10,7 @@ use crate::waiters::Waiter;
 
 /// What became of a message that was accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SendOutcome {
     /// The message is in the queue.
     Queued,
@@ -22,6 +23,7 @@ pub enum SendOutcome {
 
 /// What a batch send did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct BatchSent {
     /// Messages of the batch now in the queue.
     pub queued: usize,

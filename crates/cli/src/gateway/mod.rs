@@ -369,16 +369,10 @@ impl ServerHandler for Gateway {
             None => (None, None),
         };
         let upstream = self.client_peer(&context.peer);
-        let call = self.balancer.call(
-            &name,
-            Value::Object(arguments),
-            CallOptions {
-                session,
-                timeout: None,
-                progress,
-                upstream: Some(upstream),
-            },
-        );
+        let mut options = CallOptions::default().with_upstream(upstream);
+        options.session = session;
+        options.progress = progress;
+        let call = self.balancer.call(&name, Value::Object(arguments), options);
         // A cancelled request drops the call: the pool cancels it at the worker and keeps the
         // worker's slot until the worker has stopped.
         let result = tokio::select! {

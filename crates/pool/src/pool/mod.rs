@@ -258,11 +258,7 @@ impl<F: WorkerFactory> PoolBuilder<F> {
                 None => Scope::builder()
                     .name(format!("pool:{}", config.name))
                     .grace(Duration::from_secs(2))
-                    .limits(Limits {
-                        processes: usize::MAX,
-                        temp_files: usize::MAX,
-                        listeners: usize::MAX,
-                    })
+                    .limits(Limits::unlimited())
                     .build(),
             };
         let counters = Counters::new(&config.name);
@@ -482,6 +478,7 @@ impl<W: Worker> Pool<W> {
 
 /// One worker as `Pool::workers` shows it.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct WorkerInfo {
     /// Its id.
     pub id: WorkerId,
@@ -501,6 +498,7 @@ pub struct WorkerInfo {
 
 /// What `scale_to` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct ScaleReport {
     /// Workers started.
     pub started: usize,

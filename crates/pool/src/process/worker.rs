@@ -609,6 +609,12 @@ async fn read_answers(shared: Arc<Shared>, mut stdout: ChildStdout) {
                     format!("reading from the worker failed: {e}"),
                 );
             }
+            Err(other) => {
+                break WorkerError::new(
+                    ErrorKind::ProtocolViolation,
+                    format!("reading a frame failed: {other}"),
+                );
+            }
         };
         let message = match serde_json::from_slice::<Message>(&body) {
             Ok(message) => message,
@@ -695,6 +701,7 @@ fn message_type(message: &Message) -> &'static str {
         Message::Shutdown => "shutdown",
         Message::Cancel { .. } => "cancel",
         Message::Progress { .. } => "progress",
+        _ => "unknown",
     }
 }
 

@@ -26,6 +26,7 @@ use serde::Serialize;
 /// What kind of output it was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Kind {
     /// A linter (ruff, flake8, eslint).
     Lint,
@@ -43,6 +44,7 @@ pub enum Kind {
 
 /// A summary of one tool's output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Analysis {
     /// What kind of output.
     pub kind: Kind,
