@@ -35,6 +35,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             Ok(())
         })?;
         steps.step("deny", deny)?;
+        steps.step("minimal versions", || crate::minimal::run(&[]))?;
         if has_e2e() {
             steps.step("e2e", e2e)?;
         }

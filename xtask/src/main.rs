@@ -1,13 +1,15 @@
 //! `cargo xtask <command>`: the project's automation, in plain Rust.
 //!
-//! * `ci` — format check, clippy, tests (nextest when installed, doctests too), loom models,
-//!   cargo-deny, end-to-end tests. One line per step with its time; exits non-zero naming the
+//! * `ci` — format check, clippy, tests (nextest when installed, doctests too), Python worker
+//!   tests, Miri, loom models, cargo-deny, minimal versions, end-to-end tests, MCP conformance. One line per step with its time; exits non-zero naming the
 //!   failed step.
 //! * `loom [--crate NAME]` — every loom model, release mode; each model sets its own preemption
 //!   bound (`LOOM_MAX_PREEMPTIONS` can lower it).
 //! * `miri` — the ringbuf and bus tests under Miri (installs the nightly component if missing).
 //! * `bench [--quick] [FILTER]` — the criterion benches side by side with peers, then a report
 //!   of ratios in `target/bench-report.md`.
+//! * `minimal-versions` — every declared lower bound builds (a copy of the workspace at the
+//!   lowest versions its manifests allow, checked with its own target directory).
 //! * `deny` — installs cargo-deny when missing and checks bans, licenses and sources.
 //! * `msrv` — the lowest rust-version every resolved dependency allows.
 //! * `e2e` — the end-to-end tests with real MCP clients and servers.
@@ -18,6 +20,7 @@ mod ci;
 mod cmd;
 mod conformance;
 mod loom;
+mod minimal;
 mod miri;
 
 use std::process::ExitCode;
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
         "ci" => ci::run(rest),
         "loom" => loom::run(rest).map(|_| ()),
         "miri" => miri::run(rest),
+        "minimal-versions" => minimal::run(rest),
         "bench" => bench::run(rest),
         "deny" => ci::deny(),
         "msrv" => ci::msrv(),
@@ -55,4 +59,4 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <ci | loom [--crate NAME] | miri | bench [--quick] [FILTER] | deny | msrv | e2e | conformance>";
+const USAGE: &str = "usage: cargo xtask <ci | loom [--crate NAME] | miri | bench [--quick] [FILTER] | minimal-versions | deny | msrv | e2e | conformance>";

@@ -27,7 +27,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
 
 /// `cargo +nightly`, without the variables through which the stable cargo that runs xtask
 /// would pin its own toolchain.
-fn nightly_cargo() -> Command {
+pub(crate) fn nightly_cargo() -> Command {
     let mut command = Command::new("cargo");
     command
         .arg("+nightly")
@@ -39,7 +39,29 @@ fn nightly_cargo() -> Command {
     command
 }
 
+/// Installs the nightly toolchain (minimal profile) when it is missing.
+pub(crate) fn ensure_nightly() -> Result<(), String> {
+    let has_nightly = nightly_cargo()
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if has_nightly {
+        return Ok(());
+    }
+    eprintln!("adding the nightly toolchain (rustup, minimal profile)");
+    cmd::run(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        "nightly",
+        "--profile",
+        "minimal",
+    ]))
+}
+
 fn ensure_miri() -> Result<(), String> {
+    ensure_nightly()?;
     let has_miri = || {
         nightly_cargo()
             .args(["miri", "--version"])
