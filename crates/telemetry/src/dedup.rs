@@ -3,17 +3,29 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 
 use crate::event::{Event, Level};
+use crate::line::{Line, LineBuffer};
 
 /// The identity of "the same event": level, target, message template (digits folded) and
 /// error kind.
 pub(crate) fn fingerprint(event: &Event) -> u64 {
+    let kind = ["error_kind", "error.kind", "kind"]
+        .iter()
+        .find_map(|key| event.fields.get(*key))
+        .map(|kind| kind.to_string());
+    fingerprint_of(event.level, &event.target, &event.message, kind.as_deref())
+}
+
+/// [`fingerprint`] from the parts: `kind` is the error kind's JSON text (`"timeout"` with its
+/// quotes for a string).
+pub(crate) fn fingerprint_of(level: Level, target: &str, message: &str, kind: Option<&str>) -> u64 {
     let mut hasher = DefaultHasher::new();
-    event.level.hash(&mut hasher);
-    event.target.hash(&mut hasher);
+    level.hash(&mut hasher);
+    target.hash(&mut hasher);
     let mut in_digits = false;
-    for c in event.message.chars() {
+    for c in message.chars() {
         if c.is_ascii_digit() {
             if !in_digits {
                 '#'.hash(&mut hasher);
@@ -24,19 +36,20 @@ pub(crate) fn fingerprint(event: &Event) -> u64 {
             in_digits = false;
         }
     }
-    for key in ["error_kind", "error.kind", "kind"] {
-        if let Some(kind) = event.fields.get(key) {
-            kind.to_string().hash(&mut hasher);
-            break;
-        }
+    if let Some(kind) = kind {
+        kind.hash(&mut hasher);
     }
     hasher.finish()
 }
+
+/// The field names whose value is an event's error kind, in order of preference.
+pub(crate) const KIND_FIELDS: [&str; 3] = ["error_kind", "error.kind", "kind"];
 
 struct Seen {
     first_us: u64,
     repeats: u64,
     level: Level,
+    /// The target's and the message's JSON text (escaped), from the first line.
     target: String,
     message: String,
 }
@@ -54,6 +67,7 @@ pub(crate) struct Deduper {
     capacity: usize,
     seen: HashMap<u64, Seen>,
     order: VecDeque<u64>,
+    summary: LineBuffer,
 }
 
 impl Deduper {
@@ -63,18 +77,19 @@ impl Deduper {
             capacity: capacity.max(1),
             seen: HashMap::new(),
             order: VecDeque::new(),
+            summary: LineBuffer::default(),
         }
     }
 
-    /// Decides for `event` at `now_us`; may push summary events of evicted fingerprints.
+    /// Decides for `line` at `now_us`; may push the summary lines of evicted fingerprints.
     pub(crate) fn observe(
         &mut self,
-        event: &Event,
+        line: &Line,
         now_us: u64,
-        summaries: &mut Vec<Event>,
+        summaries: &mut Vec<Arc<[u8]>>,
     ) -> Verdict {
         self.expire(now_us, summaries);
-        let key = fingerprint(event);
+        let key = line.fingerprint;
         if let Some(seen) = self.seen.get_mut(&key) {
             seen.repeats += 1;
             return Verdict::Fold;
@@ -90,9 +105,9 @@ impl Deduper {
             Seen {
                 first_us: now_us,
                 repeats: 0,
-                level: event.level,
-                target: event.target.clone(),
-                message: event.message.clone(),
+                level: line.level,
+                target: line.text(&line.target).to_string(),
+                message: line.text(&line.message).to_string(),
             },
         );
         self.order.push_back(key);
@@ -100,7 +115,7 @@ impl Deduper {
     }
 
     /// Closes the windows that ended by `now_us`.
-    pub(crate) fn expire(&mut self, now_us: u64, summaries: &mut Vec<Event>) {
+    pub(crate) fn expire(&mut self, now_us: u64, summaries: &mut Vec<Arc<[u8]>>) {
         while let Some(&oldest) = self.order.front() {
             let Some(seen) = self.seen.get(&oldest) else {
                 self.order.pop_front();
@@ -117,7 +132,7 @@ impl Deduper {
     }
 
     /// Closes every window (shutdown).
-    pub(crate) fn drain(&mut self, now_us: u64, summaries: &mut Vec<Event>) {
+    pub(crate) fn drain(&mut self, now_us: u64, summaries: &mut Vec<Arc<[u8]>>) {
         while let Some(key) = self.order.pop_front() {
             if let Some(seen) = self.seen.remove(&key) {
                 self.summarize(seen, now_us, summaries);
@@ -125,23 +140,23 @@ impl Deduper {
         }
     }
 
-    fn summarize(&self, seen: Seen, now_us: u64, summaries: &mut Vec<Event>) {
+    fn summarize(&mut self, seen: Seen, now_us: u64, summaries: &mut Vec<Arc<[u8]>>) {
         if seen.repeats == 0 {
             return;
         }
         let window_ms = now_us.saturating_sub(seen.first_us).min(self.window_us) / 1000;
-        let mut event = Event::new(
-            seen.level,
-            seen.target,
-            format!(
-                "{} (repeated {} times in {} ms)",
-                seen.message, seen.repeats, window_ms
-            ),
+        // The escaped message plus an ASCII suffix is still a valid JSON string.
+        let message = format!(
+            "{} (repeated {} times in {} ms)",
+            seen.message, seen.repeats, window_ms
         );
-        event.timestamp_us = now_us;
-        event.fields.insert("repeated".into(), seen.repeats.into());
-        event.fields.insert("window_ms".into(), window_ms.into());
-        summaries.push(event);
+        let line = &mut self.summary;
+        line.start_escaped(now_us, seen.level, &seen.target, &message);
+        line.key("repeated");
+        line.u64_value(seen.repeats);
+        line.key("window_ms");
+        line.u64_value(window_ms);
+        summaries.push(line.finish());
     }
 }
 
@@ -153,6 +168,15 @@ mod tests {
         Event::new(Level::Error, "pool", message)
     }
 
+    /// `event` formatted as the recording thread does.
+    fn line(event: &Event) -> Line {
+        crate::line::format_event(&mut LineBuffer::default(), event, fingerprint(event))
+    }
+
+    fn parse(line: &[u8]) -> Event {
+        serde_json::from_slice(line).unwrap()
+    }
+
     #[test]
     fn repeats_fold_within_the_window_and_are_reported_when_it_closes() {
         // A clock we move by hand: the window logic never reads the real time.
@@ -160,30 +184,39 @@ mod tests {
         let mut dedup = Deduper::new(10 * second, 100);
         let mut out = Vec::new();
         assert_eq!(
-            dedup.observe(&event("worker 1 died"), 0, &mut out),
+            dedup.observe(&line(&event("worker 1 died")), 0, &mut out),
             Verdict::Write
         );
         for t in 1..=5 {
             assert_eq!(
-                dedup.observe(&event(&format!("worker {t}7 died")), t * second, &mut out),
+                dedup.observe(
+                    &line(&event(&format!("worker {t}7 died"))),
+                    t * second,
+                    &mut out
+                ),
                 Verdict::Fold
             );
         }
         assert_eq!(
-            dedup.observe(&event("other"), 6 * second, &mut out),
+            dedup.observe(&line(&event("other")), 6 * second, &mut out),
             Verdict::Write
         );
         assert!(out.is_empty(), "no summary before the window closes");
         dedup.expire(10 * second, &mut out);
         assert_eq!(out.len(), 1);
+        let summary = parse(&out[0]);
         assert_eq!(
-            out[0].message,
+            summary.message,
             "worker 1 died (repeated 5 times in 10000 ms)"
         );
-        assert_eq!(out[0].fields["repeated"], 5);
+        assert_eq!(summary.fields["repeated"], 5);
+        assert_eq!(
+            (summary.level, summary.target.as_str()),
+            (Level::Error, "pool")
+        );
         // After the window, the same event is written again.
         assert_eq!(
-            dedup.observe(&event("worker 9 died"), 11 * second, &mut out),
+            dedup.observe(&line(&event("worker 9 died")), 11 * second, &mut out),
             Verdict::Write
         );
     }
@@ -193,8 +226,9 @@ mod tests {
         let mut dedup = Deduper::new(u64::MAX, 3);
         let mut out = Vec::new();
         for i in 0..10 {
-            dedup.observe(&Event::new(Level::Info, format!("t{i}"), "x"), 0, &mut out);
-            dedup.observe(&Event::new(Level::Info, format!("t{i}"), "x"), 0, &mut out);
+            let event = Event::new(Level::Info, format!("t{i}"), "x");
+            dedup.observe(&line(&event), 0, &mut out);
+            dedup.observe(&line(&event), 0, &mut out);
         }
         assert_eq!(dedup.seen.len(), 3);
         assert_eq!(out.len(), 7, "each evicted fingerprint reported its repeat");

@@ -85,36 +85,6 @@ impl Event {
     }
 }
 
-/// Formats events as JSON lines, reusing the date part of the timestamp within a second.
-#[derive(Debug, Default)]
-pub(crate) struct LineFormatter {
-    second: u64,
-    date: String,
-}
-
-impl LineFormatter {
-    /// The same text as [`Event::to_line`], faster for a stream of events.
-    pub(crate) fn line(&mut self, event: &Event) -> String {
-        let second = event.timestamp_us / 1_000_000;
-        if second != self.second || self.date.is_empty() {
-            self.second = second;
-            let full = rfc3339(second * 1_000_000);
-            self.date = full[..19].to_string(); // "YYYY-MM-DDTHH:MM:SS"
-        }
-        let mut line = String::with_capacity(128 + event.message.len());
-        line.push_str("{\"time\":\"");
-        line.push_str(&self.date);
-        line.push_str(&format!(".{:06}Z\",", event.timestamp_us % 1_000_000));
-        // The rest is the event's own serialization, without its opening brace.
-        match serde_json::to_string(event) {
-            Ok(body) => line.push_str(&body[1..]),
-            Err(e) => return format!("{{\"message\":\"unserializable event: {e}\"}}\n"),
-        }
-        line.push('\n');
-        line
-    }
-}
-
 pub(crate) fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -161,8 +131,8 @@ mod tests {
     }
 
     #[test]
-    fn the_fast_formatter_writes_the_same_line() {
-        let mut formatter = LineFormatter::default();
+    fn a_buffered_line_is_the_same_text_across_seconds() {
+        let mut buffer = crate::line::LineBuffer::default();
         for us in [
             1_795_462_200_500_000u64,
             1_795_462_200_999_999,
@@ -170,7 +140,8 @@ mod tests {
         ] {
             let mut event = Event::new(Level::Info, "t", "m \"quoted\"").field("k", 1);
             event.timestamp_us = us;
-            assert_eq!(formatter.line(&event), event.to_line());
+            let line = crate::line::format_event(&mut buffer, &event, 0);
+            assert_eq!(std::str::from_utf8(&line.bytes).unwrap(), event.to_line());
         }
     }
 

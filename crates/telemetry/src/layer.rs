@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event as TracingEvent, Subscriber};
@@ -107,49 +107,80 @@ impl TelemetryLayer {
     }
 }
 
-/// The fields of a span, kept in its extensions.
-struct SpanFields(Map<String, Value>);
+/// A field's value as recorded: scalars as they are, text as a range of the scratch string.
+#[derive(Debug, Clone)]
+enum FieldValue {
+    I64(i64),
+    U64(u64),
+    F64(f64),
+    Bool(bool),
+    Text(std::ops::Range<usize>),
+}
 
+/// The fields of a span, kept in its extensions (text cut to the bound when recorded).
+#[derive(Default)]
+struct SpanFields {
+    fields: Vec<(&'static str, FieldValue)>,
+    text: String,
+}
+
+/// Collects fields without a heap allocation per field: text goes into one scratch string.
 struct Collect<'a> {
-    fields: &'a mut Map<String, Value>,
-    message: Option<String>,
+    fields: &'a mut Vec<(&'static str, FieldValue)>,
+    text: &'a mut String,
+    message: Option<std::ops::Range<usize>>,
+}
+
+impl Collect<'_> {
+    fn text(&mut self, field: &Field, write: impl FnOnce(&mut String)) {
+        let start = self.text.len();
+        write(self.text);
+        let range = start..self.text.len();
+        if field.name() == "message" {
+            self.message = Some(range);
+        } else {
+            self.fields.push((field.name(), FieldValue::Text(range)));
+        }
+    }
 }
 
 impl Visit for Collect<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if field.name() == "message" {
-            self.message = Some(format!("{value:?}"));
-        } else {
-            self.fields.insert(
-                field.name().to_string(),
-                Value::String(format!("{value:?}")),
-            );
-        }
+        self.text(field, |text| {
+            let _ = fmt::Write::write_fmt(text, format_args!("{value:?}"));
+        });
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.message = Some(value.to_string());
-        } else {
-            self.fields
-                .insert(field.name().to_string(), Value::String(value.to_string()));
-        }
+        self.text(field, |text| text.push_str(value));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.fields.insert(field.name().to_string(), value.into());
+        self.fields.push((field.name(), FieldValue::I64(value)));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.fields.insert(field.name().to_string(), value.into());
+        self.fields.push((field.name(), FieldValue::U64(value)));
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.fields.insert(field.name().to_string(), value.into());
+        self.fields.push((field.name(), FieldValue::F64(value)));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.fields.insert(field.name().to_string(), value.into());
+        self.fields.push((field.name(), FieldValue::Bool(value)));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.fields
-            .insert(field.name().to_string(), Value::String(value.to_string()));
+        self.text(field, |text| {
+            let _ = fmt::Write::write_fmt(text, format_args!("{value}"));
+        });
     }
+}
+
+/// One event's fields while it is formatted, reused per thread.
+#[derive(Default)]
+struct Scratch {
+    fields: Vec<(&'static str, FieldValue)>,
+    text: String,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
 }
 
 impl<S> Layer<S> for TelemetryLayer
@@ -158,20 +189,22 @@ where
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
-        let mut fields = Map::new();
+        let mut fields = SpanFields::default();
         attrs.record(&mut Collect {
-            fields: &mut fields,
+            fields: &mut fields.fields,
+            text: &mut fields.text,
             message: None,
         });
-        span.extensions_mut().insert(SpanFields(fields));
+        span.extensions_mut().insert(fields);
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         let mut extensions = span.extensions_mut();
-        if let Some(SpanFields(fields)) = extensions.get_mut::<SpanFields>() {
+        if let Some(fields) = extensions.get_mut::<SpanFields>() {
             values.record(&mut Collect {
-                fields,
+                fields: &mut fields.fields,
+                text: &mut fields.text,
                 message: None,
             });
         }
@@ -182,25 +215,167 @@ where
         if !self.records(metadata.target(), metadata.level()) {
             return;
         }
-        let mut fields = Map::new();
-        // Span fields first (outermost to innermost), then the event's own win.
-        if let Some(scope) = ctx.event_scope(event) {
-            for span in scope.from_root() {
-                if let Some(SpanFields(span_fields)) = span.extensions().get::<SpanFields>() {
-                    for (k, v) in span_fields {
-                        fields.insert(k.clone(), v.clone());
+        if !self.telemetry.admit() {
+            return;
+        }
+        let level = Level::from(metadata.level());
+        let record = |scratch: &mut Scratch| {
+            scratch.fields.clear();
+            scratch.text.clear();
+            // Span fields first (outermost to innermost), then the event's own win.
+            if let Some(scope) = ctx.event_scope(event) {
+                for span in scope.from_root() {
+                    if let Some(span_fields) = span.extensions().get::<SpanFields>() {
+                        let offset = scratch.text.len();
+                        scratch.text.push_str(&span_fields.text);
+                        for (name, value) in &span_fields.fields {
+                            let value = match value {
+                                FieldValue::Text(range) => {
+                                    FieldValue::Text(range.start + offset..range.end + offset)
+                                }
+                                other => other.clone(),
+                            };
+                            scratch.fields.push((name, value));
+                        }
                     }
                 }
             }
-        }
-        let mut collect = Collect {
-            fields: &mut fields,
-            message: None,
+            let mut collect = Collect {
+                fields: &mut scratch.fields,
+                text: &mut scratch.text,
+                message: None,
+            };
+            event.record(&mut collect);
+            let message = collect.message.take();
+            self.write(level, metadata.target(), message, scratch);
         };
-        event.record(&mut collect);
-        let message = collect.message.take().unwrap_or_default();
-        let mut record = Event::new(Level::from(metadata.level()), metadata.target(), message);
-        record.fields = fields;
-        self.telemetry.record(record);
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => record(&mut scratch),
+            Err(_) => record(&mut Scratch::default()),
+        });
+    }
+}
+
+impl TelemetryLayer {
+    /// Formats the event straight into this thread's line buffer and hands the line over;
+    /// an event over the field-count or size bound takes the general path (`record`).
+    fn write(
+        &self,
+        level: Level,
+        target: &str,
+        message: Option<std::ops::Range<usize>>,
+        scratch: &mut Scratch,
+    ) {
+        let Scratch { fields, text } = scratch;
+        let slice = |range: &std::ops::Range<usize>| text.get(range.clone()).unwrap_or("");
+        // Sorted by name, the last of equal names kept (an event's field over its span's).
+        fields.sort_by(|a, b| a.0.cmp(b.0));
+        let mut keep = 0;
+        for i in 0..fields.len() {
+            if i + 1 < fields.len() && fields[i].0 == fields[i + 1].0 {
+                continue;
+            }
+            fields.swap(keep, i);
+            keep += 1;
+        }
+        fields.truncate(keep);
+        let bounds = self.telemetry.bounds();
+        let message_text = message.as_ref().map(slice).unwrap_or("");
+        if fields.len() > bounds.max_fields {
+            self.slow_path(level, target, message_text, fields, text);
+            return;
+        }
+        let mut cuts = 0;
+        let cut_message = crate::truncate::truncate(message_text, bounds.max_string);
+        let message_text = match &cut_message {
+            Some(short) => {
+                cuts += 1;
+                short.as_str()
+            }
+            None => message_text,
+        };
+        let timestamp_us = crate::event::now_us();
+        let fits = crate::telemetry::with_line_buffer(|buffer| {
+            let started = buffer.start(timestamp_us, level, target, message_text);
+            let mut kind: Option<(usize, usize, usize)> = None;
+            for (name, value) in fields.iter() {
+                buffer.key(name);
+                let from = buffer.len();
+                match value {
+                    FieldValue::I64(n) => buffer.i64_value(*n),
+                    FieldValue::U64(n) => buffer.u64_value(*n),
+                    FieldValue::F64(n) => buffer.f64_value(*n),
+                    FieldValue::Bool(b) => buffer.bool_value(*b),
+                    FieldValue::Text(range) => {
+                        let value = slice(range);
+                        match crate::truncate::truncate(value, bounds.max_string) {
+                            Some(short) => {
+                                cuts += 1;
+                                buffer.str_value(&short);
+                            }
+                            None => {
+                                buffer.str_value(value);
+                            }
+                        }
+                    }
+                }
+                if let Some(rank) = crate::dedup::KIND_FIELDS.iter().position(|k| k == name)
+                    && kind.is_none_or(|(best, ..)| rank < best)
+                {
+                    kind = Some((rank, from, buffer.len()));
+                }
+            }
+            if buffer.len() > bounds.max_event_bytes {
+                return None;
+            }
+            let fingerprint = if self.telemetry.folds_repeats() {
+                let kind = kind.and_then(|(_, from, to)| {
+                    std::str::from_utf8(buffer.since(from).get(..to - from)?).ok()
+                });
+                crate::dedup::fingerprint_of(level, target, message_text, kind)
+            } else {
+                0
+            };
+            Some(crate::line::Line {
+                bytes: buffer.finish(),
+                fingerprint,
+                timestamp_us,
+                level,
+                target: started.target,
+                message: started.message,
+            })
+        });
+        match fits {
+            Some(line) => {
+                self.telemetry.count_cuts(cuts);
+                self.telemetry.enqueue(line);
+            }
+            None => self.slow_path(level, target, message_text, fields, text),
+        }
+    }
+
+    /// The general path: an `Event`, bounded field by field and in total by `record`.
+    fn slow_path(
+        &self,
+        level: Level,
+        target: &str,
+        message: &str,
+        fields: &[(&'static str, FieldValue)],
+        text: &str,
+    ) {
+        let mut event = Event::new(level, target, message);
+        for (name, value) in fields {
+            let value = match value {
+                FieldValue::I64(n) => Value::from(*n),
+                FieldValue::U64(n) => Value::from(*n),
+                FieldValue::F64(n) => Value::from(*n),
+                FieldValue::Bool(b) => Value::from(*b),
+                FieldValue::Text(range) => {
+                    Value::String(text.get(range.clone()).unwrap_or("").to_string())
+                }
+            };
+            event.fields.insert((*name).to_string(), value);
+        }
+        self.telemetry.record_admitted(event);
     }
 }

@@ -40,12 +40,15 @@
 pub mod analysis;
 mod dedup;
 mod event;
+mod handoff;
 mod layer;
+mod line;
 mod location;
 mod sink;
 mod stats;
 mod telemetry;
 mod truncate;
+mod writer;
 
 pub use event::{Event, Level, rfc3339};
 pub use layer::{PAYLOAD_TARGETS, TelemetryLayer};

@@ -143,7 +143,7 @@ impl Sink {
     /// Writes whole lines, rotating between lines when the next would pass the size bound.
     /// Lines count as written only once the file took them; after an error the file is cut
     /// back to its last whole line, and the lines not written stay in `lines` for a retry.
-    pub(crate) fn write_lines(&mut self, lines: &mut Vec<String>) -> io::Result<()> {
+    pub(crate) fn write_lines<L: AsRef<[u8]>>(&mut self, lines: &mut Vec<L>) -> io::Result<()> {
         self.open()?;
         let mut done = 0;
         let result = (|| {
@@ -154,7 +154,8 @@ impl Sink {
                     .max_age
                     .is_some_and(|age| self.opened.elapsed() >= age);
                 if self.size > 0
-                    && (self.size + lines[done].len() as u64 > self.config.max_bytes || age_due)
+                    && (self.size + lines[done].as_ref().len() as u64 > self.config.max_bytes
+                        || age_due)
                 {
                     self.rotate()?;
                 }
@@ -164,10 +165,10 @@ impl Sink {
                 let mut end = done;
                 while end < lines.len()
                     && (end == done
-                        || self.size + (chunk.len() + lines[end].len()) as u64
+                        || self.size + (chunk.len() + lines[end].as_ref().len()) as u64
                             <= self.config.max_bytes)
                 {
-                    chunk.extend_from_slice(lines[end].as_bytes());
+                    chunk.extend_from_slice(lines[end].as_ref());
                     end += 1;
                 }
                 let file = self

@@ -4,19 +4,24 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use crossbeam_channel::{Sender, bounded};
 use flowbalancer_ringbuf::Queue;
 use parking_lot::Mutex;
 
-use crate::dedup::{Deduper, Verdict};
-use crate::event::{Event, Level, now_us};
+use crate::dedup::{Deduper, fingerprint};
+use crate::event::Event;
+use crate::handoff::Handoff;
+use crate::line::{Line, LineBuffer, format_event};
 use crate::sink::{FileConfig, Sink, compressor};
 use crate::stats::{Counters, TelemetryStats};
 use crate::truncate::{Bounds, bound_fields};
+use crate::writer::{Command, Writer};
 
 thread_local! {
+    /// The line each recording thread formats its events into, reused.
+    static LINE: std::cell::RefCell<LineBuffer> = std::cell::RefCell::new(LineBuffer::default());
     /// Set on telemetry's own threads (writer, compression). An event they emit through
     /// `tracing` must not wait on the queue only they drain: it is dropped and counted.
     static OWN_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -228,18 +233,25 @@ impl TelemetryBuilder {
             counters.io_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(path = %self.file.path.display(), error = %source, "telemetry file not writable yet; retrying in the background");
         }
-        let (tx, rx) = bounded(self.queue.max(1));
+        let handoff = Arc::new(Handoff::new(Queue::new(self.queue.max(2)).map_err(
+            |e| TelemetryError::Thread {
+                what: "queue",
+                source: std::io::Error::other(e.to_string()),
+            },
+        )?));
+        let (tx, rx) = crossbeam_channel::unbounded();
         let dedup = self
             .dedup_window
             .map(|w| Deduper::new(w.as_micros() as u64, self.dedup_capacity));
         let writer_counters = Arc::clone(&counters);
+        let writer_handoff = Arc::clone(&handoff);
         let writer = std::thread::Builder::new()
             .name("flowbalancer-telemetry-writer".into())
             .spawn(move || {
                 mark_own_thread();
                 // The instance lock lives as long as the writer.
                 let _lock = lock;
-                Writer::new(sink, dedup, writer_counters).run(rx)
+                Writer::new(sink, dedup, writer_counters).run(writer_handoff, rx)
             })
             .map_err(|source| TelemetryError::Thread {
                 what: "writer",
@@ -250,6 +262,8 @@ impl TelemetryBuilder {
             shared: Arc::new(Shared {
                 path,
                 tx,
+                handoff,
+                dedup: self.dedup_window.is_some(),
                 ring: Queue::new(self.recent.max(1)).map_err(|e| TelemetryError::Thread {
                     what: "ring",
                     source: std::io::Error::other(e.to_string()),
@@ -270,20 +284,20 @@ impl TelemetryBuilder {
     }
 }
 
-enum Command {
-    Event(Arc<Event>),
-    Flush(Sender<()>),
-    Shutdown(Sender<()>),
-}
-
 /// The writer thread and, when compressing, the compression thread.
 type Threads = (JoinHandle<()>, Option<JoinHandle<()>>);
 
 struct Shared {
     /// The active file (after the instance lock chose it).
     path: PathBuf,
+    /// Flush and shutdown requests.
     tx: Sender<Command>,
-    ring: Queue<Arc<Event>>,
+    /// Formatted lines on their way to the writer.
+    handoff: Arc<Handoff>,
+    /// Whether repeats are folded (then each line carries its fingerprint).
+    dedup: bool,
+    /// The most recent lines, for `recent()`.
+    ring: Queue<Arc<[u8]>>,
     counters: Arc<Counters>,
     bounds: Bounds,
     block_when_full: bool,
@@ -320,35 +334,67 @@ impl Telemetry {
     /// Records an event: long strings are cut, the event joins the ring of recent events and
     /// goes to the writer. Returns whether it was accepted (false: dropped because the queue
     /// was full; counted and reported in the log).
-    pub fn record(&self, mut event: Event) -> bool {
+    pub fn record(&self, event: Event) -> bool {
+        if !self.admit() {
+            return false;
+        }
+        self.record_admitted(event)
+    }
+
+    /// `record` after [`admit`](Self::admit) said yes.
+    pub(crate) fn record_admitted(&self, mut event: Event) -> bool {
+        let shared = &*self.shared;
+        let cut = bound_fields(&mut event.message, &mut event.fields, &shared.bounds);
+        self.count_cuts(cut);
+        let fingerprint = if shared.dedup { fingerprint(&event) } else { 0 };
+        let line = with_line_buffer(|buffer| format_event(buffer, &event, fingerprint));
+        self.enqueue(line)
+    }
+
+    /// Whether a record may go ahead (counted as recorded); false on telemetry's own threads
+    /// (dropped and counted: waiting for the queue only they drain could wait forever) and
+    /// after shutdown.
+    pub(crate) fn admit(&self) -> bool {
         let shared = &*self.shared;
         if OWN_THREAD.with(std::cell::Cell::get) {
-            // Emitted by the writer or compression thread itself (a warning about the disk,
-            // say): waiting for the queue here could wait forever. Dropped and counted.
             shared
                 .counters
                 .own_events_dropped
                 .fetch_add(1, Ordering::Relaxed);
             return false;
         }
+        if shared.handoff.is_closed() {
+            return false;
+        }
         shared.counters.recorded.fetch_add(1, Ordering::Relaxed);
-        let cut = bound_fields(&mut event.message, &mut event.fields, &shared.bounds);
-        if cut > 0 {
-            shared
+        true
+    }
+
+    pub(crate) fn count_cuts(&self, cuts: usize) {
+        if cuts > 0 {
+            self.shared
                 .counters
                 .truncated
-                .fetch_add(cut as u64, Ordering::Relaxed);
+                .fetch_add(cuts as u64, Ordering::Relaxed);
         }
-        // One allocation shared by the ring of recent events and the writer.
-        let event = Arc::new(event);
-        let _ = shared.ring.force_push(Arc::clone(&event));
-        let command = Command::Event(event);
-        if shared.block_when_full {
-            return shared.tx.send(command).is_ok();
-        }
-        match shared.tx.try_send(command) {
+    }
+
+    pub(crate) fn bounds(&self) -> &Bounds {
+        &self.shared.bounds
+    }
+
+    pub(crate) fn folds_repeats(&self) -> bool {
+        self.shared.dedup
+    }
+
+    /// Puts a formatted line in the ring of recent events and hands it to the writer.
+    pub(crate) fn enqueue(&self, line: Line) -> bool {
+        let shared = &*self.shared;
+        let _ = shared.ring.force_push(Arc::clone(&line.bytes));
+        match shared.handoff.send(line, shared.block_when_full) {
             Ok(()) => true,
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+            Err(_) if shared.handoff.is_closed() => false,
+            Err(_) => {
                 shared
                     .counters
                     .dropped_queue_full
@@ -370,12 +416,15 @@ impl Telemetry {
     pub fn recent(&self) -> Vec<Event> {
         let ring = &self.shared.ring;
         let _one_reader = self.shared.reading.lock();
-        let mut events = Vec::new();
-        ring.pop_batch(&mut events, usize::MAX);
-        for event in &events {
-            let _ = ring.force_push(Arc::clone(event));
+        let mut lines = Vec::new();
+        ring.pop_batch(&mut lines, usize::MAX);
+        for line in &lines {
+            let _ = ring.force_push(Arc::clone(line));
         }
-        let mut events: Vec<Event> = events.iter().map(|e| Event::clone(e)).collect();
+        let mut events: Vec<Event> = lines
+            .iter()
+            .filter_map(|line| serde_json::from_slice(line).ok())
+            .collect();
         events.sort_by_key(|e| e.timestamp_us);
         events
     }
@@ -384,6 +433,7 @@ impl Telemetry {
     pub fn flush(&self) {
         let (ack, done) = bounded(1);
         if self.shared.tx.send(Command::Flush(ack)).is_ok() {
+            self.shared.handoff.wake_writer_now();
             let _ = done.recv();
         }
     }
@@ -409,6 +459,7 @@ impl Shared {
         };
         let (ack, done) = bounded(1);
         if self.tx.send(Command::Shutdown(ack)).is_ok() {
+            self.handoff.wake_writer_now();
             let _ = done.recv();
         }
         let _ = writer.join();
@@ -424,148 +475,10 @@ impl Drop for Shared {
     }
 }
 
-/// Lines kept for a retry when the file is not writable, at most (older ones are dropped
-/// and counted).
-const MAX_PENDING_LINES: usize = 100_000;
-const BATCH: usize = 4096;
-
-struct Writer {
-    lines: crate::event::LineFormatter,
-    sink: Sink,
-    dedup: Option<Deduper>,
-    counters: Arc<Counters>,
-    pending: Vec<String>,
-    summaries: Vec<Event>,
-    retry_at: Instant,
-    backoff: Duration,
-}
-
-impl Writer {
-    fn new(sink: Sink, dedup: Option<Deduper>, counters: Arc<Counters>) -> Self {
-        Self {
-            lines: crate::event::LineFormatter::default(),
-            sink,
-            dedup,
-            counters,
-            pending: Vec::new(),
-            summaries: Vec::new(),
-            retry_at: Instant::now(),
-            backoff: Duration::from_millis(50),
-        }
-    }
-
-    fn run(mut self, rx: Receiver<Command>) {
-        loop {
-            let first = match rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(command) => Some(command),
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                    self.finish();
-                    return;
-                }
-            };
-            let mut acks = Vec::new();
-            let mut stop = None;
-            for command in first.into_iter().chain(rx.try_iter().take(BATCH)) {
-                match command {
-                    Command::Event(event) => self.accept(event),
-                    Command::Flush(ack) => acks.push(ack),
-                    Command::Shutdown(ack) => {
-                        stop = Some(ack);
-                        break;
-                    }
-                }
-            }
-            if let Some(dedup) = &mut self.dedup {
-                dedup.expire(now_us(), &mut self.summaries);
-            }
-            self.report_drops();
-            self.write(!acks.is_empty() || stop.is_some());
-            for ack in acks {
-                let _ = ack.send(());
-            }
-            if let Some(ack) = stop {
-                // Everything sent before the shutdown is written.
-                for command in rx.try_iter() {
-                    if let Command::Event(event) = command {
-                        self.accept(event);
-                    }
-                }
-                self.finish();
-                let _ = ack.send(());
-                return;
-            }
-        }
-    }
-
-    fn accept(&mut self, event: Arc<Event>) {
-        if let Some(dedup) = &mut self.dedup
-            && dedup.observe(&event, event.timestamp_us, &mut self.summaries) == Verdict::Fold
-        {
-            self.counters.deduplicated.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        self.flush_summaries();
-        self.pending.push(self.lines.line(&event));
-    }
-
-    fn flush_summaries(&mut self) {
-        for summary in self.summaries.drain(..) {
-            self.pending.push(self.lines.line(&summary));
-        }
-    }
-
-    fn report_drops(&mut self) {
-        let drops = self.counters.unreported_drops.swap(0, Ordering::Relaxed);
-        if drops > 0 {
-            self.flush_summaries();
-            let event = Event::new(
-                Level::Warn,
-                "flowbalancer_telemetry",
-                format!("dropped {drops} events (queue full)"),
-            )
-            .field("dropped", drops);
-            self.pending.push(self.lines.line(&event));
-        }
-    }
-
-    /// Writes what is pending; after an error, waits for the backoff unless `force`.
-    fn write(&mut self, force: bool) {
-        self.flush_summaries();
-        if self.pending.is_empty() || (!force && Instant::now() < self.retry_at) {
-            return;
-        }
-        match self.sink.write_lines(&mut self.pending) {
-            Ok(()) => self.backoff = Duration::from_millis(50),
-            Err(error) => {
-                self.counters.io_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(%error, "telemetry write failed; will retry");
-                self.retry_at = Instant::now()
-                    .checked_add(self.backoff)
-                    .unwrap_or_else(Instant::now);
-                self.backoff = self.backoff.saturating_mul(2).min(Duration::from_secs(5));
-                if self.pending.len() > MAX_PENDING_LINES {
-                    let excess = self.pending.len() - MAX_PENDING_LINES;
-                    self.pending.drain(..excess);
-                    self.counters
-                        .dropped_io
-                        .fetch_add(excess as u64, Ordering::Relaxed);
-                }
-            }
-        }
-    }
-
-    fn finish(&mut self) {
-        if let Some(dedup) = &mut self.dedup {
-            dedup.drain(now_us(), &mut self.summaries);
-        }
-        self.report_drops();
-        self.write(true);
-        let _ = self.sink.flush();
-        if !self.pending.is_empty() {
-            self.counters
-                .dropped_io
-                .fetch_add(self.pending.len() as u64, Ordering::Relaxed);
-        }
-    }
+/// Runs `f` with this thread's line buffer (a fresh one if it is in use).
+pub(crate) fn with_line_buffer<R>(f: impl FnOnce(&mut LineBuffer) -> R) -> R {
+    LINE.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buffer) => f(&mut buffer),
+        Err(_) => f(&mut LineBuffer::default()),
+    })
 }
