@@ -14,14 +14,13 @@ impl Tier for NoOp {
         &self,
         request: Request,
     ) -> impl std::future::Future<Output = Result<Response, PoolError>> + Send + '_ {
-        Box::pin(async move {
-            Ok(Response {
-                payload: request.payload,
-                worker: WorkerId(0),
-                attempts: 1,
-                rebound: false,
-            })
-        })
+        // A tier's future need not be boxed: the router boxes it once.
+        std::future::ready(Ok(Response {
+            payload: request.payload,
+            worker: WorkerId(0),
+            attempts: 1,
+            rebound: false,
+        }))
     }
 }
 

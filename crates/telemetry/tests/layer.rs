@@ -15,8 +15,7 @@ fn lines(path: &Path) -> Vec<String> {
 }
 
 fn with_layer(telemetry: &Telemetry, emit: impl FnOnce()) {
-    let subscriber =
-        tracing_subscriber::registry().with(TelemetryLayer::new(telemetry.clone()));
+    let subscriber = tracing_subscriber::registry().with(TelemetryLayer::new(telemetry.clone()));
     tracing::subscriber::with_default(subscriber, emit);
     telemetry.flush();
 }
@@ -95,7 +94,12 @@ fn events_over_the_field_count_or_size_bound_are_cut_like_any_event() {
     assert_eq!(written[0].fields.len(), 4, "{:?}", written[0].fields);
     assert_eq!(written[0].fields["fields_cut"], 2);
     assert!(lines(&path)[1].len() <= 1100, "{}", lines(&path)[1].len());
-    assert!(written[1].fields["big"].as_str().unwrap().contains("bytes cut"));
+    assert!(
+        written[1].fields["big"]
+            .as_str()
+            .unwrap()
+            .contains("bytes cut")
+    );
     assert_eq!(written[1].fields["small"], 1);
     telemetry.shutdown();
 }
@@ -119,7 +123,10 @@ fn repeats_through_the_layer_fold_by_level_target_template_and_error_kind() {
     let messages: Vec<&str> = written.iter().map(|e| e.message.as_str()).collect();
     assert_eq!(messages.len(), 3, "{messages:?}");
     assert_eq!(messages[0], "call 0 failed");
-    assert_eq!(messages[1], "call 9 failed", "another error kind is another event");
+    assert_eq!(
+        messages[1], "call 9 failed",
+        "another error kind is another event"
+    );
     assert!(
         messages[2].starts_with("call 0 failed (repeated 4 times in "),
         "{messages:?}"

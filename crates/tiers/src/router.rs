@@ -451,8 +451,12 @@ impl Router {
     ) -> Result<Routed, RouteError> {
         let inner = &*self.inner;
         let chain = self.chain_indexes(&request.method);
+        let last = chain.count().saturating_sub(1);
+        let method_name = Arc::clone(&request.method);
+        // The request moves into the last attempt; earlier ones get a (cheap) clone.
+        let mut request = Some(request);
         // The method as an owned string only for errors.
-        let method = || request.method.to_string();
+        let method = || method_name.to_string();
         if chain.is_empty() {
             return Err(RouteError::UnknownMethod { method: method() });
         }
@@ -515,7 +519,13 @@ impl Router {
                 break;
             }
             entry.metrics.calls.bump();
-            let mut tier_request = request.clone();
+            let Some(mut tier_request) = (if position == last {
+                request.take()
+            } else {
+                request.clone()
+            }) else {
+                break;
+            };
             tier_request.meta.deadline = Some(deadline.into_std());
             let left = deadline.saturating_duration_since(now);
             // Earlier tiers used up part of the chain's deadline: running out of the rest is
@@ -580,7 +590,7 @@ impl Router {
                         // A tier handed only what earlier tiers left of the chain's deadline
                         // is not at fault for running out of it.
                         if !(timed_out && handed_leftover) {
-                            self.record_failure(index, &request.method, error.kind(), &error);
+                            self.record_failure(index, &method_name, error.kind(), &error);
                         } else {
                             entry.metrics.failure(error.kind());
                             if admission == Admission::Probe {
@@ -608,7 +618,7 @@ impl Router {
                     } else {
                         self.record_failure(
                             index,
-                            &request.method,
+                            &method_name,
                             DEADLINE_EXCEEDED,
                             &"the chain's deadline passed",
                         );
@@ -763,6 +773,10 @@ impl Chain {
 
     fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    fn count(&self) -> usize {
+        self.len + self.more.len()
     }
 
     fn iter(&self) -> impl Iterator<Item = &usize> {
