@@ -39,15 +39,19 @@ pub(crate) fn nightly_cargo() -> Command {
     command
 }
 
-/// Installs the nightly toolchain (minimal profile) when it is missing.
-pub(crate) fn ensure_nightly() -> Result<(), String> {
-    let has_nightly = nightly_cargo()
-        .arg("--version")
+/// Whether `cargo +nightly ARGS` runs and succeeds (its output discarded).
+fn nightly_succeeds(args: &[&str]) -> bool {
+    nightly_cargo()
+        .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
-        .is_ok_and(|s| s.success());
-    if has_nightly {
+        .is_ok_and(|s| s.success())
+}
+
+/// Installs the nightly toolchain (minimal profile) when it is missing.
+pub(crate) fn ensure_nightly() -> Result<(), String> {
+    if nightly_succeeds(&["--version"]) {
         return Ok(());
     }
     eprintln!("adding the nightly toolchain (rustup, minimal profile)");
@@ -62,14 +66,7 @@ pub(crate) fn ensure_nightly() -> Result<(), String> {
 
 fn ensure_miri() -> Result<(), String> {
     ensure_nightly()?;
-    let has_miri = || {
-        nightly_cargo()
-            .args(["miri", "--version"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
+    let has_miri = || nightly_succeeds(&["miri", "--version"]);
     if !has_miri() {
         eprintln!("miri: adding the nightly toolchain's miri and rust-src components (rustup)");
         let installed = cmd::run(Command::new("rustup").args([
