@@ -91,7 +91,6 @@ fn bench(c: &mut Criterion) {
 /// The tower `Service` path (`poll_ready` then `call`, which boxes the call's future) against
 /// calling the same pool, and the same router, directly.
 fn tower(c: &mut Criterion) {
-    use tower_service::Service;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
