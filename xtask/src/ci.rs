@@ -39,6 +39,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         if has_e2e() {
             steps.step("e2e", e2e)?;
         }
+        steps.step("nats (two hosts, one gateway)", || crate::nats::run(&[]))?;
         steps.step("mcp conformance", crate::conformance::run)?;
         Ok(())
     })();

@@ -102,6 +102,26 @@ enum Command {
         #[arg(long)]
         mcp_config: Option<PathBuf>,
     },
+    /// Serve this machine's pools to gateways on other machines, over NATS: each tier of the
+    /// config (or the one `--tier` names) becomes the NATS service `flowbalancer-<tier>`.
+    /// SIGTERM or SIGINT drains (no new calls, calls in flight finish).
+    Worker {
+        /// The NATS server, for example nats://127.0.0.1:4222 (tls://… for TLS).
+        #[arg(long, value_name = "URL")]
+        nats: String,
+        /// The config file (TOML) of the local pools; without one, the bundled workers.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Serve only this tier name (calls go through the local router, as with `call`).
+        #[arg(long, value_name = "NAME")]
+        tier: Option<String>,
+        /// An environment variable holding the NATS server's token.
+        #[arg(long, value_name = "VAR")]
+        token_env: Option<String>,
+        /// A NATS credentials file (.creds).
+        #[arg(long, value_name = "FILE")]
+        creds: Option<PathBuf>,
+    },
     /// Summarise tool output (ruff, flake8, mypy, tsc, eslint, pytest, cargo, a Python
     /// traceback): what failed, how often, and what to run next.
     Analyze {
@@ -440,9 +460,83 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 ExitCode::from(1)
             })
         }
+        Command::Worker {
+            nats,
+            config,
+            tier,
+            token_env,
+            creds,
+        } => {
+            let (config, note) = load_config(config.as_ref(), None, scratch.path())?;
+            let balancer = start_with(config, note, &logs).await?;
+            let served = worker_host(&balancer, &nats, tier, token_env, creds).await;
+            balancer.shutdown().await;
+            served.map(|()| ExitCode::SUCCESS)
+        }
         Command::Analyze { file, json } => analyze(&file, json),
         Command::Check { config, mcp_config } => Ok(check(config.as_ref(), mcp_config.as_ref())),
     }
+}
+
+/// `flowbalancer worker`: serves the balancer's tiers over NATS until a stop signal, then
+/// drains every service.
+async fn worker_host(
+    balancer: &Balancer,
+    url: &str,
+    tier: Option<String>,
+    token_env: Option<String>,
+    creds: Option<PathBuf>,
+) -> Result<(), String> {
+    let mut connect = flowbalancer_nats::ConnectConfig::new(url).name("flowbalancer worker host");
+    if let Some(variable) = token_env {
+        connect = connect.token_env(variable);
+    }
+    if let Some(creds) = creds {
+        connect = connect.creds(creds);
+    }
+    let client = flowbalancer_nats::connect(&connect)
+        .await
+        .map_err(|e| e.to_string())?;
+    let names = match tier {
+        Some(name) => vec![name],
+        None => balancer.router().tier_names(),
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut hosts = tokio::task::JoinSet::new();
+    for name in names {
+        let (client, router, stop) = (client.clone(), balancer.router().clone(), stop.clone());
+        eprintln!("flowbalancer: serving tier {name} over NATS at {url}");
+        hosts.spawn(async move {
+            flowbalancer_nats::serve_host(
+                client,
+                router,
+                flowbalancer_nats::HostConfig::new(name),
+                stop.cancelled_owned(),
+            )
+            .await
+        });
+    }
+    let mut result = Ok(());
+    tokio::select! {
+        () = stop_signal() => {}
+        Some(ended) = hosts.join_next() => {
+            // A host that ends on its own failed to start: stop the others.
+            result = match ended {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(error) => Err(error.to_string()),
+            };
+        }
+    }
+    stop.cancel();
+    while let Some(ended) = hosts.join_next().await {
+        if let Ok(Err(error)) = ended
+            && result.is_ok()
+        {
+            result = Err(error.to_string());
+        }
+    }
+    result
 }
 
 /// `flowbalancer analyze`: the summary of tool output read from `file` (or stdin for `-`).

@@ -224,6 +224,9 @@ impl Balancer {
                     pools.push(Box::new(pool.clone()));
                     router = add_tier(router, tier, pool);
                 }
+                TierPool::Nats(remote) => {
+                    router = add_tier(router, tier, remote);
+                }
             }
         }
         for (method, tier) in &config.routes.exact {
@@ -468,12 +471,13 @@ enum TierPool {
     ),
     Process(Pool<flowbalancer_pool::ProcessWorker>),
     Builtin(Pool<flowbalancer_pool::FnWorker>),
+    Nats(flowbalancer_nats::NatsTier),
 }
 
-fn add_tier<W: Worker>(
+fn add_tier(
     router: flowbalancer_tiers::RouterBuilder,
     tier: &TierConfig,
-    pool: Pool<W>,
+    pool: impl flowbalancer_tiers::Tier,
 ) -> flowbalancer_tiers::RouterBuilder {
     match &tier.methods {
         Some(methods) => router.tier_with_methods(&tier.name, pool, methods.clone()),
@@ -536,6 +540,33 @@ async fn start_tier(
         spec.hello_timeout(tier.hello_timeout())
     };
     match &tier.workers {
+        WorkersConfig::Nats(nats) => {
+            let mut connect = flowbalancer_nats::ConnectConfig::new(&nats.url)
+                .name(format!("flowbalancer gateway, tier {}", tier.name));
+            if let Some(variable) = &nats.token_env {
+                connect = connect.token_env(variable);
+            }
+            if let Some(creds) = &nats.creds {
+                connect = connect.creds(creds);
+            }
+            let remote = nats.tier.clone().unwrap_or_else(|| tier.name.clone());
+            let client = flowbalancer_nats::connect(&connect)
+                .await
+                .map_err(|e| Error::Nats {
+                    tier: tier.name.clone(),
+                    source: e,
+                })?;
+            let remote_tier = flowbalancer_nats::NatsTier::new(client, remote)
+                .await
+                .map_err(|e| Error::Nats {
+                    tier: tier.name.clone(),
+                    source: e,
+                })?;
+            if remote_tier.instances().is_empty() {
+                tracing::warn!(tier = %tier.name, "no NATS host serves this tier yet; calls fall back until one does");
+            }
+            Ok(TierPool::Nats(remote_tier))
+        }
         WorkersConfig::Builtin(tools) => Ok(TierPool::Builtin(
             build(builtin::factory(tools), tier, config, scope).await?,
         )),

@@ -153,6 +153,37 @@ pub enum WorkersConfig {
     /// A streamable-HTTP MCP server (`http://host:port/mcp`): each worker is one client
     /// session there; `headers` are sent with every request.
     McpUrl(String),
+    /// Every host serving a tier over NATS (`flowbalancer worker --nats …`), as this tier.
+    Nats(NatsWorkersConfig),
+}
+
+/// A remote tier over NATS: `workers = { nats = { url = "nats://host:4222", tier = "warm" } }`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct NatsWorkersConfig {
+    /// The NATS server: `nats://host:4222`, or `tls://host:4222` for TLS.
+    pub url: String,
+    /// The tier name the hosts serve (default: this tier's name).
+    #[serde(default)]
+    pub tier: Option<String>,
+    /// An environment variable holding the server's token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// A NATS credentials file (`.creds`: JWT and nkey seed).
+    #[serde(default)]
+    pub creds: Option<PathBuf>,
+}
+
+impl NatsWorkersConfig {
+    /// The hosts of tier `tier` behind the server at `url`.
+    pub fn new(url: impl Into<String>, tier: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            tier: Some(tier.into()),
+            ..Self::default()
+        }
+    }
 }
 
 impl WorkersConfig {
@@ -693,6 +724,23 @@ impl Config {
                         "{url:?}: only http:// URLs are served (for https, put a TLS-terminating proxy in front)"
                     ),
                 ),
+                WorkersConfig::Nats(nats) => {
+                    if !(nats.url.starts_with("nats://") || nats.url.starts_with("tls://")) {
+                        problem(
+                            format!("{at}.workers.nats.url"),
+                            format!("{:?}: a NATS URL starts with nats:// or tls://", nats.url),
+                        );
+                    }
+                    let remote = nats.tier.as_deref().unwrap_or(&tier.name);
+                    if !flowbalancer_nats::wire::is_valid_tier_name(remote) {
+                        problem(
+                            format!("{at}.workers.nats.tier"),
+                            format!(
+                                "{remote:?}: a NATS tier name has only letters, digits, - and _"
+                            ),
+                        );
+                    }
+                }
                 WorkersConfig::Builtin(tools) => {
                     for tool in tools {
                         if !crate::builtin::NAMES.contains(&tool.as_str()) {

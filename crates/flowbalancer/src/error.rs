@@ -35,6 +35,14 @@ pub enum Error {
     /// A lifecycle scope refused a resource.
     #[error(transparent)]
     Scope(#[from] flowbalancer_lifecycle::ScopeError),
+    /// A NATS tier could not start.
+    #[error("tier {tier}: {source}")]
+    Nats {
+        /// The tier.
+        tier: String,
+        /// What went wrong.
+        source: flowbalancer_nats::NatsError,
+    },
     /// The bus refused a queue or topic.
     #[cfg(feature = "bus")]
     #[error(transparent)]

