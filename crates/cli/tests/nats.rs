@@ -144,7 +144,7 @@ max_in_flight = 16
     }
     let client = client.expect("the NATS server came up");
     let mut host_a = start_host(&url, &config, &dir.path().join("a"));
-    let _host_b = start_host(&url, &config, &dir.path().join("b"));
+    let mut host_b = start_host(&url, &config, &dir.path().join("b"));
 
     let tier = NatsTier::new(client.clone(), "remote").await.expect("tier");
     let router = Router::builder()
@@ -247,4 +247,63 @@ max_in_flight = 16
         }
     }
     assert!(seen, "the restarted host took no call");
+
+    // SIGTERM drains a host: the calls it runs finish, then it leaves. (A call lost with its
+    // host would also be answered, by the retry after 3 s of silence: the time tells them
+    // apart.)
+    let started = Instant::now();
+    let mut slow = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let router = Arc::clone(&router);
+        slow.spawn(async move {
+            router
+                .call_request(
+                    Request::new("sleep", json!({"ms": 1500})),
+                    Some(Duration::from_secs(30)),
+                )
+                .await
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let terminated = Command::new("kill")
+        .args(["-TERM", &host_b.0.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(terminated.success());
+    while let Some(call) = slow.join_next().await {
+        call.expect("join")
+            .expect("a call of the draining host finished");
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(2900),
+        "the calls took {:?}: the draining host dropped some",
+        started.elapsed()
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while host_b.0.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "the drained host did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The gateway's own config: a tier of NATS hosts, through `flowbalancer call`.
+    let gateway = dir.path().join("gateway.toml");
+    std::fs::write(
+        &gateway,
+        format!(
+            "[[tiers]]\nname = \"remote\"\nworkers = {{ nats = {{ url = \"{url}\", tier = \"remote\" }} }}\n"
+        ),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_flowbalancer"))
+        .args(["call", "echo", r#"{"text": "over nats"}"#, "--config"])
+        .arg(&gateway)
+        .env("XDG_STATE_HOME", dir.path().join("g"))
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("flowbalancer call");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("over nats") && stdout.contains("remote"),
+        "{output:?}"
+    );
 }

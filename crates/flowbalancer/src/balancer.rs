@@ -54,7 +54,7 @@ impl<W: Worker> ManagedPool for Pool<W> {
 pub struct BalancerStats {
     /// Per tier: routing metrics.
     pub tiers: Vec<TierStats>,
-    /// Per tier: its pool.
+    /// Per tier with local workers: its pool (a NATS tier has none here).
     pub pools: Vec<PoolStats>,
     /// Live sessions.
     pub sessions: usize,
@@ -127,6 +127,8 @@ pub struct Balancer {
     changes: flowbalancer_bus::Topic<ListChanged>,
     router: Router,
     pools: Vec<Box<dyn ManagedPool>>,
+    /// Per tier, in config order: what says whether it is ready.
+    readiness: Vec<(String, Readiness)>,
     telemetry: Option<Telemetry>,
     sessions: Arc<SessionManager>,
     scope: Scope,
@@ -186,6 +188,7 @@ impl Balancer {
                 .base_cooldown(config.breaker.cooldown),
         );
         let mut pools: Vec<Box<dyn ManagedPool>> = Vec::new();
+        let mut readiness = Vec::new();
         // Start the tiers concurrently: a slow tier does not delay the others.
         let starts: Vec<_> = config
             .tiers
@@ -203,7 +206,15 @@ impl Balancer {
         }
         let mut mcp = Vec::new();
         for (tier, result) in config.tiers.iter().zip(results) {
-            match result? {
+            let result = result?;
+            readiness.push((
+                tier.name.clone(),
+                match &result {
+                    TierPool::Nats(remote) => Readiness::Remote(remote.clone()),
+                    _ => Readiness::Pool(pools.len()),
+                },
+            ));
+            match result {
                 TierPool::Mcp(pool, catalog) => {
                     if !pool.has_live_worker() {
                         tracing::warn!(tier = %tier.name, error = pool.last_start_error().unwrap_or_default(), "no instance of this MCP server started; retrying in the background while the other tiers serve");
@@ -296,6 +307,7 @@ impl Balancer {
             config,
             router,
             pools,
+            readiness,
             telemetry,
             sessions,
             scope,
@@ -357,11 +369,21 @@ impl Balancer {
     /// Per tier, in config order: ready (a worker is running), or why not (the last start
     /// error). For `/readyz`.
     pub fn readiness(&self) -> Vec<(String, Result<(), String>)> {
-        self.config
-            .tiers
+        self.readiness
             .iter()
-            .zip(&self.pools)
-            .map(|(tier, pool)| (tier.name.clone(), pool.readiness()))
+            .map(|(tier, check)| {
+                let ready = match check {
+                    Readiness::Pool(index) => self
+                        .pools
+                        .get(*index)
+                        .map_or_else(|| Err("no pool".to_string()), |pool| pool.readiness()),
+                    Readiness::Remote(remote) if remote.instances().is_empty() => {
+                        Err("no NATS host serves this tier".to_string())
+                    }
+                    Readiness::Remote(_) => Ok(()),
+                };
+                (tier.clone(), ready)
+            })
             .collect()
     }
 
@@ -462,6 +484,14 @@ impl Balancer {
         }
         report
     }
+}
+
+/// How a tier says it is ready.
+enum Readiness {
+    /// Its pool, by index in `Balancer::pools`.
+    Pool(usize),
+    /// A NATS tier: ready while some host serves it.
+    Remote(flowbalancer_nats::NatsTier),
 }
 
 enum TierPool {

@@ -59,6 +59,7 @@ struct Counters {
     calls: AtomicU64,
     failures: AtomicU64,
     cancelled: AtomicU64,
+    in_flight: AtomicU64,
 }
 
 /// Serves `router` as tier `config.tier` on `client` until `stop` resolves, then drains:
@@ -94,6 +95,7 @@ pub async fn serve_host(
     let tools = serde_json::to_string(&router.tools()).unwrap_or_else(|_| "[]".into());
     let counters = Arc::new(Counters::default());
     let stats_counters = Arc::clone(&counters);
+    let capacity = config.capacity;
     let service = async_nats::service::ServiceExt::service_builder(&client)
         .description(format!("flowbalancer workers of tier {tier}"))
         .metadata(HashMap::from([
@@ -107,6 +109,8 @@ pub async fn serve_host(
                 "calls": stats_counters.calls.load(Ordering::Relaxed),
                 "failures": stats_counters.failures.load(Ordering::Relaxed),
                 "cancelled": stats_counters.cancelled.load(Ordering::Relaxed),
+                "in_flight": stats_counters.in_flight.load(Ordering::Relaxed),
+                "capacity": capacity,
             })
         })
         .start(wire::service_name(&tier), env!("CARGO_PKG_VERSION"))
@@ -201,7 +205,15 @@ impl Call {
             .map(Duration::from_millis);
         let session = header(headers, wire::SESSION);
         let progress = header(headers, wire::PROGRESS);
+        let trace = header(headers, wire::TRACEPARENT);
+        tracing::debug!(
+            call = id.as_deref().unwrap_or(""),
+            traceparent = trace.as_deref().unwrap_or(""),
+            "call from a gateway"
+        );
         self.counters.calls.fetch_add(1, Ordering::Relaxed);
+        self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _in_flight = InFlight(&self.counters);
         let answer = match serde_json::from_slice::<CallBody>(&request.message.payload) {
             Err(e) => Answer::Error(RemoteError {
                 kind: "bad_params".into(),
@@ -245,6 +257,15 @@ impl Call {
         {
             tracing::debug!(%error, "the answer could not be sent (the gateway is gone?)");
         }
+    }
+}
+
+/// Counts a call out of `in_flight` when it ends (answered or aborted).
+struct InFlight<'a>(&'a Counters);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -24,6 +24,11 @@ use flowbalancer_tiers::{ErrorClass, TierError};
 pub use host::{HostConfig, serve_host};
 pub use tier::NatsTier;
 
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// How to reach the NATS server.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]

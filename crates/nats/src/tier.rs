@@ -135,6 +135,7 @@ impl NatsTier {
             .map_err(|e| NatsError::Subscribe(e.to_string()))?;
         let mut headers = HeaderMap::new();
         headers.insert(wire::CALL_ID, id.as_str());
+        headers.insert(wire::TRACEPARENT, traceparent().as_str());
         headers.insert(wire::PROGRESS, progress_subject.as_str());
         if let Some(session) = &request.meta.session {
             headers.insert(wire::SESSION, session.as_ref());
@@ -294,6 +295,17 @@ impl Tier for NatsTier {
     fn tools(&self) -> Vec<ToolSpec> {
         self.inner.known.read().tools.clone()
     }
+}
+
+/// A fresh W3C trace context (`00-<trace id>-<span id>-01`), so that the gateway's and the
+/// host's logs of one call can be matched.
+fn traceparent() -> String {
+    use std::hash::BuildHasher;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let random = std::collections::hash_map::RandomState::new();
+    let word = |salt: u64| random.hash_one((n, salt)).max(1);
+    format!("00-{:016x}{:016x}-{:016x}-01", word(1), word(2), word(3))
 }
 
 /// A stable number for an instance id (for `Response::worker`).
