@@ -571,8 +571,11 @@ async fn start_tier(
     };
     match &tier.workers {
         WorkersConfig::Nats(nats) => {
+            // A server that is down must not keep the other tiers from serving: the tier is
+            // unavailable (the router falls back) until the connection comes up.
             let mut connect = flowbalancer_nats::ConnectConfig::new(&nats.url)
-                .name(format!("flowbalancer gateway, tier {}", tier.name));
+                .name(format!("flowbalancer gateway, tier {}", tier.name))
+                .keep_trying(true);
             if let Some(variable) = &nats.token_env {
                 connect = connect.token_env(variable);
             }

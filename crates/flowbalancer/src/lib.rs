@@ -10,6 +10,7 @@
 //! | [`pool`] | `flowbalancer-pool` | worker pools that survive their workers |
 //! | [`mcp`] | `flowbalancer-mcp` | stdio MCP servers as pool workers |
 //! | [`tiers`] | `flowbalancer-tiers` | method routing with honest fallback |
+//! | [`nats`] | `flowbalancer-nats` | a tier's workers on other machines, over NATS |
 //! | [`telemetry`] | `flowbalancer-telemetry` | bounded, deduplicated, rotating event log |
 //!
 //! and adds [`Balancer`], built from a TOML [`Config`]: tiers of worker pools (processes
@@ -25,6 +26,8 @@ pub use flowbalancer_ringbuf as ringbuf;
 pub use flowbalancer_lifecycle as lifecycle;
 #[cfg(feature = "balancer")]
 pub use flowbalancer_mcp as mcp;
+#[cfg(feature = "balancer")]
+pub use flowbalancer_nats as nats;
 #[cfg(feature = "balancer")]
 pub use flowbalancer_pool as pool;
 #[cfg(feature = "balancer")]
@@ -51,8 +54,8 @@ mod session;
 pub use balancer::{Balancer, BalancerStats, LIST_CHANGED_TOPIC, ListChanged, McpTier};
 #[cfg(feature = "balancer")]
 pub use config::{
-    BreakerSettings, Config, ConfigProblem, HttpConfig, Isolation, RoutesConfig, SessionsConfig,
-    TelemetryConfig, TierConfig, ToolsConfig, WorkersConfig,
+    BreakerSettings, Config, ConfigProblem, HttpConfig, Isolation, NatsWorkersConfig, RoutesConfig,
+    SessionsConfig, TelemetryConfig, TierConfig, ToolsConfig, WorkersConfig,
 };
 #[cfg(feature = "balancer")]
 pub use error::Error;

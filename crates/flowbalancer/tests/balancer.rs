@@ -85,6 +85,85 @@ fn config_errors_name_their_location() {
     assert!(unknown_key.contains("speed"), "{unknown_key}");
 }
 
+#[test]
+fn nats_tiers_are_checked_where_they_are_declared() {
+    let config = Config::from_toml(
+        r#"
+        [[tiers]]
+        name = "warm"
+        workers = { nats = { url = "nats://10.0.0.5:4222", token_env = "NATS_TOKEN" } }
+        "#,
+    )
+    .unwrap();
+    let flowbalancer::WorkersConfig::Nats(nats) = &config.tiers[0].workers else {
+        panic!("{:?}", config.tiers[0].workers)
+    };
+    assert_eq!(nats.url, "nats://10.0.0.5:4222");
+    assert_eq!(nats.tier, None, "the tier's own name by default");
+    assert_eq!(nats.token_env.as_deref(), Some("NATS_TOKEN"));
+    let bad = Config::from_toml(
+        r#"
+        [[tiers]]
+        name = "a"
+        workers = { nats = { url = "http://10.0.0.5:4222" } }
+        [[tiers]]
+        name = "b"
+        workers = { nats = { url = "nats://x:4222", tier = "has.dot" } }
+        "#,
+    )
+    .unwrap_err();
+    let Error::Config { problems } = bad else {
+        panic!()
+    };
+    let locations: Vec<&str> = problems.iter().map(|p| p.location.as_str()).collect();
+    assert_eq!(
+        locations,
+        ["tiers[0].workers.nats.url", "tiers[1].workers.nats.tier"]
+    );
+    let unknown = Config::from_toml(
+        "[[tiers]]\nname = \"a\"\nworkers = { nats = { url = \"nats://x:1\", durable = 1 } }\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(unknown.contains("durable"), "{unknown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_tier_whose_server_is_down_is_unready_and_the_router_falls_back() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    let config = Config::from_toml(&format!(
+        "[[tiers]]\nname = \"remote\"\nworkers = {{ nats = {{ url = \"nats://127.0.0.1:{port}\" }} }}\n\
+         [[tiers]]\nname = \"local\"\nworkers = {{ builtin = [\"echo\"] }}\nsize = 1\n\
+         [telemetry]\nenabled = false\n"
+    ))
+    .unwrap();
+    let balancer = tokio::time::timeout(Duration::from_secs(10), Balancer::from_config(config))
+        .await
+        .expect("the start does not wait for the NATS server")
+        .expect("starts");
+    let readiness = balancer.readiness();
+    assert_eq!(readiness[0].0, "remote");
+    assert!(readiness[0].1.is_err(), "{readiness:?}");
+    assert_eq!(readiness[1], ("local".to_string(), Ok(())));
+    let routed = balancer
+        .call("echo", json!({"text": "hi"}), CallOptions::default())
+        .await
+        .expect("the local tier serves");
+    assert_eq!(routed.tier, "local");
+    // The NATS tier was skipped at once, as unavailable (no waiting for a host).
+    assert_eq!(routed.attempts.len(), 1, "{:?}", routed.attempts);
+    let attempt = serde_json::to_value(&routed.attempts[0]).unwrap();
+    assert_eq!(attempt["outcome"], "skipped", "{attempt}");
+    assert!(
+        routed.attempts[0].elapsed < Duration::from_secs(1),
+        "{attempt}"
+    );
+    balancer.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn builtin_tiers_route_and_fall_back() {
     let config = Config::from_toml(

@@ -41,6 +41,9 @@ pub struct ConnectConfig {
     pub creds: Option<PathBuf>,
     /// The connection's name, as the server shows it.
     pub name: Option<String>,
+    /// Return at once when the server is not reachable yet, and keep connecting in the
+    /// background (a gateway's other tiers serve meanwhile); default false (fail).
+    pub keep_trying: bool,
 }
 
 impl ConnectConfig {
@@ -61,6 +64,13 @@ impl ConnectConfig {
     /// The same config with a credentials file.
     pub fn creds(mut self, path: impl Into<PathBuf>) -> Self {
         self.creds = Some(path.into());
+        self
+    }
+
+    /// The same config, returning at once and connecting in the background when the server
+    /// is not reachable yet.
+    pub fn keep_trying(mut self, yes: bool) -> Self {
+        self.keep_trying = yes;
         self
     }
 
@@ -93,6 +103,9 @@ pub async fn connect(config: &ConnectConfig) -> Result<async_nats::Client, NatsE
             .credentials_file(path)
             .await
             .map_err(|e| NatsError::Credentials(format!("{}: {e}", path.display())))?;
+    }
+    if config.keep_trying {
+        options = options.retry_on_initial_connect();
     }
     options
         .connect(config.url.as_str())
@@ -132,6 +145,12 @@ pub enum NatsError {
     /// A subscription failed.
     #[error("NATS subscription: {0}")]
     Subscribe(String),
+    /// The gateway is not connected to the NATS server (down, or not up yet).
+    #[error("not connected to the NATS server of tier {tier}")]
+    Disconnected {
+        /// The tier.
+        tier: String,
+    },
     /// No host serves the tier.
     #[error("no host serves tier {tier} over NATS")]
     NoResponders {
@@ -159,7 +178,9 @@ impl TierError for NatsError {
     fn class(&self) -> ErrorClass {
         match self {
             NatsError::Remote(RemoteFailure(error)) => error.error_class(),
-            NatsError::NoResponders { .. } | NatsError::Connect { .. } => ErrorClass::Unavailable,
+            NatsError::NoResponders { .. }
+            | NatsError::Disconnected { .. }
+            | NatsError::Connect { .. } => ErrorClass::Unavailable,
             _ => ErrorClass::Retryable,
         }
     }
@@ -167,7 +188,7 @@ impl TierError for NatsError {
     fn kind(&self) -> &'static str {
         match self {
             NatsError::Remote(RemoteFailure(error)) => remote_kind(&error.kind),
-            NatsError::NoResponders { .. } => "no_workers",
+            NatsError::NoResponders { .. } | NatsError::Disconnected { .. } => "no_workers",
             NatsError::HostLost { .. } => "crashed",
             NatsError::Connect { .. } => "unavailable",
             NatsError::Protocol(_) => "protocol_violation",

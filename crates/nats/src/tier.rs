@@ -195,6 +195,13 @@ impl NatsTier {
 
     async fn run(&self, request: Request) -> Result<Response, NatsError> {
         let inner = &*self.inner;
+        // Not connected (the server is down or not up yet): nothing can answer; say so at
+        // once, so the router moves on.
+        if inner.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(NatsError::Disconnected {
+                tier: inner.tier.clone(),
+            });
+        }
         let body = Bytes::from(
             serde_json::to_vec(&CallBody {
                 method: request.method.to_string(),
@@ -341,6 +348,9 @@ impl Drop for CancelOnDrop {
 /// Asks every host of the tier for its service info, for a short window.
 async fn discover(inner: &Inner) {
     let client = &inner.client;
+    if client.connection_state() != async_nats::connection::State::Connected {
+        return;
+    }
     let inbox = client.new_inbox();
     let Ok(mut answers) = client.subscribe(inbox.clone()).await else {
         return;
