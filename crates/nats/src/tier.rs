@@ -22,6 +22,8 @@ const HOST_SILENCE: Duration = Duration::from_secs(3);
 const EJECTION: Duration = Duration::from_secs(30);
 /// How long discovery listens for `$SRV.INFO` answers.
 const DISCOVERY_WINDOW: Duration = Duration::from_millis(300);
+/// How long a new tier waits for a client that is still connecting.
+const CONNECT_WAIT: Duration = Duration::from_secs(2);
 /// How often the hosts are discovered again.
 const REDISCOVERY: Duration = Duration::from_secs(2);
 
@@ -95,6 +97,14 @@ impl NatsTier {
             known: RwLock::new(Known::default()),
             next_call: AtomicU64::new(1),
         });
+        // A client still connecting (`keep_trying`): give it a moment, so that a server that is
+        // up is used from the first call; one that is down leaves the tier unavailable.
+        let connecting_until = tokio::time::Instant::now() + CONNECT_WAIT;
+        while inner.client.connection_state() != async_nats::connection::State::Connected
+            && tokio::time::Instant::now() < connecting_until
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         discover(&inner).await;
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
