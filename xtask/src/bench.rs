@@ -41,7 +41,16 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             "the Python peers are not available ({error}); their rows are reported as not run"
         );
     }
+    // The NATS bench's server.
+    let nats_server = crate::nats::nats_server()
+        .map_err(|error| {
+            eprintln!("nats-server is not available ({error}); the NATS bench is skipped")
+        })
+        .ok();
     let mut command = cmd::cargo();
+    if let Some(server) = &nats_server {
+        command.env("NATS_SERVER", server);
+    }
     command.args(["bench", "-p", "flowbalancer-benches", "--benches", "--"]);
     if quick {
         command.arg("--quick");

@@ -278,7 +278,11 @@ async fn heartbeats(
         return std::future::pending().await;
     };
     let beat = serde_json::to_vec(&Notice::Heartbeat).unwrap_or_default();
-    let mut tick = tokio::time::interval(wire::HEARTBEAT);
+    // The first beat after one period: a quick call sends none.
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + wire::HEARTBEAT,
+        wire::HEARTBEAT,
+    );
     loop {
         tick.tick().await;
         let _ = client

@@ -46,6 +46,22 @@ struct Inner {
     tier: String,
     known: RwLock<Known>,
     next_call: AtomicU64,
+    /// The subject prefix of this tier's progress subscription, once made.
+    notices: tokio::sync::OnceCell<String>,
+    /// Calls waiting for progress and heartbeats, by call id.
+    listening: parking_lot::Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<Notice>>>,
+}
+
+/// Stops routing a call's notices when the call ends.
+struct Listening<'a> {
+    inner: &'a Inner,
+    id: String,
+}
+
+impl Drop for Listening<'_> {
+    fn drop(&mut self) {
+        self.inner.listening.lock().remove(&self.id);
+    }
 }
 
 /// A tier whose workers are all the hosts serving `tier` over NATS
@@ -96,6 +112,8 @@ impl NatsTier {
             tier,
             known: RwLock::new(Known::default()),
             next_call: AtomicU64::new(1),
+            notices: tokio::sync::OnceCell::new(),
+            listening: parking_lot::Mutex::new(HashMap::new()),
         });
         // A client still connecting (`keep_trying`): give it a moment, so that a server that is
         // up is used from the first call; one that is down leaves the tier unavailable.
@@ -124,6 +142,40 @@ impl NatsTier {
         names
     }
 
+    /// The prefix of the subjects on which hosts send this tier's calls their progress and
+    /// heartbeats: one wildcard subscription for every call, made on first use.
+    async fn notices_prefix(&self) -> Result<&str, NatsError> {
+        let inner = &self.inner;
+        inner
+            .notices
+            .get_or_try_init(|| async {
+                let prefix = inner.client.new_inbox();
+                let mut subscription = inner
+                    .client
+                    .subscribe(format!("{prefix}.*"))
+                    .await
+                    .map_err(|e| NatsError::Subscribe(e.to_string()))?;
+                let weak = Arc::downgrade(inner);
+                tokio::spawn(async move {
+                    while let Some(message) = subscription.next().await {
+                        let Some(inner) = weak.upgrade() else { return };
+                        let Some(id) = message.subject.rsplit('.').next() else {
+                            continue;
+                        };
+                        let Ok(notice) = serde_json::from_slice::<Notice>(&message.payload) else {
+                            continue;
+                        };
+                        if let Some(call) = inner.listening.lock().get(id) {
+                            let _ = call.send(notice);
+                        }
+                    }
+                });
+                Ok(prefix)
+            })
+            .await
+            .map(String::as_str)
+    }
+
     /// Sends one attempt to `subject`; `Ok(None)` when its host fell silent.
     async fn attempt(
         &self,
@@ -138,11 +190,16 @@ impl NatsTier {
             client.new_inbox().rsplit('.').next().unwrap_or("c"),
             inner.next_call.fetch_add(1, Ordering::Relaxed)
         );
-        let progress_subject = client.new_inbox();
-        let mut notices = client
-            .subscribe(progress_subject.clone())
-            .await
-            .map_err(|e| NatsError::Subscribe(e.to_string()))?;
+        // Progress and heartbeats come on `<prefix>.<call id>`, through the tier's one
+        // wildcard subscription.
+        let prefix = self.notices_prefix().await?;
+        let progress_subject = format!("{prefix}.{id}");
+        let (notify, mut notices) = tokio::sync::mpsc::unbounded_channel();
+        inner.listening.lock().insert(id.clone(), notify);
+        let _listening = Listening {
+            inner,
+            id: id.clone(),
+        };
         let mut headers = HeaderMap::new();
         headers.insert(wire::CALL_ID, id.as_str());
         headers.insert(wire::TRACEPARENT, traceparent().as_str());
@@ -172,11 +229,9 @@ impl NatsTier {
             let silence = tokio::time::sleep_until(last_heard + HOST_SILENCE);
             tokio::select! {
                 answer = &mut answer => break answer,
-                notice = notices.next() => {
+                notice = notices.recv() => {
                     last_heard = tokio::time::Instant::now();
-                    if let Some(message) = notice
-                        && let Ok(Notice::Progress { progress, total, message }) =
-                            serde_json::from_slice::<Notice>(&message.payload)
+                    if let Some(Notice::Progress { progress, total, message }) = notice
                         && let Some(sink) = &request.meta.progress
                     {
                         sink.report(Progress { progress, total, message });
