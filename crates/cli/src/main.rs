@@ -121,6 +121,10 @@ enum Command {
         /// A NATS credentials file (.creds).
         #[arg(long, value_name = "FILE")]
         creds: Option<PathBuf>,
+        /// Also take the tiers' durable jobs (JetStream work queues made by gateways whose
+        /// tier says `durable = true`).
+        #[arg(long)]
+        durable: bool,
     },
     /// Summarise tool output (ruff, flake8, mypy, tsc, eslint, pytest, cargo, a Python
     /// traceback): what failed, how often, and what to run next.
@@ -466,10 +470,11 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             tier,
             token_env,
             creds,
+            durable,
         } => {
             let (config, note) = load_config(config.as_ref(), None, scratch.path())?;
             let balancer = start_with(config, note, &logs).await?;
-            let served = worker_host(&balancer, &nats, tier, token_env, creds).await;
+            let served = worker_host(&balancer, &nats, tier, token_env, creds, durable).await;
             balancer.shutdown().await;
             served.map(|()| ExitCode::SUCCESS)
         }
@@ -486,6 +491,7 @@ async fn worker_host(
     tier: Option<String>,
     token_env: Option<String>,
     creds: Option<PathBuf>,
+    durable: bool,
 ) -> Result<(), String> {
     let mut connect = flowbalancer_nats::ConnectConfig::new(url).name("flowbalancer worker host");
     if let Some(variable) = token_env {
@@ -510,7 +516,7 @@ async fn worker_host(
             flowbalancer_nats::serve_host(
                 client,
                 router,
-                flowbalancer_nats::HostConfig::new(name),
+                flowbalancer_nats::HostConfig::new(name).durable(durable),
                 stop.cancelled_owned(),
             )
             .await

@@ -48,10 +48,15 @@ fn free_port() -> u16 {
 }
 
 fn start_host(url: &str, config: &Path, state: &Path) -> Guard {
+    start_host_with(url, config, state, &[])
+}
+
+fn start_host_with(url: &str, config: &Path, state: &Path, extra: &[&str]) -> Guard {
     Guard(
         Command::new(env!("CARGO_BIN_EXE_flowbalancer"))
             .args(["worker", "--nats", url, "--tier", "remote", "--config"])
             .arg(config)
+            .args(extra)
             .env("XDG_STATE_HOME", state)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
@@ -84,6 +89,12 @@ async fn pid(router: &Router, session: Option<&str>) -> u64 {
 
 /// The `cancelled` counts every host reports in `$SRV.STATS`.
 async fn cancelled_at_hosts(client: &async_nats::Client) -> u64 {
+    stat_at_hosts(client, "cancelled").await
+}
+
+/// The sum of the stats field `field` over every host's `$SRV.STATS` (the counts are the
+/// host's, repeated on each of its two endpoints: halved).
+async fn stat_at_hosts(client: &async_nats::Client, field: &str) -> u64 {
     use futures_util::StreamExt;
     let inbox = client.new_inbox();
     let mut answers = client.subscribe(inbox.clone()).await.expect("subscribe");
@@ -99,13 +110,14 @@ async fn cancelled_at_hosts(client: &async_nats::Client) -> u64 {
             Some(answer) = answers.next() => {
                 let stats: serde_json::Value = serde_json::from_slice(&answer.payload).expect("stats");
                 for endpoint in stats["endpoints"].as_array().into_iter().flatten() {
-                    total += endpoint["data"]["cancelled"].as_u64().unwrap_or(0);
+                    total += endpoint["data"][field].as_u64().unwrap_or(0);
                 }
             }
             () = &mut window => break,
         }
     }
-    total
+    // Each host reports its counts on both of its endpoints.
+    total / 2
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,4 +318,88 @@ max_in_flight = 16
         output.status.success() && stdout.contains("over nats") && stdout.contains("remote"),
         "{output:?}"
     );
+}
+
+/// A nats-server with JetStream on a free port, and a client of it.
+async fn jetstream_server(dir: &Path) -> (Guard, String, async_nats::Client) {
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let server = Guard(
+        Command::new(nats_server())
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir.join("jetstream"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server"),
+    );
+    for _ in 0..50 {
+        if let Ok(client) = flowbalancer_nats::connect(&ConnectConfig::new(&url)).await {
+            return (server, url, client);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the NATS server did not come up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: cargo xtask nats installs it and runs this"]
+async fn a_durable_tier_keeps_long_jobs_and_redelivers_those_whose_host_died() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url, client) = jetstream_server(dir.path()).await;
+    let config = dir.path().join("host.toml");
+    std::fs::write(
+        &config,
+        "[[tiers]]\nname = \"local\"\nworkers = { builtin = [\"echo\", \"sleep\"] }\nsize = 2\n",
+    )
+    .unwrap();
+    // ack_wait 2 s, 3 deliveries at most.
+    let tier = NatsTier::durable(client.clone(), "remote", Duration::from_secs(2), 3)
+        .await
+        .expect("the durable queue");
+    let router = Router::builder()
+        .tier("remote", tier.clone())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("router");
+    let mut host_a = start_host_with(&url, &config, &dir.path().join("a"), &["--durable"]);
+    wait_for("host a discovered", || tier.instances().len() == 1).await;
+
+    // A job runs and answers.
+    let routed = router
+        .call_request(Request::new("echo", json!({"text": "job"})), None)
+        .await
+        .expect("a job answered");
+    assert_eq!(routed.payload().to_json(), json!({"text": "job"}));
+
+    // A job longer than ack_wait stays with its host (AckProgress): delivered once.
+    let before = stat_at_hosts(&client, "calls").await;
+    router
+        .call_request(Request::new("sleep", json!({"ms": 5000})), None)
+        .await
+        .expect("a long job answered");
+    assert_eq!(
+        stat_at_hosts(&client, "calls").await,
+        before + 1,
+        "the long job was delivered again while it ran"
+    );
+
+    // Its host killed with -9 during a job: the job is delivered again, to another host.
+    let job = {
+        let router = router.clone();
+        tokio::spawn(async move {
+            router
+                .call_request(Request::new("sleep", json!({"ms": 1000})), None)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    host_a.0.kill().expect("kill -9");
+    let _ = host_a.0.wait();
+    let _host_b = start_host_with(&url, &config, &dir.path().join("b"), &["--durable"]);
+    let answered = tokio::time::timeout(Duration::from_secs(20), job)
+        .await
+        .expect("the job was delivered again within 20 s")
+        .expect("join");
+    answered.expect("the redelivered job answered");
 }

@@ -589,12 +589,21 @@ async fn start_tier(
                     tier: tier.name.clone(),
                     source: e,
                 })?;
-            let remote_tier = flowbalancer_nats::NatsTier::new(client, remote)
+            let remote_tier = if nats.durable {
+                flowbalancer_nats::NatsTier::durable(
+                    client,
+                    remote,
+                    tier.call_timeout,
+                    nats.retries.saturating_add(1),
+                )
                 .await
-                .map_err(|e| Error::Nats {
-                    tier: tier.name.clone(),
-                    source: e,
-                })?;
+            } else {
+                flowbalancer_nats::NatsTier::new(client, remote).await
+            }
+            .map_err(|e| Error::Nats {
+                tier: tier.name.clone(),
+                source: e,
+            })?;
             if remote_tier.instances().is_empty() {
                 tracing::warn!(tier = %tier.name, "no NATS host serves this tier yet; calls fall back until one does");
             }

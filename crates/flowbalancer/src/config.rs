@@ -173,6 +173,18 @@ pub struct NatsWorkersConfig {
     /// A NATS credentials file (`.creds`: JWT and nkey seed).
     #[serde(default)]
     pub creds: Option<PathBuf>,
+    /// Calls are jobs on a JetStream work queue (long, idempotent jobs): a job whose host dies
+    /// is delivered again after the tier's `call_timeout` (hosts keep their jobs alive with
+    /// AckProgress while they run). The hosts run `flowbalancer worker --durable`.
+    #[serde(default)]
+    pub durable: bool,
+    /// Durable tiers: deliveries after the first, at most (default 2).
+    #[serde(default = "default_nats_retries")]
+    pub retries: u32,
+}
+
+fn default_nats_retries() -> u32 {
+    2
 }
 
 impl NatsWorkersConfig {
@@ -181,6 +193,7 @@ impl NatsWorkersConfig {
         Self {
             url: url.into(),
             tier: Some(tier.into()),
+            retries: default_nats_retries(),
             ..Self::default()
         }
     }

@@ -28,6 +28,9 @@ pub struct HostConfig {
     pub capacity: usize,
     /// How long a drain lets calls in flight finish.
     pub drain_grace: Duration,
+    /// Also take the tier's durable jobs (its JetStream work queue, made by a gateway whose
+    /// tier says `durable = true`).
+    pub durable: bool,
 }
 
 impl HostConfig {
@@ -38,7 +41,14 @@ impl HostConfig {
             instance: None,
             capacity: 64,
             drain_grace: Duration::from_secs(10),
+            durable: false,
         }
+    }
+
+    /// The same config, also taking the tier's durable jobs.
+    pub fn durable(mut self, yes: bool) -> Self {
+        self.durable = yes;
+        self
     }
 
     /// The same config with this instance id.
@@ -55,12 +65,21 @@ impl HostConfig {
 }
 
 #[derive(Default)]
-struct Counters {
+pub(crate) struct Counters {
     calls: AtomicU64,
     failures: AtomicU64,
-    cancelled: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
     in_flight: AtomicU64,
 }
+
+/// A call or job running at this host, by call id: what a cancel stops.
+pub(crate) struct Running {
+    pub(crate) abort: AbortHandle,
+    /// A durable job: terminated on cancel, so that it is not delivered again.
+    pub(crate) job: Option<Arc<async_nats::jetstream::Message>>,
+}
+
+pub(crate) type RunningCalls = Arc<Mutex<HashMap<String, Running>>>;
 
 /// Serves `router` as tier `config.tier` on `client` until `stop` resolves, then drains:
 /// deregisters (no new calls), lets calls in flight finish within the grace, and returns.
@@ -135,7 +154,19 @@ pub async fn serve_host(
         .await
         .map_err(|e| NatsError::Subscribe(e.to_string()))?;
     tracing::info!(%tier, %instance, "serving tier over NATS");
-    let running: Arc<Mutex<HashMap<String, AbortHandle>>> = Arc::default();
+    let running: RunningCalls = Arc::default();
+    let (stop_jobs, jobs_stop) = crate::durable::tokio_util_like::stop();
+    let jobs = config.durable.then(|| {
+        tokio::spawn(crate::durable::take_jobs(
+            client.clone(),
+            router.clone(),
+            tier.clone(),
+            instance.clone(),
+            Arc::clone(&counters),
+            Arc::clone(&running),
+            jobs_stop,
+        ))
+    });
     let mut calls = futures_util::stream::select(shared, own);
     let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(stop);
@@ -151,16 +182,21 @@ pub async fn serve_host(
                     running: Arc::clone(&running),
                 };
                 let id = header(&request.message.headers, wire::CALL_ID);
-                let handle = tasks.spawn(async move { host.serve(request).await });
+                let abort = tasks.spawn(async move { host.serve(request).await });
                 if let Some(id) = id {
-                    running.lock().insert(id, handle);
+                    running.lock().insert(id, Running { abort, job: None });
                 }
             }
             cancel = cancels.next() => {
                 let Some(cancel) = cancel else { break };
                 let id = String::from_utf8_lossy(&cancel.payload).to_string();
-                if let Some(handle) = running.lock().remove(&id) {
-                    handle.abort();
+                if let Some(call) = running.lock().remove(&id) {
+                    call.abort.abort();
+                    if let Some(job) = call.job {
+                        tokio::spawn(async move {
+                            let _ = job.ack_with(async_nats::jetstream::AckKind::Term).await;
+                        });
+                    }
                     counters.cancelled.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(call = %id, "call cancelled by the gateway");
                 }
@@ -172,6 +208,10 @@ pub async fn serve_host(
     // Drain: no new calls (the service deregisters), calls in flight get the grace.
     drop(calls);
     let _ = service.stop().await;
+    let _ = stop_jobs.send(true);
+    if let Some(jobs) = jobs {
+        let _ = jobs.await;
+    }
     let drained = tokio::time::timeout(config.drain_grace, async {
         while tasks.join_next().await.is_some() {}
     })
@@ -193,56 +233,20 @@ struct Call {
     router: Router,
     instance: String,
     counters: Arc<Counters>,
-    running: Arc<Mutex<HashMap<String, AbortHandle>>>,
+    running: RunningCalls,
 }
 
 impl Call {
     async fn serve(self, request: async_nats::service::Request) {
-        let headers = &request.message.headers;
-        let id = header(headers, wire::CALL_ID);
-        let deadline = header(headers, wire::DEADLINE_MS)
-            .and_then(|ms| ms.parse::<u64>().ok())
-            .map(Duration::from_millis);
-        let session = header(headers, wire::SESSION);
-        let progress = header(headers, wire::PROGRESS);
-        let trace = header(headers, wire::TRACEPARENT);
-        tracing::debug!(
-            call = id.as_deref().unwrap_or(""),
-            traceparent = trace.as_deref().unwrap_or(""),
-            "call from a gateway"
-        );
-        self.counters.calls.fetch_add(1, Ordering::Relaxed);
-        self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
-        let _in_flight = InFlight(&self.counters);
-        let answer = match serde_json::from_slice::<CallBody>(&request.message.payload) {
-            Err(e) => Answer::Error(RemoteError {
-                kind: "bad_params".into(),
-                class: "caller".into(),
-                message: format!("the call is not a flowbalancer call body: {e}"),
-            }),
-            Ok(body) => {
-                let mut call = Request::new(body.method, body.params);
-                if let Some(session) = session {
-                    call = call.with_session(session);
-                }
-                if let Some(subject) = &progress {
-                    call = call.with_progress(progress_sink(self.client.clone(), subject.clone()));
-                }
-                let routed = self.router.call_request(call, deadline);
-                let heartbeat = heartbeats(self.client.clone(), progress.clone());
-                let result = tokio::select! {
-                    result = routed => result,
-                    never = heartbeat => match never {},
-                };
-                match result {
-                    Ok(routed) => Answer::Ok(routed.response.payload.to_json()),
-                    Err(error) => {
-                        self.counters.failures.fetch_add(1, Ordering::Relaxed);
-                        Answer::Error(remote_error(&error))
-                    }
-                }
-            }
-        };
+        let id = header(&request.message.headers, wire::CALL_ID);
+        let answer = run_call(
+            &self.client,
+            &self.router,
+            &self.counters,
+            &request.message.headers,
+            &request.message.payload,
+        )
+        .await;
         if let Some(id) = &id {
             self.running.lock().remove(id);
         }
@@ -256,6 +260,60 @@ impl Call {
             .await
         {
             tracing::debug!(%error, "the answer could not be sent (the gateway is gone?)");
+        }
+    }
+}
+
+/// Runs one call (or job) through the host's router: its answer for the gateway.
+pub(crate) async fn run_call(
+    client: &async_nats::Client,
+    router: &Router,
+    counters: &Counters,
+    headers: &Option<HeaderMap>,
+    payload: &[u8],
+) -> Answer {
+    let id = header(headers, wire::CALL_ID);
+    let deadline = header(headers, wire::DEADLINE_MS)
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .map(Duration::from_millis);
+    let session = header(headers, wire::SESSION);
+    let progress = header(headers, wire::PROGRESS);
+    let trace = header(headers, wire::TRACEPARENT);
+    tracing::debug!(
+        call = id.as_deref().unwrap_or(""),
+        traceparent = trace.as_deref().unwrap_or(""),
+        "call from a gateway"
+    );
+    counters.calls.fetch_add(1, Ordering::Relaxed);
+    counters.in_flight.fetch_add(1, Ordering::Relaxed);
+    let _in_flight = InFlight(counters);
+    match serde_json::from_slice::<CallBody>(payload) {
+        Err(e) => Answer::Error(RemoteError {
+            kind: "bad_params".into(),
+            class: "caller".into(),
+            message: format!("the call is not a flowbalancer call body: {e}"),
+        }),
+        Ok(body) => {
+            let mut call = Request::new(body.method, body.params);
+            if let Some(session) = session {
+                call = call.with_session(session);
+            }
+            if let Some(subject) = &progress {
+                call = call.with_progress(progress_sink(client.clone(), subject.clone()));
+            }
+            let routed = router.call_request(call, deadline);
+            let heartbeat = heartbeats(client.clone(), progress.clone());
+            let result = tokio::select! {
+                result = routed => result,
+                never = heartbeat => match never {},
+            };
+            match result {
+                Ok(routed) => Answer::Ok(routed.response.payload.to_json()),
+                Err(error) => {
+                    counters.failures.fetch_add(1, Ordering::Relaxed);
+                    Answer::Error(remote_error(&error))
+                }
+            }
         }
     }
 }

@@ -9,10 +9,13 @@
 //! * [`NatsTier`]: every host of a tier as one tier of the gateway's
 //!   [`Router`](flowbalancer_tiers::Router), with discovery, session affinity, ejection,
 //!   progress, cancellation, and a retry on another host when one dies with a call.
+//! * Durable tiers ([`NatsTier::durable`], [`HostConfig::durable`]): calls as jobs on a
+//!   JetStream work queue, kept alive with AckProgress, delivered again when a host dies.
 //! * [`connect`]: a client from a URL (`nats://`, or `tls://` for TLS), with a token from an
 //!   environment variable or a `.creds` file. Nothing of the gateway's environment is sent to
 //!   the hosts: a call carries its method, arguments, session, deadline and call id only.
 
+mod durable;
 mod host;
 mod tier;
 pub mod wire;
@@ -163,6 +166,9 @@ pub enum NatsError {
         /// The tier.
         tier: String,
     },
+    /// JetStream (a durable tier's queue) failed.
+    #[error("NATS JetStream: {0}")]
+    JetStream(String),
     /// The request failed in the client.
     #[error("NATS request: {0}")]
     Request(String),

@@ -50,6 +50,8 @@ struct Inner {
     notices: tokio::sync::OnceCell<String>,
     /// Calls waiting for progress and heartbeats, by call id.
     listening: parking_lot::Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<Notice>>>,
+    /// Durable: calls are jobs on the tier's JetStream work queue.
+    durable: bool,
 }
 
 /// Stops routing a call's notices when the call ends.
@@ -103,7 +105,38 @@ impl NatsTier {
         client: async_nats::Client,
         tier: impl Into<String>,
     ) -> Result<Self, NatsError> {
-        let tier = tier.into();
+        Self::start(client, tier.into(), None).await
+    }
+
+    /// The remote tier `tier` in durable mode: each call is a job on the tier's JetStream
+    /// work-queue stream (made now if missing), taken by any host serving the tier with
+    /// [`HostConfig::durable`](crate::HostConfig::durable). A job not acknowledged within
+    /// `ack_wait` (its host died; hosts send AckProgress while a job runs) is delivered again,
+    /// up to `max_deliver` times. For long, idempotent jobs; the server needs JetStream
+    /// (`nats-server -js`).
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError::InvalidTier`], or [`NatsError::JetStream`] when the stream or its
+    /// consumer cannot be made.
+    pub async fn durable(
+        client: async_nats::Client,
+        tier: impl Into<String>,
+        ack_wait: Duration,
+        max_deliver: u32,
+    ) -> Result<Self, NatsError> {
+        let settings = crate::durable::QueueSettings {
+            ack_wait,
+            max_deliver: i64::from(max_deliver.max(1)),
+        };
+        Self::start(client, tier.into(), Some(settings)).await
+    }
+
+    async fn start(
+        client: async_nats::Client,
+        tier: String,
+        durable: Option<crate::durable::QueueSettings>,
+    ) -> Result<Self, NatsError> {
         if !wire::is_valid_tier_name(&tier) {
             return Err(NatsError::InvalidTier(tier));
         }
@@ -114,6 +147,7 @@ impl NatsTier {
             next_call: AtomicU64::new(1),
             notices: tokio::sync::OnceCell::new(),
             listening: parking_lot::Mutex::new(HashMap::new()),
+            durable: durable.is_some(),
         });
         // A client still connecting (`keep_trying`): give it a moment, so that a server that is
         // up is used from the first call; one that is down leaves the tier unavailable.
@@ -122,6 +156,9 @@ impl NatsTier {
             && tokio::time::Instant::now() < connecting_until
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(settings) = durable {
+            crate::durable::ensure_queue(&inner.client, &inner.tier, settings).await?;
         }
         discover(&inner).await;
         let weak = Arc::downgrade(&inner);
@@ -200,17 +237,7 @@ impl NatsTier {
             inner,
             id: id.clone(),
         };
-        let mut headers = HeaderMap::new();
-        headers.insert(wire::CALL_ID, id.as_str());
-        headers.insert(wire::TRACEPARENT, traceparent().as_str());
-        headers.insert(wire::PROGRESS, progress_subject.as_str());
-        if let Some(session) = &request.meta.session {
-            headers.insert(wire::SESSION, session.as_ref());
-        }
-        if let Some(deadline) = request.meta.deadline {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            headers.insert(wire::DEADLINE_MS, left.as_millis().to_string().as_str());
-        }
+        let headers = call_headers(&id, &progress_subject, request);
         let mut cancel = CancelOnDrop {
             client: client.clone(),
             subject: wire::cancel_subject(&inner.tier),
@@ -274,6 +301,9 @@ impl NatsTier {
             })
             .map_err(|e| NatsError::Protocol(e.to_string()))?,
         );
+        if inner.durable {
+            return self.run_job(body, &request).await;
+        }
         let session = request.meta.session.as_ref().map(|s| s.to_string());
         let bound = session.as_ref().and_then(|s| {
             let known = inner.known.read();
@@ -337,6 +367,67 @@ impl NatsTier {
         }))
     }
 
+    /// A durable call: a job on the work queue; the answer comes on its progress subject,
+    /// whichever host (and delivery) serves it. Dropping the call cancels the job.
+    async fn run_job(&self, body: Bytes, request: &Request) -> Result<Response, NatsError> {
+        let inner = &*self.inner;
+        let client = &inner.client;
+        let id = format!(
+            "{}-{}",
+            client.new_inbox().rsplit('.').next().unwrap_or("c"),
+            inner.next_call.fetch_add(1, Ordering::Relaxed)
+        );
+        let prefix = self.notices_prefix().await?;
+        let (notify, mut notices) = tokio::sync::mpsc::unbounded_channel();
+        inner.listening.lock().insert(id.clone(), notify);
+        let _listening = Listening {
+            inner,
+            id: id.clone(),
+        };
+        let headers = call_headers(&id, &format!("{prefix}.{id}"), request);
+        let mut cancel = CancelOnDrop {
+            client: client.clone(),
+            subject: wire::cancel_subject(&inner.tier),
+            id: Some(id.clone()),
+        };
+        crate::durable::publish_job(client, &inner.tier, headers, body).await?;
+        loop {
+            match notices.recv().await {
+                Some(Notice::Answer { answer, instance }) => {
+                    cancel.id = None;
+                    return match answer {
+                        Answer::Ok(value) => Ok(Response {
+                            payload: Payload::json(value),
+                            worker: WorkerId(instance_number(&instance)),
+                            attempts: 1,
+                            rebound: false,
+                        }),
+                        Answer::Error(error) => Err(NatsError::Remote(RemoteFailure(error))),
+                    };
+                }
+                Some(Notice::Progress {
+                    progress,
+                    total,
+                    message,
+                }) => {
+                    if let Some(sink) = &request.meta.progress {
+                        sink.report(Progress {
+                            progress,
+                            total,
+                            message,
+                        });
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    return Err(NatsError::Protocol(
+                        "the tier's progress subscription ended".into(),
+                    ));
+                }
+            }
+        }
+    }
+
     fn eject(&self, instance: &str) {
         let mut known = self.inner.known.write();
         known
@@ -367,6 +458,22 @@ impl Tier for NatsTier {
     fn tools(&self) -> Vec<ToolSpec> {
         self.inner.known.read().tools.clone()
     }
+}
+
+/// A call's headers: its id, trace context, progress subject, session and time left.
+fn call_headers(id: &str, progress_subject: &str, request: &Request) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(wire::CALL_ID, id);
+    headers.insert(wire::TRACEPARENT, traceparent().as_str());
+    headers.insert(wire::PROGRESS, progress_subject);
+    if let Some(session) = &request.meta.session {
+        headers.insert(wire::SESSION, session.as_ref());
+    }
+    if let Some(deadline) = request.meta.deadline {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        headers.insert(wire::DEADLINE_MS, left.as_millis().to_string().as_str());
+    }
+    headers
 }
 
 /// A fresh W3C trace context (`00-<trace id>-<span id>-01`), so that the gateway's and the

@@ -39,6 +39,21 @@ pub fn service_name(tier: &str) -> String {
     format!("flowbalancer-{tier}")
 }
 
+/// The subject of a durable tier's jobs (its JetStream work-queue stream).
+pub fn jobs_subject(tier: &str) -> String {
+    format!("flowbalancer.{tier}.jobs")
+}
+
+/// The JetStream stream of a durable tier's jobs.
+pub fn stream_name(tier: &str) -> String {
+    format!("FLOWBALANCER_{tier}")
+}
+
+/// The durable pull consumer every host of a durable tier takes jobs from.
+pub fn consumer_name(tier: &str) -> String {
+    format!("flowbalancer-{tier}")
+}
+
 /// Whether `name` can be a tier name in subjects and service names.
 pub fn is_valid_tier_name(name: &str) -> bool {
     !name.is_empty()
@@ -94,6 +109,13 @@ impl RemoteError {
 pub enum Notice {
     /// The call still runs.
     Heartbeat,
+    /// A durable job's answer (jobs are not requests: the answer comes this way).
+    Answer {
+        /// The answer.
+        answer: Answer,
+        /// The instance that served it.
+        instance: String,
+    },
     /// A progress report of the worker.
     Progress {
         /// How far.
