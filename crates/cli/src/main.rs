@@ -121,6 +121,9 @@ enum Command {
         /// A NATS credentials file (.creds).
         #[arg(long, value_name = "FILE")]
         creds: Option<PathBuf>,
+        /// A file holding an nkey seed.
+        #[arg(long, value_name = "FILE")]
+        nkey: Option<PathBuf>,
         /// Also take the tiers' durable jobs (JetStream work queues made by gateways whose
         /// tier says `durable = true`).
         #[arg(long)]
@@ -470,11 +473,17 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             tier,
             token_env,
             creds,
+            nkey,
             durable,
         } => {
             let (config, note) = load_config(config.as_ref(), None, scratch.path())?;
             let balancer = start_with(config, note, &logs).await?;
-            let served = worker_host(&balancer, &nats, tier, token_env, creds, durable).await;
+            let credentials = Credentials {
+                token_env,
+                creds,
+                nkey,
+            };
+            let served = worker_host(&balancer, &nats, tier, credentials, durable).await;
             balancer.shutdown().await;
             served.map(|()| ExitCode::SUCCESS)
         }
@@ -483,22 +492,31 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
     }
 }
 
+/// How a worker host authenticates to the NATS server.
+struct Credentials {
+    token_env: Option<String>,
+    creds: Option<PathBuf>,
+    nkey: Option<PathBuf>,
+}
+
 /// `flowbalancer worker`: serves the balancer's tiers over NATS until a stop signal, then
 /// drains every service.
 async fn worker_host(
     balancer: &Balancer,
     url: &str,
     tier: Option<String>,
-    token_env: Option<String>,
-    creds: Option<PathBuf>,
+    credentials: Credentials,
     durable: bool,
 ) -> Result<(), String> {
     let mut connect = flowbalancer_nats::ConnectConfig::new(url).name("flowbalancer worker host");
-    if let Some(variable) = token_env {
+    if let Some(variable) = credentials.token_env {
         connect = connect.token_env(variable);
     }
-    if let Some(creds) = creds {
+    if let Some(creds) = credentials.creds {
         connect = connect.creds(creds);
+    }
+    if let Some(nkey) = credentials.nkey {
+        connect = connect.nkey(nkey);
     }
     let client = flowbalancer_nats::connect(&connect)
         .await

@@ -403,3 +403,86 @@ async fn a_durable_tier_keeps_long_jobs_and_redelivers_those_whose_host_died() {
         .expect("join");
     answered.expect("the redelivered job answered");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: cargo xtask nats installs it and runs this"]
+async fn a_token_from_an_environment_variable_is_required_and_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let _server = Guard(
+        Command::new(nats_server())
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "--auth",
+                "s3cret-token",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server"),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let variable = "FLOWBALANCER_TEST_NATS_TOKEN";
+    let without = flowbalancer_nats::connect(&ConnectConfig::new(&url)).await;
+    assert!(without.is_err(), "connected without the token");
+    let unset = flowbalancer_nats::connect(&ConnectConfig::new(&url).token_env("FB_NO_SUCH_VAR"))
+        .await
+        .expect_err("an unset variable");
+    assert!(unset.to_string().contains("FB_NO_SUCH_VAR"), "{unset}");
+    let config = dir.path().join("host.toml");
+    std::fs::write(
+        &config,
+        "[[tiers]]\nname = \"local\"\nworkers = { builtin = [\"echo\"] }\nsize = 1\n",
+    )
+    .unwrap();
+    let _host = Guard(
+        Command::new(env!("CARGO_BIN_EXE_flowbalancer"))
+            .args([
+                "worker",
+                "--nats",
+                &url,
+                "--tier",
+                "remote",
+                "--token-env",
+                variable,
+                "--config",
+            ])
+            .arg(&config)
+            .env(variable, "s3cret-token")
+            .env("XDG_STATE_HOME", dir.path().join("h"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("a worker host"),
+    );
+    // The gateway's side reads the same variable (set for a child process only, so the test
+    // does not change its own environment): through `flowbalancer call`.
+    let gateway = dir.path().join("gateway.toml");
+    std::fs::write(
+        &gateway,
+        format!(
+            "[[tiers]]\nname = \"remote\"\nworkers = {{ nats = {{ url = \"{url}\", token_env = \"{variable}\" }} }}\n"
+        ),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let output = Command::new(env!("CARGO_BIN_EXE_flowbalancer"))
+            .args(["call", "echo", r#"{"text": "authenticated"}"#, "--config"])
+            .arg(&gateway)
+            .env(variable, "s3cret-token")
+            .env("XDG_STATE_HOME", dir.path().join("g"))
+            .output()
+            .expect("flowbalancer call");
+        if output.status.success() {
+            assert!(String::from_utf8_lossy(&output.stdout).contains("authenticated"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "never served: {output:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

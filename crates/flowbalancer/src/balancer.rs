@@ -582,6 +582,9 @@ async fn start_tier(
             if let Some(creds) = &nats.creds {
                 connect = connect.creds(creds);
             }
+            if let Some(nkey) = &nats.nkey {
+                connect = connect.nkey(nkey);
+            }
             let remote = nats.tier.clone().unwrap_or_else(|| tier.name.clone());
             let client = flowbalancer_nats::connect(&connect)
                 .await

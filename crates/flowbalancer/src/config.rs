@@ -173,6 +173,9 @@ pub struct NatsWorkersConfig {
     /// A NATS credentials file (`.creds`: JWT and nkey seed).
     #[serde(default)]
     pub creds: Option<PathBuf>,
+    /// A file holding a bare nkey seed.
+    #[serde(default)]
+    pub nkey: Option<PathBuf>,
     /// Calls are jobs on a JetStream work queue (long, idempotent jobs): a job whose host dies
     /// is delivered again after the tier's `call_timeout` (hosts keep their jobs alive with
     /// AckProgress while they run). The hosts run `flowbalancer worker --durable`.

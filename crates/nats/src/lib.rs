@@ -42,6 +42,8 @@ pub struct ConnectConfig {
     pub token_env: Option<String>,
     /// A NATS credentials file (JWT and nkey seed).
     pub creds: Option<PathBuf>,
+    /// A file holding a bare nkey seed (`SU…`), for servers that authenticate by nkey.
+    pub nkey: Option<PathBuf>,
     /// The connection's name, as the server shows it.
     pub name: Option<String>,
     /// Return at once when the server is not reachable yet, and keep connecting in the
@@ -77,6 +79,12 @@ impl ConnectConfig {
         self
     }
 
+    /// The same config with an nkey seed file.
+    pub fn nkey(mut self, path: impl Into<PathBuf>) -> Self {
+        self.nkey = Some(path.into());
+        self
+    }
+
     /// The same config with a connection name.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -89,7 +97,8 @@ impl ConnectConfig {
 /// # Errors
 ///
 /// [`NatsError::Connect`] when the server cannot be reached or refuses the credentials;
-/// [`NatsError::Credentials`] when the token variable is unset or the creds file unreadable.
+/// [`NatsError::Credentials`] when the token variable is unset or a creds or nkey file
+/// unreadable.
 pub async fn connect(config: &ConnectConfig) -> Result<async_nats::Client, NatsError> {
     let mut options = async_nats::ConnectOptions::new();
     if let Some(name) = &config.name {
@@ -106,6 +115,11 @@ pub async fn connect(config: &ConnectConfig) -> Result<async_nats::Client, NatsE
             .credentials_file(path)
             .await
             .map_err(|e| NatsError::Credentials(format!("{}: {e}", path.display())))?;
+    }
+    if let Some(path) = &config.nkey {
+        let seed = std::fs::read_to_string(path)
+            .map_err(|e| NatsError::Credentials(format!("{}: {e}", path.display())))?;
+        options = options.nkey(seed.trim().to_string());
     }
     if config.keep_trying {
         options = options.retry_on_initial_connect();
