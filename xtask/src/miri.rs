@@ -55,13 +55,17 @@ pub(crate) fn ensure_nightly() -> Result<(), String> {
         return Ok(());
     }
     eprintln!("adding the nightly toolchain (rustup, minimal profile)");
-    cmd::run(Command::new("rustup").args([
-        "toolchain",
-        "install",
-        "nightly",
-        "--profile",
-        "minimal",
-    ]))
+    install_nightly(&[])
+}
+
+/// `rustup toolchain install nightly --profile minimal`, with `components` if any.
+fn install_nightly(components: &[&str]) -> Result<(), String> {
+    let mut command = Command::new("rustup");
+    command.args(["toolchain", "install", "nightly", "--profile", "minimal"]);
+    if !components.is_empty() {
+        command.args(["--component", &components.join(",")]);
+    }
+    cmd::run(&mut command)
 }
 
 fn ensure_miri() -> Result<(), String> {
@@ -78,15 +82,7 @@ fn ensure_miri() -> Result<(), String> {
             "rust-src",
         ]));
         if installed.is_err() {
-            cmd::run(Command::new("rustup").args([
-                "toolchain",
-                "install",
-                "nightly",
-                "--profile",
-                "minimal",
-                "--component",
-                "miri,rust-src",
-            ]))?;
+            install_nightly(&["miri", "rust-src"])?;
         }
         if !has_miri() {
             return Err("`cargo +nightly miri` is still missing after the install".into());

@@ -221,33 +221,48 @@ impl TierError for NatsError {
     }
 }
 
-/// The host's failure kind as a static name (the kinds a pool or router reports).
+/// The host's failure kind as a static name: a pool's kinds, the router's, or `remote`.
 fn remote_kind(kind: &str) -> &'static str {
-    const KINDS: [&str; 20] = [
-        "overloaded",
-        "queue_timeout",
-        "timeout",
-        "deadline_exceeded",
-        "crashed",
-        "protocol_violation",
-        "bad_params",
-        "unknown_method",
-        "handler",
-        "transient",
-        "no_workers",
-        "session_busy",
-        "session_worker_lost",
-        "shutting_down",
-        "invalid_config",
-        "cancelled",
+    const ROUTER_KINDS: [&str; 5] = [
         "all_tiers_failed",
+        "invalid_config",
         "service",
         "unavailable",
         "error",
     ];
-    KINDS
+    flowbalancer_pool::FAILURE_KINDS
         .iter()
+        .chain(&ROUTER_KINDS)
         .find(|k| **k == kind)
         .copied()
         .unwrap_or("remote")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote(kind: &str, class: &str) -> NatsError {
+        NatsError::Remote(RemoteFailure(wire::RemoteError {
+            kind: kind.into(),
+            class: class.into(),
+            message: "m".into(),
+        }))
+    }
+
+    #[test]
+    fn a_hosts_failure_keeps_its_kind_and_class_for_the_router() {
+        let caller = remote("bad_params", "caller");
+        assert_eq!(
+            (caller.kind(), caller.class()),
+            ("bad_params", ErrorClass::Caller)
+        );
+        let deadline = remote("deadline_exceeded", "retryable");
+        assert!(deadline.is_deadline());
+        assert_eq!(remote("never-heard-of", "weird").kind(), "remote");
+        assert_eq!(remote("x", "weird").class(), ErrorClass::Retryable);
+        let gone = NatsError::NoResponders { tier: "t".into() };
+        assert_eq!(gone.class(), ErrorClass::Unavailable);
+        assert!(!wire::is_valid_tier_name("a.b") && wire::is_valid_tier_name("warm-2_x"));
+    }
 }

@@ -213,6 +213,37 @@ impl NatsTier {
             .map(String::as_str)
     }
 
+    /// A new call: its id, the subject its host sends progress and heartbeats to (through
+    /// the tier's one wildcard subscription), where they arrive, and the registration that
+    /// ends with the call.
+    async fn open_call(
+        &self,
+    ) -> Result<
+        (
+            String,
+            String,
+            tokio::sync::mpsc::UnboundedReceiver<Notice>,
+            Listening<'_>,
+        ),
+        NatsError,
+    > {
+        let inner = &*self.inner;
+        let id = format!(
+            "{}-{}",
+            inner.client.new_inbox().rsplit('.').next().unwrap_or("c"),
+            inner.next_call.fetch_add(1, Ordering::Relaxed)
+        );
+        let prefix = self.notices_prefix().await?;
+        let subject = format!("{prefix}.{id}");
+        let (notify, notices) = tokio::sync::mpsc::unbounded_channel();
+        inner.listening.lock().insert(id.clone(), notify);
+        let listening = Listening {
+            inner,
+            id: id.clone(),
+        };
+        Ok((id, subject, notices, listening))
+    }
+
     /// Sends one attempt to `subject`; `Ok(None)` when its host fell silent.
     async fn attempt(
         &self,
@@ -222,21 +253,7 @@ impl NatsTier {
     ) -> Result<Option<(Answer, Option<String>)>, NatsError> {
         let inner = &*self.inner;
         let client = &inner.client;
-        let id = format!(
-            "{}-{}",
-            client.new_inbox().rsplit('.').next().unwrap_or("c"),
-            inner.next_call.fetch_add(1, Ordering::Relaxed)
-        );
-        // Progress and heartbeats come on `<prefix>.<call id>`, through the tier's one
-        // wildcard subscription.
-        let prefix = self.notices_prefix().await?;
-        let progress_subject = format!("{prefix}.{id}");
-        let (notify, mut notices) = tokio::sync::mpsc::unbounded_channel();
-        inner.listening.lock().insert(id.clone(), notify);
-        let _listening = Listening {
-            inner,
-            id: id.clone(),
-        };
+        let (id, progress_subject, mut notices, _listening) = self.open_call().await?;
         let headers = call_headers(&id, &progress_subject, request);
         let mut cancel = CancelOnDrop {
             client: client.clone(),
@@ -372,19 +389,8 @@ impl NatsTier {
     async fn run_job(&self, body: Bytes, request: &Request) -> Result<Response, NatsError> {
         let inner = &*self.inner;
         let client = &inner.client;
-        let id = format!(
-            "{}-{}",
-            client.new_inbox().rsplit('.').next().unwrap_or("c"),
-            inner.next_call.fetch_add(1, Ordering::Relaxed)
-        );
-        let prefix = self.notices_prefix().await?;
-        let (notify, mut notices) = tokio::sync::mpsc::unbounded_channel();
-        inner.listening.lock().insert(id.clone(), notify);
-        let _listening = Listening {
-            inner,
-            id: id.clone(),
-        };
-        let headers = call_headers(&id, &format!("{prefix}.{id}"), request);
+        let (id, progress_subject, mut notices, _listening) = self.open_call().await?;
+        let headers = call_headers(&id, &progress_subject, request);
         let mut cancel = CancelOnDrop {
             client: client.clone(),
             subject: wire::cancel_subject(&inner.tier),

@@ -37,7 +37,7 @@ pub use request::{
     UpstreamFuture, UpstreamHandle, WorkerId,
 };
 pub use state::{Health, StateMachine, Transition, TransitionError, WorkerState};
-pub use stats::{AffinityStats, PoolStats, WorkerCounts};
+pub use stats::{AffinityStats, FAILURE_KINDS, PoolStats, WorkerCounts};
 pub use worker::{
     ErrorKind, FnFactory, FnWorker, HandlerFuture, StartContext, StartError, Worker, WorkerError,
     WorkerFactory, in_process,

@@ -8,8 +8,9 @@ use serde::Serialize;
 use crate::histogram::LatencySummary;
 use crate::state::WorkerState;
 
-/// The failure kinds counted, by their `PoolError::kind_name`.
-pub(crate) const FAILURE_KINDS: [&str; 16] = [
+/// The failure kinds a pool counts, by their [`PoolError::kind_name`](crate::PoolError::kind_name)
+/// (and `health_check` for failed checks).
+pub const FAILURE_KINDS: [&str; 16] = [
     "overloaded",
     "queue_timeout",
     "timeout",
