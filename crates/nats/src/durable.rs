@@ -125,7 +125,11 @@ pub(crate) async fn take_jobs(
         let progress = header(&job.headers, wire::PROGRESS);
         let job = Arc::new(job);
         let held = Arc::clone(&job);
+        let finished = (Arc::clone(&running), id.clone());
+        // Under the lock: a job that ends at once removes its entry only after it is in.
+        let mut entries = running.lock();
         let abort = tasks.spawn(async move {
+            let _forget = Forget(finished);
             // Keep the job ours while it runs: AckProgress well within ack_wait.
             let keep = {
                 let job = Arc::clone(&job);
@@ -151,7 +155,7 @@ pub(crate) async fn take_jobs(
             let _ = job.ack().await;
         });
         if let Some(id) = id {
-            running.lock().insert(
+            entries.insert(
                 id,
                 Running {
                     abort,
@@ -159,9 +163,22 @@ pub(crate) async fn take_jobs(
                 },
             );
         }
+        drop(entries);
     }
     // Jobs in flight are left unacked: JetStream gives them to another host after ack_wait.
     tasks.abort_all();
+}
+
+/// Removes a job's entry from the running calls when its task ends (answered or aborted).
+struct Forget((RunningCalls, Option<String>));
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        let (running, id) = &self.0;
+        if let Some(id) = id {
+            running.lock().remove(id);
+        }
+    }
 }
 
 /// A stop signal several loops can wait on.

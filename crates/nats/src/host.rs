@@ -182,15 +182,21 @@ pub async fn serve_host(
                     running: Arc::clone(&running),
                 };
                 let id = header(&request.message.headers, wire::CALL_ID);
+                // Under the lock: a call that ends at once removes its entry only after it
+                // is in (no entry is left behind).
+                let mut entries = running.lock();
                 let abort = tasks.spawn(async move { host.serve(request).await });
                 if let Some(id) = id {
-                    running.lock().insert(id, Running { abort, job: None });
+                    entries.insert(id, Running { abort, job: None });
                 }
+                drop(entries);
             }
             cancel = cancels.next() => {
                 let Some(cancel) = cancel else { break };
                 let id = String::from_utf8_lossy(&cancel.payload).to_string();
-                if let Some(call) = running.lock().remove(&id) {
+                // Out of the map first: the lock is not held while the task is aborted.
+                let call = running.lock().remove(&id);
+                if let Some(call) = call {
                     call.abort.abort();
                     if let Some(job) = call.job {
                         tokio::spawn(async move {
