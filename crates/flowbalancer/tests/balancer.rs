@@ -121,11 +121,11 @@ fn nats_tiers_are_checked_where_they_are_declared() {
         ["tiers[0].workers.nats.url", "tiers[1].workers.nats.tier"]
     );
     let unknown = Config::from_toml(
-        "[[tiers]]\nname = \"a\"\nworkers = { nats = { url = \"nats://x:1\", durable = 1 } }\n",
+        "[[tiers]]\nname = \"a\"\nworkers = { nats = { url = \"nats://x:1\", queue_group = \"x\" } }\n",
     )
     .unwrap_err()
     .to_string();
-    assert!(unknown.contains("durable"), "{unknown}");
+    assert!(unknown.contains("queue_group"), "{unknown}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
