@@ -18,7 +18,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
-use flowbalancer_benches::harness::{self, micros as us, root};
+use flowbalancer_benches::harness::{self, free_port, micros as us, root};
 
 /// One client session on its own connection.
 struct Session {
@@ -188,12 +188,6 @@ fn start(mut command: std::process::Command, address: &str) -> Option<std::proce
         std::thread::sleep(Duration::from_millis(50));
     }
     None
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_or(18_500, |a| a.port())
 }
 
 fn main() {

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowbalancer_benches::harness::{self, micros as us, root};
+use flowbalancer_benches::harness::{self, free_port, micros as us, root};
 use flowbalancer_pool::{LatencyHistogram, Pool, Request, in_process};
 use flowbalancer_tiers::Router;
 use serde_json::json;
@@ -26,13 +26,6 @@ impl Drop for Guard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 fn host(

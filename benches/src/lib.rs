@@ -275,6 +275,13 @@ pub mod harness {
         }
     }
 
+    /// A loopback port nothing listens on right now.
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_or(18_500, |a| a.port())
+    }
+
     /// A duration in whole microseconds, for tables.
     pub fn micros(d: Duration) -> String {
         format!("{:.0} µs", d.as_nanos() as f64 / 1000.0)

@@ -177,20 +177,24 @@ pub(crate) fn e2e() -> Result<(), String> {
     }
 }
 
-/// The venv under target/ with the MCP Python SDK of the current major (2.x), created or
-/// upgraded as needed; returns its python.
-pub(crate) fn e2e_venv() -> Result<std::path::PathBuf, String> {
-    let root = cmd::root();
-    let venv = root.join("target/e2e-venv");
+/// The python of the venv at `venv`, made with the machine's python3 when missing.
+pub(crate) fn venv_python(venv: &std::path::Path) -> Result<std::path::PathBuf, String> {
     let python = venv.join("bin/python");
     if !python.exists() {
         cmd::run(
             std::process::Command::new("python3")
-                .arg("-m")
-                .arg("venv")
-                .arg(&venv),
+                .args(["-m", "venv"])
+                .arg(venv),
         )?;
     }
+    Ok(python)
+}
+
+/// The venv under target/ with the MCP Python SDK of the current major (2.x), created or
+/// upgraded as needed; returns its python.
+pub(crate) fn e2e_venv() -> Result<std::path::PathBuf, String> {
+    let venv = cmd::root().join("target/e2e-venv");
+    let python = venv_python(&venv)?;
     // The SDK people install today: the current major (2.x), never an older one left in the
     // venv by an earlier run.
     let has_sdk = std::process::Command::new(&python)
@@ -219,14 +223,7 @@ pub(crate) fn e2e_venv() -> Result<std::path::PathBuf, String> {
 /// python.
 pub(crate) fn fastmcp_venv() -> Result<std::path::PathBuf, String> {
     let venv = cmd::root().join("target/bench-fastmcp-venv");
-    let python = venv.join("bin/python");
-    if !python.exists() {
-        cmd::run(
-            std::process::Command::new("python3")
-                .args(["-m", "venv"])
-                .arg(&venv),
-        )?;
-    }
+    let python = venv_python(&venv)?;
     let has = std::process::Command::new(&python)
         .args([
             "-c",

