@@ -1,7 +1,9 @@
 //! A circuit breaker per tier.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -98,25 +100,97 @@ pub(crate) enum Admission {
     Rejected,
 }
 
+/// A tier's breaker as the router holds it: the state behind a lock, and beside it what the
+/// common case needs without one.
+///
+/// While the breaker is closed, with no failure in a row and no ejection left to forgive
+/// ("clean"), admitting a call and recording its success touch only atomics: the `clean` flag
+/// and the lock-free window. Everything else takes the lock and keeps `clean` up to date
+/// before releasing it. A success that read `clean` just before a failure set it false is
+/// ordered before that failure, which is what it would have been had it taken the lock.
+#[derive(Debug)]
+pub(crate) struct BreakerCell {
+    clean: AtomicBool,
+    window: Window,
+    locked: Mutex<Breaker>,
+}
+
+impl BreakerCell {
+    pub(crate) fn new(config: BreakerConfig) -> Self {
+        let now = Instant::now();
+        Self {
+            clean: AtomicBool::new(true),
+            window: Window::new(config.window, now),
+            locked: Mutex::new(Breaker::new(config, now)),
+        }
+    }
+
+    /// Runs `change` under the lock, then republishes whether the breaker is clean.
+    fn with<R>(&self, change: impl FnOnce(&mut Breaker, &Window) -> R) -> R {
+        let mut breaker = self.locked.lock();
+        let result = change(&mut breaker, &self.window);
+        self.clean.store(breaker.is_clean(), Ordering::Release);
+        result
+    }
+
+    pub(crate) fn admit(&self) -> Admission {
+        if self.clean.load(Ordering::Acquire) {
+            return Admission::Allowed;
+        }
+        self.with(|breaker, _| breaker.admit())
+    }
+
+    pub(crate) fn abandon_probe(&self) {
+        self.with(|breaker, _| breaker.abandon_probe());
+    }
+
+    /// Records a success. `now` is the time the caller already read (clock reads are not
+    /// free on every machine).
+    pub(crate) fn on_success(&self, now: Instant) {
+        self.window.record(now, false);
+        if self.clean.load(Ordering::Acquire) {
+            return;
+        }
+        self.with(|breaker, window| breaker.on_success(now, window));
+    }
+
+    /// Records a failure; returns true when the breaker wants to open.
+    pub(crate) fn on_failure(&self) -> bool {
+        self.with(|breaker, window| breaker.on_failure(window))
+    }
+
+    /// Opens the breaker; returns its cooldown.
+    pub(crate) fn open(&self) -> Duration {
+        self.with(|breaker, _| breaker.open())
+    }
+
+    /// Keeps the breaker closed and starts counting anew.
+    pub(crate) fn stay_closed(&self) {
+        self.with(|breaker, window| breaker.stay_closed(window));
+    }
+
+    /// The state and the number of transitions so far.
+    pub(crate) fn state(&self) -> (BreakerState, u64) {
+        let breaker = self.locked.lock();
+        (breaker.state, breaker.transitions)
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Breaker {
     config: BreakerConfig,
     state: BreakerState,
     consecutive: u32,
-    /// Calls and failures of the ratio window, in `BUCKETS` slices (O(1), bounded memory).
-    window: Window,
     open_until: Instant,
     ejections: u32,
     probe_in_flight: bool,
-    pub(crate) transitions: u64,
+    transitions: u64,
     closed_since: Instant,
 }
 
 impl Breaker {
-    pub(crate) fn new(config: BreakerConfig) -> Self {
-        let now = Instant::now();
+    fn new(config: BreakerConfig, now: Instant) -> Self {
         Self {
-            window: Window::new(config.window, now),
             config,
             state: BreakerState::Closed,
             consecutive: 0,
@@ -128,11 +202,12 @@ impl Breaker {
         }
     }
 
-    pub(crate) fn state(&self) -> BreakerState {
-        self.state
+    /// Closed, no failure in a row, no ejection to forgive: the lock-free case.
+    fn is_clean(&self) -> bool {
+        self.state == BreakerState::Closed && self.consecutive == 0 && self.ejections == 0
     }
 
-    pub(crate) fn admit(&mut self) -> Admission {
+    fn admit(&mut self) -> Admission {
         match self.state {
             BreakerState::Closed => Admission::Allowed,
             BreakerState::Open => {
@@ -153,20 +228,18 @@ impl Breaker {
     }
 
     /// A probe that never reported (cancelled): let the next call probe.
-    pub(crate) fn abandon_probe(&mut self) {
+    fn abandon_probe(&mut self) {
         self.probe_in_flight = false;
     }
 
-    /// Records a success. `now` is the time the caller already read (clock reads are not
-    /// free on every machine).
-    pub(crate) fn on_success(&mut self, now: Instant) {
-        self.window.record(now, false);
+    /// A success (already in the window).
+    fn on_success(&mut self, now: Instant, window: &Window) {
         self.consecutive = 0;
         if self.state == BreakerState::HalfOpen {
             self.probe_in_flight = false;
             self.set(BreakerState::Closed);
             self.closed_since = now;
-            self.window.clear(now);
+            window.clear();
         }
         // Ejections are forgiven after a long enough quiet spell.
         if self.ejections > 0
@@ -179,9 +252,9 @@ impl Breaker {
 
     /// Records a failure; returns true when the breaker wants to open (the router decides,
     /// since it never opens the last usable tier).
-    pub(crate) fn on_failure(&mut self) -> bool {
+    fn on_failure(&mut self, window: &Window) -> bool {
         let now = Instant::now();
-        self.window.record(now, true);
+        window.record(now, true);
         self.consecutive += 1;
         match self.state {
             BreakerState::HalfOpen => true,
@@ -190,7 +263,7 @@ impl Breaker {
                 if self.consecutive >= self.config.consecutive_failures.max(1) {
                     return true;
                 }
-                let (calls, failures) = self.window.totals();
+                let (calls, failures) = window.totals(now);
                 calls >= u64::from(self.config.min_calls.max(1))
                     && failures as f64 / calls as f64 >= self.config.failure_ratio
             }
@@ -198,7 +271,7 @@ impl Breaker {
     }
 
     /// Opens the breaker for a cooldown that doubles with each ejection.
-    pub(crate) fn open(&mut self) -> Duration {
+    fn open(&mut self) -> Duration {
         let factor = 1u32 << self.ejections.min(16);
         let cooldown = self
             .config
@@ -214,14 +287,14 @@ impl Breaker {
     }
 
     /// The router refused to open (last usable tier): stay closed, start counting anew.
-    pub(crate) fn stay_closed(&mut self) {
+    fn stay_closed(&mut self, window: &Window) {
         self.probe_in_flight = false;
         if self.state == BreakerState::HalfOpen {
             self.set(BreakerState::Closed);
             self.closed_since = Instant::now();
         }
         self.consecutive = 0;
-        self.window.clear(Instant::now());
+        window.clear();
     }
 
     fn set(&mut self, state: BreakerState) {
@@ -234,55 +307,87 @@ impl Breaker {
 
 const BUCKETS: usize = 10;
 
-/// Calls and failures over a sliding window, kept as `BUCKETS` slices of it.
+/// Calls and failures over a sliding window, kept as `BUCKETS` slices of it, without a lock.
+///
+/// Each bucket is one `AtomicU64` per count: the slice number in the high 32 bits, the count
+/// (saturating) in the low 32. Recording is one compare-exchange that either bumps the count
+/// of the current slice or restarts the bucket for it, so no count is lost at a slice
+/// boundary. Slice numbers wrap after 2^32 slices (at least 49 days); only their distance to
+/// the current slice is compared.
 #[derive(Debug)]
 struct Window {
-    slice: Duration,
-    /// (slice number, calls, failures)
-    buckets: [(u64, u64, u64); BUCKETS],
+    /// The length of a slice in nanoseconds (at least 1 ms).
+    slice_nanos: u64,
     origin: Instant,
+    calls: [AtomicU64; BUCKETS],
+    failures: [AtomicU64; BUCKETS],
 }
 
 impl Window {
     fn new(window: Duration, now: Instant) -> Self {
         Self {
-            slice: (window / BUCKETS as u32).max(Duration::from_millis(1)),
-            buckets: [(u64::MAX, 0, 0); BUCKETS],
+            slice_nanos: u64::try_from((window / BUCKETS as u32).as_nanos())
+                .unwrap_or(u64::MAX)
+                .max(1_000_000),
             origin: now,
+            calls: Default::default(),
+            failures: Default::default(),
         }
     }
 
-    fn slice_of(&self, now: Instant) -> u64 {
-        (now.duration_since(self.origin).as_nanos() / self.slice.as_nanos()) as u64
+    /// The slice `now` falls in, counted from 1 (0 marks an empty bucket).
+    fn slice_of(&self, now: Instant) -> u32 {
+        let elapsed = u64::try_from(now.saturating_duration_since(self.origin).as_nanos())
+            .unwrap_or(u64::MAX);
+        let slice = elapsed / self.slice_nanos;
+        (slice as u32).wrapping_add(1).max(1)
     }
 
-    fn record(&mut self, now: Instant, failed: bool) {
+    fn record(&self, now: Instant, failed: bool) {
         let slice = self.slice_of(now);
-        let bucket = &mut self.buckets[(slice % BUCKETS as u64) as usize];
-        if bucket.0 != slice {
-            *bucket = (slice, 0, 0);
+        let index = slice as usize % BUCKETS;
+        bump(&self.calls[index], slice);
+        if failed {
+            bump(&self.failures[index], slice);
         }
-        bucket.1 += 1;
-        bucket.2 += u64::from(failed);
     }
 
-    /// (calls, failures) within the window.
-    fn totals(&self) -> (u64, u64) {
-        let current = self.slice_of(Instant::now());
-        self.buckets
-            .iter()
-            .filter(|(slice, ..)| {
-                *slice != u64::MAX && current.saturating_sub(*slice) < BUCKETS as u64
-            })
-            .fold((0, 0), |(c, f), (_, calls, failures)| {
-                (c + calls, f + failures)
-            })
+    /// (calls, failures) within the window ending at `now`.
+    fn totals(&self, now: Instant) -> (u64, u64) {
+        let current = self.slice_of(now);
+        let sum = |buckets: &[AtomicU64; BUCKETS]| {
+            buckets
+                .iter()
+                .map(|bucket| bucket.load(Ordering::Relaxed))
+                .filter(|&packed| {
+                    let slice = (packed >> 32) as u32;
+                    slice != 0 && current.wrapping_sub(slice) < BUCKETS as u32
+                })
+                .map(|packed| packed & u64::from(u32::MAX))
+                .sum::<u64>()
+        };
+        (sum(&self.calls), sum(&self.failures))
     }
 
-    fn clear(&mut self, now: Instant) {
-        self.buckets = [(u64::MAX, 0, 0); BUCKETS];
-        self.origin = now;
+    fn clear(&self) {
+        for bucket in self.calls.iter().chain(&self.failures) {
+            bucket.store(0, Ordering::Relaxed);
+        }
     }
+}
+
+/// Adds one to `bucket` for `slice`, restarting it when it holds an older slice.
+fn bump(bucket: &AtomicU64, slice: u32) {
+    let _ = bucket.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |packed| {
+        let count = if (packed >> 32) as u32 == slice {
+            (packed & u64::from(u32::MAX))
+                .saturating_add(1)
+                .min(u64::from(u32::MAX))
+        } else {
+            1
+        };
+        Some(u64::from(slice) << 32 | count)
+    });
 }
 
 /// `now + duration`, saturating: a duration past the clock's range (`Duration::MAX`) means
@@ -291,4 +396,65 @@ pub(crate) fn saturating_after(now: Instant, duration: Duration) -> Instant {
     now.checked_add(duration)
         .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
         .unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_counts_calls_and_failures_per_slice_and_forgets_old_slices() {
+        let origin = Instant::now();
+        let window = Window::new(Duration::from_secs(10), origin);
+        let at = |ms: u64| origin + Duration::from_millis(ms);
+        window.record(at(0), false);
+        window.record(at(10), true);
+        window.record(at(1500), false);
+        assert_eq!(window.totals(at(2000)), (3, 1));
+        // Ten slices of 1 s: the first slice leaves the window once the eleventh starts.
+        assert_eq!(window.totals(at(10_500)), (1, 0));
+        // A bucket reused by a later slice (12 reuses 2's) starts from zero.
+        window.record(at(11_200), true);
+        assert_eq!(window.totals(at(11_300)), (1, 1));
+        assert_eq!(window.totals(at(60_000)), (0, 0));
+        window.clear();
+        assert_eq!(window.totals(at(11_300)), (0, 0));
+    }
+
+    #[test]
+    fn concurrent_successes_are_all_counted() {
+        let origin = Instant::now();
+        let window = Window::new(Duration::from_secs(3600), origin);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..10_000 {
+                        window.record(origin, false);
+                    }
+                });
+            }
+        });
+        assert_eq!(window.totals(origin), (40_000, 0));
+    }
+
+    #[test]
+    fn a_clean_breaker_admits_without_its_lock_and_a_failure_makes_it_take_the_lock() {
+        let cell = BreakerCell::new(BreakerConfig::default().consecutive_failures(2));
+        assert_eq!(cell.admit(), Admission::Allowed);
+        assert!(!cell.on_failure());
+        assert!(!cell.clean.load(Ordering::Acquire));
+        cell.on_success(Instant::now());
+        assert!(
+            cell.clean.load(Ordering::Acquire),
+            "a success ends the run of failures"
+        );
+        assert!(!cell.on_failure());
+        assert!(
+            cell.on_failure(),
+            "two failures in a row want the breaker open"
+        );
+        cell.open();
+        assert_eq!(cell.admit(), Admission::Rejected);
+        assert_eq!(cell.state().0, BreakerState::Open);
+    }
 }

@@ -28,14 +28,17 @@ mod breaker;
 mod budget;
 mod error;
 mod metrics;
+mod name;
 mod router;
 mod service;
+mod table;
 mod tier;
 
 pub use breaker::{BreakerConfig, BreakerState};
 pub use budget::RetryBudget;
 pub use error::{Attempt, Outcome, RouteError, SkipReason};
 pub use metrics::TierStats;
+pub use name::TierName;
 pub use router::{CallOptions, ConfigError, Routed, Router, RouterBuilder};
 pub use service::RouterFuture;
 pub use tier::{ErrorClass, ServiceTier, Tier, TierError, TierFailure, TierFuture};

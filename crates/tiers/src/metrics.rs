@@ -39,7 +39,8 @@ impl Count {
 pub(crate) struct TierMetrics {
     tier: String,
     pub(crate) calls: Count,
-    pub(crate) successes: Count,
+    /// Served calls: the latency histogram counts them (one atomic increment less per call).
+    pub(crate) successes: metrics::Counter,
     pub(crate) failures: Mutex<BTreeMap<String, u64>>,
     pub(crate) fallbacks_in: Count,
     pub(crate) fallbacks_out: Count,
@@ -56,7 +57,7 @@ impl TierMetrics {
         Self {
             tier: tier.to_string(),
             calls: Count::new("flowbalancer_tier_calls_total", tier),
-            successes: Count::new("flowbalancer_tier_successes_total", tier),
+            successes: metrics::counter!("flowbalancer_tier_successes_total", "tier" => tier.to_string()),
             failures: Mutex::new(BTreeMap::new()),
             fallbacks_in: Count::new("flowbalancer_tier_fallbacks_in_total", tier),
             fallbacks_out: Count::new("flowbalancer_tier_fallbacks_out_total", tier),
@@ -85,7 +86,7 @@ impl TierMetrics {
     }
 
     pub(crate) fn served(&self, latency: std::time::Duration) {
-        self.successes.bump();
+        self.successes.increment(1);
         self.latency.record(latency);
         self.latency_seconds.record(latency.as_secs_f64());
     }

@@ -1,7 +1,8 @@
 //! The router: route table, fallback chain, one deadline, breakers, retry budget.
 
-use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -9,28 +10,23 @@ use tokio::time::Instant;
 use flowbalancer_pool::{Payload, ProgressSink, Request, Response, ToolSpec, WorkerId};
 use parking_lot::Mutex;
 
-use crate::breaker::{Admission, Breaker, BreakerConfig};
+use crate::breaker::{Admission, BreakerCell, BreakerConfig};
 use crate::budget::{Bucket, RetryBudget};
 use crate::error::{Attempt, Outcome, RouteError, SkipReason};
 use crate::metrics::{TierMetrics, TierStats};
+use crate::name::TierName;
+use crate::table::{Chain, Route, RouteTable};
 use crate::tier::{ErasedTier, ErrorClass, Tier};
 
 /// The failure kind of a tier that ran out of the chain's deadline.
 const DEADLINE_EXCEEDED: &str = "deadline_exceeded";
 
-/// The route of a method: its primary tier and, optionally, its own fallback list.
-#[derive(Debug, Clone)]
-struct Route {
-    primary: usize,
-    fallback: Option<Vec<usize>>,
-}
-
 struct TierEntry {
-    name: String,
+    name: TierName,
     tier: Arc<dyn ErasedTier>,
     /// Methods declared in the config, overriding what the tier says.
     methods: Option<Vec<String>>,
-    breaker: Mutex<Breaker>,
+    breaker: BreakerCell,
     metrics: TierMetrics,
 }
 
@@ -91,7 +87,7 @@ pub struct Routed {
     /// The worker's answer.
     pub response: Response,
     /// The tier that served it.
-    pub tier: String,
+    pub tier: TierName,
     /// The tiers tried or skipped before it.
     pub attempts: Vec<Attempt>,
 }
@@ -264,15 +260,14 @@ impl RouterBuilder {
                     .transpose()?,
             })
         };
-        let mut exact = HashMap::new();
+        let mut exact = Vec::new();
         for (method, tier, fallback) in &self.exact {
-            exact.insert(method.clone(), make(method, tier, fallback)?);
+            exact.push((method.clone(), make(method, tier, fallback)?));
         }
         let mut prefixes = Vec::new();
         for (prefix, tier, fallback) in &self.prefixes {
             prefixes.push((prefix.clone(), make(prefix, tier, fallback)?));
         }
-        prefixes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         let default = match &self.default {
             Some((tier, fallback)) => make("default", tier, fallback)?,
             None => Route {
@@ -285,18 +280,16 @@ impl RouterBuilder {
             .into_iter()
             .map(|(name, tier, methods)| TierEntry {
                 metrics: TierMetrics::new(&name),
-                name,
+                name: TierName::from(name),
                 tier,
                 methods,
-                breaker: Mutex::new(Breaker::new(self.breaker.clone())),
+                breaker: BreakerCell::new(self.breaker.clone()),
             })
             .collect();
         Ok(Router {
             inner: Arc::new(Inner {
                 tiers,
-                exact,
-                prefixes,
-                default,
+                routes: RouteTable::new(exact, prefixes, default),
                 budget: self.budget.map(|b| Mutex::new(Bucket::new(b))),
                 timeout: self.timeout,
                 opening: Mutex::new(()),
@@ -307,9 +300,7 @@ impl RouterBuilder {
 
 struct Inner {
     tiers: Vec<TierEntry>,
-    exact: HashMap<String, Route>,
-    prefixes: Vec<(String, Route)>,
-    default: Route,
+    routes: RouteTable,
     budget: Option<Mutex<Bucket>>,
     timeout: Duration,
     /// Held while deciding to open a breaker: two tiers failing at the same moment must not
@@ -368,20 +359,11 @@ impl Router {
 
     /// The tiers, in fallback order.
     pub fn tier_names(&self) -> Vec<String> {
-        self.inner.tiers.iter().map(|t| t.name.clone()).collect()
-    }
-
-    fn route(&self, method: &str) -> &Route {
-        let inner = &*self.inner;
-        if let Some(route) = inner.exact.get(method) {
-            return route;
-        }
-        inner
-            .prefixes
+        self.inner
+            .tiers
             .iter()
-            .find(|(prefix, _)| method.starts_with(prefix.as_str()))
-            .map(|(_, route)| route)
-            .unwrap_or(&inner.default)
+            .map(|t| t.name.to_string())
+            .collect()
     }
 
     /// The tiers a call of `method` would try, in order: the primary, then its fallbacks
@@ -389,12 +371,12 @@ impl Router {
     pub fn chain(&self, method: &str) -> Vec<String> {
         self.chain_indexes(method)
             .iter()
-            .map(|&i| self.inner.tiers[i].name.clone())
+            .map(|i| self.inner.tiers[i].name.to_string())
             .collect()
     }
 
     fn chain_indexes(&self, method: &str) -> Chain {
-        let route = self.route(method);
+        let route: &Route = self.inner.routes.route(method);
         let mut chain = Chain::default();
         let mut push = |i: usize| {
             if self.inner.tiers[i].offers(method) != Some(false) {
@@ -441,212 +423,242 @@ impl Router {
 
     /// Routes a prepared request (its own deadline, if any, is replaced by the chain's).
     ///
+    /// The chain is chosen, and the deadline starts, when this is called; the returned future
+    /// runs the attempts.
+    ///
     /// # Errors
     ///
     /// As [`call`](Self::call).
-    pub async fn call_request(
+    pub fn call_request(
         &self,
         request: Request,
         timeout: Option<Duration>,
-    ) -> Result<Routed, RouteError> {
+    ) -> impl Future<Output = Result<Routed, RouteError>> + Send + '_ {
         let inner = &*self.inner;
         let chain = self.chain_indexes(&request.method);
-        let last = chain.count().saturating_sub(1);
         let method_name = Arc::clone(&request.method);
         // The request moves into the last attempt; earlier ones get a (cheap) clone.
-        let mut request = Some(request);
-        // The method as an owned string only for errors.
-        let method = || method_name.to_string();
-        if chain.is_empty() {
-            return Err(RouteError::UnknownMethod { method: method() });
-        }
-        if let Some(budget) = &inner.budget {
+        let request = Some(request);
+        if !chain.is_empty()
+            && let Some(budget) = &inner.budget
+        {
             budget.lock().deposit_call();
         }
         let started = Instant::now();
         let limit = timeout.unwrap_or(inner.timeout);
         // `Duration::MAX` (or anything past the clock's range) means no deadline.
         let deadline = crate::breaker::saturating_after(started, limit);
-        let mut attempts: Vec<Attempt> = Vec::new();
-        let mut tried_any = false;
-        for (position, &index) in chain.iter().enumerate() {
-            let entry = &inner.tiers[index];
-            let now = if position == 0 {
-                started
-            } else {
-                Instant::now()
-            };
-            if now >= deadline {
-                return Err(RouteError::DeadlineExceeded {
-                    method: method(),
-                    deadline: limit,
-                    attempts,
-                });
+        // Only what the attempts need is moved into the future: it stays small to move.
+        self.run_chain(chain, request, method_name, started, limit, deadline)
+    }
+
+    /// The attempts of one routed call, in chain order.
+    #[allow(clippy::manual_async_fn)] // on purpose: see the comment on the `async` block
+    fn run_chain(
+        &self,
+        chain: Chain,
+        mut request: Option<Request>,
+        method_name: Arc<str>,
+        started: Instant,
+        limit: Duration,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Routed, RouteError>> + Send + '_ {
+        // An `async` block, not an `async fn`: its captures are used in place, where an
+        // `async fn` would keep its arguments twice in the future.
+        async move {
+            let inner = &*self.inner;
+            let last = chain.count().saturating_sub(1);
+            // The method as an owned string only for errors.
+            let method = || method_name.to_string();
+            if chain.is_empty() {
+                return Err(RouteError::UnknownMethod { method: method() });
             }
-            let attempt = |worker: Option<WorkerId>, outcome: Outcome| Attempt {
-                tier: entry.name.clone(),
-                worker,
-                started: now.duration_since(started),
-                elapsed: now.elapsed(),
-                outcome,
-            };
-            let admission = entry.breaker.lock().admit();
-            if admission == Admission::Rejected {
-                entry.metrics.skips.bump();
-                entry.metrics.fallbacks_out.bump();
-                attempts.push(attempt(
-                    None,
-                    Outcome::Skipped {
-                        reason: SkipReason::BreakerOpen,
-                    },
-                ));
-                continue;
-            }
-            if tried_any
-                && let Some(budget) = &inner.budget
-                && !budget.lock().try_withdraw()
-            {
-                if admission == Admission::Probe {
-                    entry.breaker.lock().abandon_probe();
-                }
-                entry.metrics.skips.bump();
-                attempts.push(attempt(
-                    None,
-                    Outcome::Skipped {
-                        reason: SkipReason::RetryBudgetExhausted,
-                    },
-                ));
-                break;
-            }
-            entry.metrics.calls.bump();
-            let Some(mut tier_request) = (if position == last {
-                request.take()
-            } else {
-                request.clone()
-            }) else {
-                break;
-            };
-            tier_request.meta.deadline = Some(deadline.into_std());
-            let left = deadline.saturating_duration_since(now);
-            // Earlier tiers used up part of the chain's deadline: running out of the rest is
-            // not this tier's fault, and does not count against its breaker.
-            let handed_leftover = left.as_secs_f64() < 0.9 * limit.as_secs_f64();
-            let result = {
-                // Give the probe back if this future is dropped mid-call.
-                let probe = ProbeGuard {
-                    entry,
-                    armed: admission == Admission::Probe,
+            let mut attempts: Vec<Attempt> = Vec::new();
+            let mut tried_any = false;
+            for (position, index) in chain.iter().enumerate() {
+                let entry = &inner.tiers[index];
+                let now = if position == 0 {
+                    started
+                } else {
+                    Instant::now()
                 };
-                let result = tokio::time::timeout_at(deadline, entry.tier.call(tier_request)).await;
-                probe.disarm();
-                result
-            };
-            let worker = match &result {
-                Ok(Err(error)) => error.worker(),
-                _ => None,
-            };
-            let outcome = match result {
-                Ok(Ok(response)) => {
-                    let done = Instant::now();
-                    entry.breaker.lock().on_success(done);
-                    let metrics = &entry.metrics;
-                    metrics.served(done.duration_since(now));
-                    if position > 0 {
-                        metrics.fallbacks_in.bump();
-                    }
-                    return Ok(Routed {
-                        response,
-                        tier: entry.name.clone(),
+                if now >= deadline {
+                    return Err(RouteError::DeadlineExceeded {
+                        method: method(),
+                        deadline: limit,
                         attempts,
                     });
                 }
-                Ok(Err(error)) => match error.class() {
-                    ErrorClass::Caller => {
-                        // The tier worked; the call was wrong.
-                        entry.breaker.lock().on_success(Instant::now());
-                        entry.metrics.failure(error.kind());
-                        return Err(RouteError::Rejected {
-                            method: method(),
+                let attempt = |worker: Option<WorkerId>, outcome: Outcome| Attempt {
+                    tier: entry.name.to_string(),
+                    worker,
+                    started: now.duration_since(started),
+                    elapsed: now.elapsed(),
+                    outcome,
+                };
+                let admission = entry.breaker.admit();
+                if admission == Admission::Rejected {
+                    entry.metrics.skips.bump();
+                    entry.metrics.fallbacks_out.bump();
+                    attempts.push(attempt(
+                        None,
+                        Outcome::Skipped {
+                            reason: SkipReason::BreakerOpen,
+                        },
+                    ));
+                    continue;
+                }
+                if tried_any
+                    && let Some(budget) = &inner.budget
+                    && !budget.lock().try_withdraw()
+                {
+                    if admission == Admission::Probe {
+                        entry.breaker.abandon_probe();
+                    }
+                    entry.metrics.skips.bump();
+                    attempts.push(attempt(
+                        None,
+                        Outcome::Skipped {
+                            reason: SkipReason::RetryBudgetExhausted,
+                        },
+                    ));
+                    break;
+                }
+                entry.metrics.calls.bump();
+                // Started outside this future, so the tier's request never takes room in it.
+                let Some(mut call) = start_attempt(entry, &mut request, position == last, deadline)
+                else {
+                    break;
+                };
+                let left = deadline.saturating_duration_since(now);
+                // Earlier tiers used up part of the chain's deadline: running out of the rest is
+                // not this tier's fault, and does not count against its breaker.
+                let handed_leftover = left.as_secs_f64() < 0.9 * limit.as_secs_f64();
+                let result = {
+                    // Give the probe back if this future is dropped mid-call.
+                    let probe = ProbeGuard {
+                        entry,
+                        armed: admission == Admission::Probe,
+                    };
+                    // A tier that answers on its first poll needs no timer: the deadline's timer
+                    // is set up only for a call that has to wait.
+                    let first =
+                        std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+                    let result = match first {
+                        Poll::Ready(result) => Ok(result),
+                        // Boxed, so the timer does not widen every call's future.
+                        Poll::Pending => Box::pin(tokio::time::timeout_at(deadline, call)).await,
+                    };
+                    probe.disarm();
+                    result
+                };
+                let worker = match &result {
+                    Ok(Err(error)) => error.worker(),
+                    _ => None,
+                };
+                let outcome = match result {
+                    Ok(Ok(response)) => {
+                        let done = Instant::now();
+                        entry.breaker.on_success(done);
+                        let metrics = &entry.metrics;
+                        metrics.served(done.duration_since(now));
+                        if position > 0 {
+                            metrics.fallbacks_in.bump();
+                        }
+                        return Ok(Routed {
+                            response,
                             tier: entry.name.clone(),
-                            error,
+                            attempts,
                         });
                     }
-                    ErrorClass::Unavailable => {
-                        if admission == Admission::Probe {
-                            entry.breaker.lock().abandon_probe();
-                        }
-                        entry.metrics.skips.bump();
-                        entry.metrics.failure(error.kind());
-                        Outcome::Skipped {
-                            reason: SkipReason::Unavailable {
-                                kind: error.kind().to_string(),
-                                message: error.to_string(),
-                            },
-                        }
-                    }
-                    // Retryable, and any class a later version adds.
-                    _ => {
-                        let timed_out = error.is_deadline();
-                        // A tier handed only what earlier tiers left of the chain's deadline
-                        // is not at fault for running out of it.
-                        if !(timed_out && handed_leftover) {
-                            self.record_failure(index, &method_name, error.kind(), &error);
-                        } else {
+                    Ok(Err(error)) => match error.class() {
+                        ErrorClass::Caller => {
+                            // The tier worked; the call was wrong.
+                            entry.breaker.on_success(Instant::now());
                             entry.metrics.failure(error.kind());
+                            return Err(RouteError::Rejected {
+                                method: method(),
+                                tier: entry.name.to_string(),
+                                error,
+                            });
+                        }
+                        ErrorClass::Unavailable => {
                             if admission == Admission::Probe {
-                                entry.breaker.lock().abandon_probe();
+                                entry.breaker.abandon_probe();
                             }
+                            entry.metrics.skips.bump();
+                            entry.metrics.failure(error.kind());
+                            Outcome::Skipped {
+                                reason: SkipReason::Unavailable {
+                                    kind: error.kind().to_string(),
+                                    message: error.to_string(),
+                                },
+                            }
+                        }
+                        // Retryable, and any class a later version adds.
+                        _ => {
+                            let timed_out = error.is_deadline();
+                            // A tier handed only what earlier tiers left of the chain's deadline
+                            // is not at fault for running out of it.
+                            if !(timed_out && handed_leftover) {
+                                self.record_failure(index, &method_name, error.kind(), &error);
+                            } else {
+                                entry.metrics.failure(error.kind());
+                                if admission == Admission::Probe {
+                                    entry.breaker.abandon_probe();
+                                }
+                            }
+                            tried_any = true;
+                            if timed_out {
+                                Outcome::TimedOut { after: left }
+                            } else {
+                                Outcome::Failed {
+                                    kind: error.kind().to_string(),
+                                    message: error.to_string(),
+                                }
+                            }
+                        }
+                    },
+                    Err(_) => {
+                        if handed_leftover {
+                            // Only the leftover of the chain's deadline: not this tier's fault.
+                            entry.metrics.failure(DEADLINE_EXCEEDED);
+                            if admission == Admission::Probe {
+                                entry.breaker.abandon_probe();
+                            }
+                        } else {
+                            self.record_failure(
+                                index,
+                                &method_name,
+                                DEADLINE_EXCEEDED,
+                                &"the chain's deadline passed",
+                            );
                         }
                         tried_any = true;
-                        if timed_out {
-                            Outcome::TimedOut { after: left }
-                        } else {
-                            Outcome::Failed {
-                                kind: error.kind().to_string(),
-                                message: error.to_string(),
-                            }
-                        }
+                        Outcome::TimedOut { after: left }
                     }
-                },
-                Err(_) => {
-                    if handed_leftover {
-                        // Only the leftover of the chain's deadline: not this tier's fault.
-                        entry.metrics.failure(DEADLINE_EXCEEDED);
-                        if admission == Admission::Probe {
-                            entry.breaker.lock().abandon_probe();
-                        }
-                    } else {
-                        self.record_failure(
-                            index,
-                            &method_name,
-                            DEADLINE_EXCEEDED,
-                            &"the chain's deadline passed",
-                        );
-                    }
-                    tried_any = true;
-                    Outcome::TimedOut { after: left }
-                }
-            };
-            entry.metrics.fallbacks_out.bump();
-            attempts.push(Attempt {
-                tier: entry.name.clone(),
-                worker,
-                started: now.duration_since(started),
-                elapsed: now.elapsed(),
-                outcome,
-            });
-        }
-        if Instant::now() >= deadline {
-            Err(RouteError::DeadlineExceeded {
-                method: method(),
-                deadline: limit,
-                attempts,
-            })
-        } else {
-            Err(RouteError::AllTiersFailed {
-                method: method(),
-                attempts,
-            })
+                };
+                entry.metrics.fallbacks_out.bump();
+                attempts.push(Attempt {
+                    tier: entry.name.to_string(),
+                    worker,
+                    started: now.duration_since(started),
+                    elapsed: now.elapsed(),
+                    outcome,
+                });
+            }
+            if Instant::now() >= deadline {
+                Err(RouteError::DeadlineExceeded {
+                    method: method(),
+                    deadline: limit,
+                    attempts,
+                })
+            } else {
+                Err(RouteError::AllTiersFailed {
+                    method: method(),
+                    attempts,
+                })
+            }
         }
     }
 
@@ -661,17 +673,17 @@ impl Router {
     ) {
         let entry = &self.inner.tiers[index];
         entry.metrics.failure(kind);
-        let wants_open = entry.breaker.lock().on_failure();
+        let wants_open = entry.breaker.on_failure();
         if !wants_open {
             return;
         }
         // One decision at a time: another tier of the chain may be opening right now.
         let _deciding = self.inner.opening.lock();
-        let others_usable = self.chain_indexes(method).iter().any(|&i| {
+        let others_usable = self.chain_indexes(method).iter().any(|i| {
             i != index
-                && self.inner.tiers[i].breaker.lock().state() != crate::breaker::BreakerState::Open
+                && self.inner.tiers[i].breaker.state().0 != crate::breaker::BreakerState::Open
         });
-        let mut breaker = entry.breaker.lock();
+        let breaker = &entry.breaker;
         if others_usable {
             let cooldown = breaker.open();
             entry.metrics.breaker_openings.increment(1);
@@ -689,17 +701,17 @@ impl Router {
             .iter()
             .map(|entry| {
                 let metrics = &entry.metrics;
-                let breaker = entry.breaker.lock();
+                let (breaker, breaker_transitions) = entry.breaker.state();
                 TierStats {
-                    name: entry.name.clone(),
+                    name: entry.name.to_string(),
                     calls: metrics.calls.load(),
-                    successes: metrics.successes.load(),
+                    successes: metrics.latency.count(),
                     failures: metrics.failures.lock().clone(),
                     fallbacks_in: metrics.fallbacks_in.load(),
                     fallbacks_out: metrics.fallbacks_out.load(),
                     skips: metrics.skips.load(),
-                    breaker: breaker.state(),
-                    breaker_transitions: breaker.transitions,
+                    breaker,
+                    breaker_transitions,
                     latency: metrics.latency.summary(),
                 }
             })
@@ -733,6 +745,23 @@ impl Router {
     }
 }
 
+/// Starts one attempt at `entry`: the last attempt takes the request, earlier ones a clone,
+/// each carrying the chain's deadline. `None` when the request was already taken.
+fn start_attempt<'a>(
+    entry: &'a TierEntry,
+    request: &mut Option<Request>,
+    last: bool,
+    deadline: Instant,
+) -> Option<crate::tier::TierFuture<'a, crate::tier::TierFailure>> {
+    let mut tier_request = if last {
+        request.take()?
+    } else {
+        request.clone()?
+    };
+    tier_request.meta.deadline = Some(deadline.into_std());
+    Some(entry.tier.call(tier_request))
+}
+
 /// Returns an unreported half-open probe if the call future is dropped.
 struct ProbeGuard<'a> {
     entry: &'a TierEntry,
@@ -748,38 +777,7 @@ impl ProbeGuard<'_> {
 impl Drop for ProbeGuard<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.entry.breaker.lock().abandon_probe();
+            self.entry.breaker.abandon_probe();
         }
-    }
-}
-
-/// The tiers of one call's chain, without a heap allocation for up to 8 tiers.
-#[derive(Default)]
-struct Chain {
-    inline: [usize; 8],
-    len: usize,
-    more: Vec<usize>,
-}
-
-impl Chain {
-    fn push(&mut self, index: usize) {
-        if self.len < self.inline.len() {
-            self.inline[self.len] = index;
-            self.len += 1;
-        } else {
-            self.more.push(index);
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    fn count(&self) -> usize {
-        self.len + self.more.len()
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &usize> {
-        self.inline[..self.len].iter().chain(self.more.iter())
     }
 }
