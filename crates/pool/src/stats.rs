@@ -56,10 +56,67 @@ impl Count {
     }
 }
 
+/// The calls counter, bumped by every call from every thread: its value is split into
+/// stripes a cache line apart, one per thread (round-robin), so two threads counting calls do
+/// not pull the same line from each other's core. Reading sums the stripes.
+#[derive(Debug)]
+pub(crate) struct HotCount {
+    stripes: [Stripe; STRIPES],
+    metric: metrics::Counter,
+}
+
+const STRIPES: usize = 8;
+
+/// One stripe, alone on its cache line (two lines: adjacent-line prefetch pulls pairs).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Stripe(AtomicU64);
+
+impl HotCount {
+    fn new(name: &'static str, pool: &str) -> Self {
+        Self {
+            stripes: Default::default(),
+            metric: metrics::counter!(name, "pool" => pool.to_string()),
+        }
+    }
+
+    pub(crate) fn bump(&self) {
+        self.stripes[stripe()].0.fetch_add(1, Ordering::Relaxed);
+        self.metric.increment(1);
+    }
+
+    pub(crate) fn load(&self) -> u64 {
+        self.stripes
+            .iter()
+            .map(|stripe| stripe.0.load(Ordering::Relaxed))
+            .fold(0u64, u64::wrapping_add)
+    }
+}
+
+/// This thread's stripe (0..8), handed out round-robin on first use.
+pub(crate) fn stripe() -> usize {
+    use std::cell::Cell;
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    STRIPE.with(|stripe| {
+        let mut index = stripe.get();
+        if index == usize::MAX {
+            index = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+            stripe.set(index);
+        }
+        index
+    })
+}
+
 #[derive(Debug)]
 pub(crate) struct Counters {
-    pub(crate) calls: Count,
-    pub(crate) successes: Count,
+    pub(crate) calls: HotCount,
+    /// Successes are counted by the pool's latency histogram (one per success); this is the
+    /// same count through the `metrics` facade.
+    pub(crate) successes: metrics::Counter,
     pub(crate) failures: [Count; FAILURE_KINDS.len()],
     pub(crate) retries: Count,
     /// Calls given up on while the worker ran them (deadline, caller gone).
@@ -89,8 +146,11 @@ impl Counters {
         describe();
         let count = |name| Count::new(name, pool);
         Self {
-            calls: count("flowbalancer_pool_calls_total"),
-            successes: count("flowbalancer_pool_successes_total"),
+            calls: HotCount::new("flowbalancer_pool_calls_total", pool),
+            successes: metrics::counter!(
+                "flowbalancer_pool_successes_total",
+                "pool" => pool.to_string()
+            ),
             failures: FAILURE_KINDS.map(|kind| Count {
                 value: AtomicU64::new(0),
                 metric: metrics::counter!(

@@ -403,3 +403,46 @@ async fn scale_to_grows_in_waves_and_shrinks() {
         "retired workers were shut down"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_from_many_threads_add_up_and_per_call_flips_stay_out_of_the_history() {
+    let pool = Pool::builder(flowbalancer_pool::in_process(
+        |r| async move { Ok(r.payload) },
+    ))
+    .size(2)
+    .max_in_flight(4)
+    .health_interval(None)
+    .build()
+    .await
+    .unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                for i in 0..250 {
+                    pool.call(Request::new("echo", json!({ "i": i })))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let stats = pool.stats();
+    assert_eq!((stats.calls, stats.successes), (2000, 2000));
+    assert_eq!(stats.latency.count, 2000);
+    for worker in pool.workers() {
+        // Started, then nothing per call: the history keeps the transitions worth reading.
+        assert!(
+            worker
+                .history
+                .iter()
+                .all(|t| !matches!(t.to, flowbalancer_pool::WorkerState::Busy)),
+            "{:?}",
+            worker.history
+        );
+        assert_eq!(worker.state, flowbalancer_pool::WorkerState::Ready);
+    }
+}

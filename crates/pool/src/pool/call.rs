@@ -10,7 +10,8 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use super::dispatch::{Checkout, Discard, Outcome};
 use super::{Inner, Pool};
@@ -34,14 +35,14 @@ enum GiveUp {
 /// call up: see the module docs.
 struct Running<W: Worker> {
     inner: Arc<Inner<W>>,
-    checkout: Option<Checkout<W>>,
+    checkout: Option<Checkout<'static, W>>,
     call: Option<CallFuture>,
     request_id: u64,
 }
 
 impl<W: Worker> Running<W> {
     /// The call finished (or is abandoned on purpose): hands back the checkout to settle.
-    fn finish(mut self) -> Checkout<W> {
+    fn finish(mut self) -> Checkout<'static, W> {
         self.call = None;
         match self.checkout.take() {
             Some(checkout) => checkout,
@@ -70,7 +71,7 @@ impl<W: Worker> Inner<W> {
     /// Settles a call the caller no longer waits for.
     fn give_up(
         self: &Arc<Self>,
-        checkout: Checkout<W>,
+        checkout: Checkout<'static, W>,
         call: CallFuture,
         request_id: u64,
         why: GiveUp,
@@ -141,7 +142,7 @@ impl<W: Worker> Inner<W> {
     /// in the background whether it keeps serving (see [`Worker::keep_after_unanswered`]).
     fn settle_unanswered(
         self: &Arc<Self>,
-        checkout: Checkout<W>,
+        checkout: Checkout<'static, W>,
         request_id: u64,
         after: std::time::Duration,
     ) {
@@ -189,12 +190,18 @@ impl<W: Worker> Pool<W> {
                 .checkout(request.meta.session.as_ref(), deadline, &tried)
                 .await?;
             rebound |= granted.rebound;
+            // A worker granted at once, on the first try: the call's start time is still
+            // now (one clock read less per call).
+            let now = if granted.queued || attempts > 1 {
+                Instant::now()
+            } else {
+                started
+            };
             let checkout = granted.checkout;
-            let slot = Arc::clone(checkout.slot());
             let mut limit = inner.config.call_timeout;
             let mut limited_by_deadline = false;
             if let Some(deadline) = deadline {
-                let left = deadline.saturating_duration_since(Instant::now());
+                let left = deadline.saturating_duration_since(now);
                 if left < limit {
                     limit = left;
                     limited_by_deadline = true;
@@ -205,22 +212,22 @@ impl<W: Worker> Pool<W> {
                 inner.counters.failure("deadline_exceeded");
                 return Err(PoolError::DeadlineExceeded);
             }
-            let worker = slot.id;
+            let worker = checkout.slot().id;
             let (checkout, result) = if W::KEEPS_RUNNING_WHEN_DROPPED {
                 // The call must be able to outlive this future: own it, and hand it to a
                 // settling task if the caller gives up (see the module docs).
-                let call_slot = Arc::clone(&slot);
+                let call_slot = Arc::clone(checkout.slot());
                 let call_request = request.clone();
                 let mut running = Running {
                     inner: Arc::clone(inner),
-                    checkout: Some(checkout),
+                    checkout: Some(checkout.into_owned()),
                     call: Some(Box::pin(async move {
                         call_slot.worker.call(call_request).await
                     })),
                     request_id: request.meta.request_id,
                 };
                 let result = match running.call.as_mut() {
-                    Some(call) => tokio::time::timeout(limit, call).await,
+                    Some(call) => within(limit, call).await,
                     None => unreachable!("the call was just set"),
                 };
                 if result.is_err() && limited_by_deadline {
@@ -234,13 +241,16 @@ impl<W: Worker> Pool<W> {
             } else {
                 // In-process: dropping the call's future stops it, so a caller that goes
                 // away frees the worker through the checkout's own drop.
-                let result = tokio::time::timeout(limit, slot.worker.call(request.clone())).await;
+                let result = {
+                    let call = std::pin::pin!(checkout.slot().worker.call(request.clone()));
+                    within(limit, call).await
+                };
                 (checkout, result)
             };
             let error = match result {
                 Ok(Ok(payload)) => {
                     checkout.finish(Outcome::Done);
-                    inner.counters.successes.bump();
+                    inner.counters.successes.increment(1);
                     let elapsed = started.elapsed();
                     inner.latency.record(elapsed);
                     inner.counters.latency.record(elapsed.as_secs_f64());
@@ -274,7 +284,7 @@ impl<W: Worker> Pool<W> {
                         }
                     }
                     _ => {
-                        slot.worker.kill();
+                        checkout.slot().worker.kill();
                         checkout.finish(Outcome::Discard(Discard::ProtocolViolation));
                         PoolError::ProtocolViolation {
                             worker,
@@ -290,8 +300,8 @@ impl<W: Worker> Pool<W> {
                 Err(_) if W::MAY_SURVIVE_UNANSWERED => {
                     // One stuck call of a multiplexing worker: cancel it there, and let the
                     // worker say (in the background) whether it is still well.
-                    slot.worker.cancel(request.meta.request_id);
-                    inner.settle_unanswered(checkout, request.meta.request_id, limit);
+                    checkout.slot().worker.cancel(request.meta.request_id);
+                    inner.settle_unanswered(checkout.into_owned(), request.meta.request_id, limit);
                     PoolError::Timeout {
                         worker,
                         after: limit,
@@ -299,7 +309,7 @@ impl<W: Worker> Pool<W> {
                 }
                 Err(_) => {
                     tracing::warn!(pool = %inner.config.name, %worker, timeout = ?limit, "call timed out; killing the worker");
-                    slot.worker.kill();
+                    checkout.slot().worker.kill();
                     checkout.finish(Outcome::Discard(Discard::Timeout));
                     PoolError::Timeout {
                         worker,
@@ -310,5 +320,17 @@ impl<W: Worker> Pool<W> {
             inner.counters.failure(error.kind_name());
             return Err(error);
         }
+    }
+}
+
+/// Runs `call` for at most `limit`, polling it once before arming the timer: a call that
+/// answers on its first poll (an in-process worker) needs no timer at all.
+async fn within<F: Future + Unpin>(
+    limit: Duration,
+    mut call: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    match std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut call).poll(cx))).await {
+        Poll::Ready(output) => Ok(output),
+        Poll::Pending => tokio::time::timeout(limit, call).await,
     }
 }

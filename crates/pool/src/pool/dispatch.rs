@@ -178,10 +178,10 @@ pub(crate) struct Handoff<W: Worker> {
 }
 
 impl<W: Worker> Handoff<W> {
-    fn into_checkout(mut self) -> Checkout<W> {
+    fn into_checkout(mut self) -> Checkout<'static, W> {
         self.armed = false;
         Checkout {
-            inner: Arc::clone(&self.inner),
+            inner: PoolRef::Owned(Arc::clone(&self.inner)),
             slot: Arc::clone(&self.slot),
             armed: true,
         }
@@ -240,17 +240,46 @@ impl Discard {
     }
 }
 
+/// The pool a checkout gives its worker back to: borrowed for a call that runs inside the
+/// caller's future (no shared reference count to bump, a cache line fewer that every call on
+/// every core writes), owned for one that may outlive it.
+enum PoolRef<'a, W: Worker> {
+    Borrowed(&'a Arc<Inner<W>>),
+    Owned(Arc<Inner<W>>),
+}
+
+impl<W: Worker> std::ops::Deref for PoolRef<'_, W> {
+    type Target = Arc<Inner<W>>;
+
+    fn deref(&self) -> &Arc<Inner<W>> {
+        match self {
+            PoolRef::Borrowed(inner) => inner,
+            PoolRef::Owned(inner) => inner,
+        }
+    }
+}
+
 /// A worker checked out for one call. Dropping it without [`finish`](Self::finish) — the
 /// caller's future was cancelled — gives the worker back.
-pub(crate) struct Checkout<W: Worker> {
-    inner: Arc<Inner<W>>,
+pub(crate) struct Checkout<'a, W: Worker> {
+    inner: PoolRef<'a, W>,
     slot: Arc<Slot<W>>,
     armed: bool,
 }
 
-impl<W: Worker> Checkout<W> {
+impl<W: Worker> Checkout<'_, W> {
     pub(crate) fn slot(&self) -> &Arc<Slot<W>> {
         &self.slot
+    }
+
+    /// The same checkout, able to outlive the caller (for a call handed to a settling task).
+    pub(crate) fn into_owned(mut self) -> Checkout<'static, W> {
+        self.armed = false;
+        Checkout {
+            inner: PoolRef::Owned(Arc::clone(&self.inner)),
+            slot: Arc::clone(&self.slot),
+            armed: true,
+        }
     }
 
     pub(crate) fn finish(mut self, outcome: Outcome) {
@@ -259,7 +288,7 @@ impl<W: Worker> Checkout<W> {
     }
 }
 
-impl<W: Worker> Drop for Checkout<W> {
+impl<W: Worker> Drop for Checkout<'_, W> {
     fn drop(&mut self) {
         if self.armed {
             self.inner.release(&self.slot, Outcome::Cancelled);
@@ -268,20 +297,22 @@ impl<W: Worker> Drop for Checkout<W> {
 }
 
 /// A checkout and what the caller should know about its session.
-pub(crate) struct Granted<W: Worker> {
-    pub(crate) checkout: Checkout<W>,
+pub(crate) struct Granted<'a, W: Worker> {
+    pub(crate) checkout: Checkout<'a, W>,
     pub(crate) rebound: bool,
+    /// The call waited in the admission queue for its worker.
+    pub(crate) queued: bool,
 }
 
 impl<W: Worker> Inner<W> {
     /// Reserves one call on entry `index` (under the lock).
-    fn take(self: &Arc<Self>, state: &mut State<W>, index: usize) -> Checkout<W> {
+    fn take<'a>(self: &'a Arc<Self>, state: &mut State<W>, index: usize) -> Checkout<'a, W> {
         let entry = &mut state.entries[index];
         entry.in_flight += 1;
         self.counters.in_flight.increment(1.0);
-        let _ = entry.machine.transition(WorkerState::Busy, "call");
+        entry.machine.flip_busy(true);
         Checkout {
-            inner: Arc::clone(self),
+            inner: PoolRef::Borrowed(self),
             slot: Arc::clone(&entry.slot),
             armed: true,
         }
@@ -289,12 +320,12 @@ impl<W: Worker> Inner<W> {
 
     /// Finds a worker for a call: the session's worker, else the least loaded, else a place
     /// in the admission queue (bounded) until one is handed over.
-    pub(crate) async fn checkout(
-        self: &Arc<Self>,
+    pub(crate) async fn checkout<'a>(
+        self: &'a Arc<Self>,
         session: Option<&Arc<str>>,
         deadline: Option<std::time::Instant>,
         avoid: &[WorkerId],
-    ) -> Result<Granted<W>, PoolError> {
+    ) -> Result<Granted<'a, W>, PoolError> {
         let mut rebound = false;
         let receiver = {
             let mut state = self.state.lock();
@@ -324,6 +355,7 @@ impl<W: Worker> Inner<W> {
                         return Ok(Granted {
                             checkout: self.take(&mut state, index),
                             rebound,
+                            queued: false,
                         });
                     }
                     Bound::Busy(worker) => match self.config.affinity {
@@ -359,6 +391,7 @@ impl<W: Worker> Inner<W> {
                 return Ok(Granted {
                     checkout: self.take(&mut state, index),
                     rebound,
+                    queued: false,
                 });
             }
             // Nothing free: grow if allowed, then queue.
@@ -412,7 +445,11 @@ impl<W: Worker> Inner<W> {
                     let mut state = self.state.lock();
                     self.touch_binding(&mut state, session, checkout.slot().id);
                 }
-                Ok(Granted { checkout, rebound })
+                Ok(Granted {
+                    checkout,
+                    rebound,
+                    queued: true,
+                })
             }
             // The pool dropped our place: it is shutting down or has no worker left.
             Ok(Err(_)) => {
@@ -540,10 +577,8 @@ impl<W: Worker> Inner<W> {
             return;
         }
         let entry = &mut state.entries[index];
-        if entry.in_flight == 0 && entry.machine.state() == WorkerState::Busy {
-            let _ = entry
-                .machine
-                .transition(WorkerState::Ready, "call finished");
+        if entry.in_flight == 0 {
+            entry.machine.flip_busy(false);
         }
         if entry.in_flight == 0
             && !entry.retiring
@@ -596,7 +631,7 @@ impl<W: Worker> Inner<W> {
                 entry.in_flight -= 1;
                 self.counters.in_flight.decrement(1.0);
                 if entry.in_flight == 0 {
-                    let _ = entry.machine.transition(WorkerState::Ready, "caller gone");
+                    entry.machine.flip_busy(false);
                 }
             }
         }
