@@ -50,7 +50,7 @@ impl WorkerState {
     }
 
     /// Its position in [`ALL`](Self::ALL).
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 
@@ -177,24 +177,6 @@ impl StateMachine {
     /// Sets the health.
     pub fn set_health(&mut self, health: Health) {
         self.health = health;
-    }
-
-    /// The per-call flip between `Ready` and `Busy` (`busy`: a call started; otherwise the
-    /// last one ended). Counted like any transition and traced, but not kept in the history:
-    /// a pool flips twice per call, and the history is for the transitions worth reading
-    /// (started, degraded, recycled, …). No allocation and no clock read, so a pool can do it
-    /// under its lock. Any other state is left as it is.
-    pub(crate) fn flip_busy(&mut self, busy: bool) {
-        let to = match (self.state, busy) {
-            (WorkerState::Ready, true) => WorkerState::Busy,
-            (WorkerState::Busy, false) => WorkerState::Ready,
-            _ => return,
-        };
-        if let Some(counted) = &self.counted {
-            counted[to.index()].increment(1);
-        }
-        tracing::trace!(worker = self.owner.as_deref().unwrap_or("worker"), from = %self.state, to = %to, "worker transition");
-        self.state = to;
     }
 
     /// Moves to `to`, recording why.

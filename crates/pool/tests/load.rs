@@ -446,3 +446,42 @@ async fn counts_from_many_threads_add_up_and_per_call_flips_stay_out_of_the_hist
         assert_eq!(worker.state, flowbalancer_pool::WorkerState::Ready);
     }
 }
+
+/// Releases usually take no lock; a caller about to queue must still get every worker that
+/// frees. One worker, one call at a time, 32 callers on two threads: a missed hand-over
+/// would leave a caller waiting with the worker idle, and its queue timeout would fail it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_caller_is_missed_when_releases_skip_the_lock() {
+    for max_in_flight in [1, 2] {
+        let pool = Pool::builder(flowbalancer_pool::in_process(|r| async move {
+            tokio::task::yield_now().await;
+            Ok(r.payload)
+        }))
+        .size(1)
+        .max_in_flight(max_in_flight)
+        .queue_capacity(64)
+        .queue_timeout(Duration::from_secs(5))
+        .health_interval(None)
+        .build()
+        .await
+        .unwrap();
+        let tasks: Vec<_> = (0..32)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    for i in 0..300 {
+                        pool.call(Request::new("echo", json!({ "i": i }))).await?;
+                    }
+                    Ok::<(), PoolError>(())
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let stats = pool.stats();
+        assert_eq!(stats.successes, 32 * 300, "{stats:?}");
+        assert_eq!(stats.in_flight, 0);
+        assert_eq!(stats.queue_depth, 0);
+    }
+}

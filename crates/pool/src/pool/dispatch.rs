@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use tokio::time::Instant;
 
 use tokio::sync::oneshot;
@@ -15,17 +16,54 @@ use crate::state::{StateMachine, WorkerState};
 use crate::worker::Worker;
 
 /// A worker and its id; shared by the pool's table and the calls running on it.
+///
+/// Its call counts are atomics so that a call's release usually needs no pool lock (see
+/// [`Inner::release`]): `in_flight` goes up only under the lock, and down with or without it.
 pub(crate) struct Slot<W> {
     pub(crate) id: WorkerId,
     pub(crate) worker: W,
+    /// Calls running on it, and a health check's reservation.
+    in_flight: AtomicUsize,
+    /// Calls it has finished (recycling after N calls).
+    calls: AtomicU64,
+    /// Whether a release may skip the bookkeeping under the lock: mirrors
+    /// [`Entry::needs_bookkeeping`], kept up to date under the lock.
+    quiet: AtomicBool,
+}
+
+impl<W> Slot<W> {
+    pub(crate) fn new(id: WorkerId, worker: W) -> Self {
+        Self {
+            id,
+            worker,
+            in_flight: AtomicUsize::new(0),
+            calls: AtomicU64::new(0),
+            quiet: AtomicBool::new(false),
+        }
+    }
+
+    /// Calls running on it (and a health check's reservation).
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Reserves it for a health check (under the pool's lock; not a call).
+    pub(crate) fn reserve(&self) {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Ends a health check's reservation (under the pool's lock).
+    pub(crate) fn unreserve(&self) {
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
 }
 
 /// The pool's view of one worker.
 pub(crate) struct Entry<W> {
     pub(crate) slot: Arc<Slot<W>>,
     pub(crate) machine: StateMachine,
-    pub(crate) in_flight: usize,
-    pub(crate) calls: u64,
     pub(crate) started: Instant,
     pub(crate) last_used: Instant,
     pub(crate) health_failures: u32,
@@ -48,13 +86,52 @@ impl<W: Worker> Entry<W> {
     pub(crate) fn available(&self, max_in_flight: usize) -> bool {
         self.slot.worker.is_alive()
             && !self.retiring
-            && self.in_flight < max_in_flight
+            && self.in_flight() < max_in_flight
             && matches!(self.machine.state(), WorkerState::Ready | WorkerState::Busy)
     }
 
+    /// Calls running on it (and a health check's reservation).
+    pub(crate) fn in_flight(&self) -> usize {
+        self.slot.in_flight()
+    }
+
+    /// Calls it has finished.
+    pub(crate) fn calls(&self) -> u64 {
+        self.slot.calls.load(Ordering::Relaxed)
+    }
+
+    /// Its state as reported: the pool keeps a serving worker's machine at `Ready` and shows
+    /// it `Busy` while calls run (the per-call flip is counted, not recorded: see
+    /// [`Inner::take`]).
+    pub(crate) fn shown_state(&self) -> WorkerState {
+        match self.machine.state() {
+            WorkerState::Ready if self.in_flight() > 0 => WorkerState::Busy,
+            state => state,
+        }
+    }
+
     pub(crate) fn recycle_due(&self, now: Instant) -> bool {
-        self.recycle_after_calls.is_some_and(|n| self.calls >= n)
+        self.recycle_after_calls.is_some_and(|n| self.calls() >= n)
             || self.recycle_at.is_some_and(|at| now >= at)
+    }
+
+    /// Whether the end of a call on it needs work under the lock beyond the counts: the
+    /// last-use time of an overflow worker, a recycling check, retiring it.
+    fn needs_bookkeeping(&self) -> bool {
+        self.overflow
+            || self.retiring
+            || self.session_ended
+            || self.recycle_after_calls.is_some()
+            || self.recycle_at.is_some()
+    }
+
+    /// Publishes [`needs_bookkeeping`](Self::needs_bookkeeping) to lock-free releases. Called
+    /// under the lock after any change to what it reads, before looking at `in_flight` (a
+    /// release lowers `in_flight` before it reads the flag: one of the two sees the other).
+    pub(crate) fn refresh_quiet(&self) {
+        self.slot
+            .quiet
+            .store(!self.needs_bookkeeping(), Ordering::SeqCst);
     }
 }
 
@@ -157,7 +234,7 @@ impl<W: Worker> State<W> {
         let best = |avoiding: bool| {
             candidates()
                 .filter(|(_, e)| !avoiding || !avoid.contains(&e.slot.id))
-                .min_by_key(|(_, e)| e.in_flight)
+                .min_by_key(|(_, e)| e.in_flight())
                 .map(|(i, _)| i)
         };
         best(true).or_else(|| best(false))
@@ -306,11 +383,17 @@ pub(crate) struct Granted<'a, W: Worker> {
 
 impl<W: Worker> Inner<W> {
     /// Reserves one call on entry `index` (under the lock).
+    ///
+    /// The worker's machine stays `Ready` while it serves: `Busy` is shown from its running
+    /// calls, and the flip is counted in the transition metrics (not kept in its history,
+    /// which is for the transitions worth reading) so that a release can do its part
+    /// without the lock.
     fn take<'a>(self: &'a Arc<Self>, state: &mut State<W>, index: usize) -> Checkout<'a, W> {
-        let entry = &mut state.entries[index];
-        entry.in_flight += 1;
+        let entry = &state.entries[index];
+        if entry.slot.in_flight.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.counters.transitions[WorkerState::Busy.index()].increment(1);
+        }
         self.counters.in_flight.increment(1.0);
-        entry.machine.flip_busy(true);
         Checkout {
             inner: PoolRef::Borrowed(self),
             slot: Arc::clone(&entry.slot),
@@ -339,7 +422,7 @@ impl<W: Worker> Inner<W> {
                     && state
                         .least_loaded(self.config.max_in_flight, avoid, false)
                         .is_some_and(|least| {
-                            state.entries[least].in_flight < state.entries[index].in_flight
+                            state.entries[least].in_flight() < state.entries[index].in_flight()
                         })
                 {
                     // A hint, not a tie: when the session's worker runs more calls than
@@ -376,23 +459,42 @@ impl<W: Worker> Inner<W> {
                 }
             }
             let exclusive = self.config.affinity == AffinityMode::Exclusive;
-            if wanted.is_none()
-                && let Some(index) = state.least_loaded(self.config.max_in_flight, avoid, exclusive)
-            {
-                if let Some(session) = session
-                    && !state.sessions.contains_key(session)
-                {
-                    let worker = state.entries[index].slot.id;
-                    self.touch_binding(&mut state, session, worker);
-                    if exclusive {
-                        state.entries[index].owner = Some(Arc::clone(session));
+            let max_in_flight = self.config.max_in_flight;
+            // Two looks: the second after telling lock-free releases that a caller is about
+            // to wait (see `release`), since a call that ended after the first look lowered
+            // its worker's count without this lock.
+            for look in 0..2 {
+                let free = match wanted {
+                    None => state.least_loaded(max_in_flight, avoid, exclusive),
+                    // Strict affinity: only the session's worker will do (busy at the first
+                    // look, which is why it is wanted).
+                    Some(worker) if look == 1 => state
+                        .find(worker)
+                        .filter(|&i| state.entries[i].available(max_in_flight)),
+                    Some(_) => None,
+                };
+                if let Some(index) = free {
+                    if look == 1 {
+                        self.publish_demand(&state);
                     }
+                    if let Some(session) = session
+                        && (wanted.is_some() || !state.sessions.contains_key(session))
+                    {
+                        let worker = state.entries[index].slot.id;
+                        self.touch_binding(&mut state, session, worker);
+                        if exclusive && wanted.is_none() {
+                            state.entries[index].owner = Some(Arc::clone(session));
+                        }
+                    }
+                    return Ok(Granted {
+                        checkout: self.take(&mut state, index),
+                        rebound,
+                        queued: false,
+                    });
                 }
-                return Ok(Granted {
-                    checkout: self.take(&mut state, index),
-                    rebound,
-                    queued: false,
-                });
+                if look == 0 {
+                    self.demand.store(true, Ordering::SeqCst);
+                }
             }
             // Nothing free: grow if allowed, then queue.
             self.grow_for_demand(&mut state);
@@ -400,12 +502,14 @@ impl<W: Worker> Inner<W> {
             // so the router tries the next tier instead of waiting out the queue bound.
             if state.entries.is_empty() && (state.starting == 0 || state.failed_starts_in_a_row > 0)
             {
+                self.publish_demand(&state);
                 self.counters.failure("no_workers");
                 return Err(self.no_workers(&state));
             }
             state.waiters.retain(|w| !w.tx.is_closed());
             self.counters.queue_depth.set(state.waiters.len() as f64);
             if state.waiters.len() >= self.config.queue_capacity {
+                self.publish_demand(&state);
                 self.counters.failure("overloaded");
                 return Err(PoolError::Overloaded {
                     pool: self.config.name.clone(),
@@ -481,7 +585,7 @@ impl<W: Worker> Inner<W> {
         while let Some(index) = state
             .entries
             .iter()
-            .position(|e| e.in_flight == 0 && !e.slot.worker.is_alive())
+            .position(|e| e.in_flight() == 0 && !e.slot.worker.is_alive())
         {
             self.remove_worker(state, index, Discard::Crashed);
         }
@@ -548,39 +652,45 @@ impl<W: Worker> Inner<W> {
 
     /// Gives a worker back after a call (or an unused reservation), then decides its fate:
     /// removed, recycled, or offered to waiting callers.
+    ///
+    /// The common case takes no lock: the call is counted and the worker's running calls
+    /// lowered with atomics, and when nobody waits for a worker (`demand`) and the worker
+    /// needs no bookkeeping (`quiet`), that is all. Both flags are read after the decrement,
+    /// and whoever sets them under the lock does so before it looks at `in_flight`, so a
+    /// caller about to queue, or a worker about to retire, is never missed.
     pub(crate) fn release(self: &Arc<Self>, slot: &Arc<Slot<W>>, outcome: Outcome) {
+        if outcome != Outcome::Unused {
+            slot.calls.fetch_add(1, Ordering::Relaxed);
+        }
+        let discard = matches!(outcome, Outcome::Discard(_));
+        if !discard {
+            self.lower_in_flight(slot);
+            if slot.quiet.load(Ordering::SeqCst) && !self.demand.load(Ordering::SeqCst) {
+                return;
+            }
+        }
         let mut state = self.state.lock();
         let Some(index) = state.find(slot.id) else {
             return; // already removed (health checks, shutdown)
         };
-        {
-            let entry = &mut state.entries[index];
-            if entry.in_flight > 0 {
-                entry.in_flight -= 1;
-                self.counters.in_flight.decrement(1.0);
-            }
-            // Reading the clock costs more than the rest of a release on some machines:
-            // only overflow workers (idle TTL) need the time of their last call.
-            if entry.overflow {
-                entry.last_used = Instant::now();
-            }
-            if outcome != Outcome::Unused {
-                entry.calls += 1;
-            }
+        if discard {
+            self.lower_in_flight(slot);
+        }
+        // Reading the clock costs more than the rest of a release on some machines: only
+        // overflow workers (idle TTL) need the time of their last call.
+        if state.entries[index].overflow {
+            state.entries[index].last_used = Instant::now();
         }
         if let Outcome::Discard(why) = outcome {
             self.remove_worker(&mut state, index, why);
             return;
         }
-        if state.entries[index].session_ended && state.entries[index].in_flight == 0 {
+        if state.entries[index].session_ended && state.entries[index].in_flight() == 0 {
             self.retire_owned(&mut state, index);
             return;
         }
-        let entry = &mut state.entries[index];
-        if entry.in_flight == 0 {
-            entry.machine.flip_busy(false);
-        }
-        if entry.in_flight == 0
+        let entry = &state.entries[index];
+        if entry.in_flight() == 0
             && !entry.retiring
             && (entry.recycle_after_calls.is_some() || entry.recycle_at.is_some())
             && entry.recycle_due(Instant::now())
@@ -590,6 +700,28 @@ impl<W: Worker> Inner<W> {
             return;
         }
         self.offer(&mut state, index);
+        self.publish_demand(&state);
+    }
+
+    /// One call fewer on `slot` (never below zero), counted in the metrics.
+    fn lower_in_flight(&self, slot: &Slot<W>) {
+        if let Ok(before) = slot
+            .in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        {
+            self.counters.in_flight.decrement(1.0);
+            if before == 1 {
+                self.counters.transitions[WorkerState::Ready.index()].increment(1);
+            }
+        }
+    }
+
+    /// Tells lock-free releases whether a caller waits for a worker (queued, or a tower
+    /// caller in `poll_ready`). Called under the lock after the waiters change; set to true
+    /// before a caller decides to wait (see [`release`](Self::release)).
+    pub(crate) fn publish_demand(&self, state: &State<W>) {
+        let waiting = !state.waiters.is_empty() || !state.ready_wakers.is_empty();
+        self.demand.store(waiting, Ordering::SeqCst);
     }
 
     /// Hands entry `index` to waiting callers while it has room.
@@ -627,12 +759,8 @@ impl<W: Worker> Inner<W> {
             if let Err(Ok(returned)) = waiter.tx.send(Ok(handoff)) {
                 // That caller is gone: undo the reservation here, under our lock.
                 returned.defuse();
-                let entry = &mut state.entries[index];
-                entry.in_flight -= 1;
-                self.counters.in_flight.decrement(1.0);
-                if entry.in_flight == 0 {
-                    entry.machine.flip_busy(false);
-                }
+                let slot = Arc::clone(&state.entries[index].slot);
+                self.lower_in_flight(&slot);
             }
         }
     }
@@ -701,12 +829,14 @@ impl<W: Worker> Inner<W> {
             .iter()
             .position(|e| e.owner.as_deref() == Some(session))
         {
-            if state.entries[index].in_flight == 0 {
+            // Marked first, then checked: a call ending meanwhile either sees the mark (and
+            // retires the worker) or is seen here as ended.
+            let entry = &mut state.entries[index];
+            entry.session_ended = true;
+            entry.retiring = true;
+            entry.refresh_quiet();
+            if entry.in_flight() == 0 {
                 self.retire_owned(state, index);
-            } else {
-                let entry = &mut state.entries[index];
-                entry.session_ended = true;
-                entry.retiring = true;
             }
         }
         known

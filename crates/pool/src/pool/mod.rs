@@ -39,6 +39,9 @@ pub(crate) struct Inner<W: Worker> {
     scope: Scope,
     next_worker: AtomicU64,
     shutting_down: AtomicBool,
+    /// A caller waits for a worker: releases must take the lock and offer their worker (see
+    /// `Inner::release`).
+    demand: AtomicBool,
 }
 
 impl<W: Worker> Inner<W> {
@@ -271,6 +274,7 @@ impl<F: WorkerFactory> PoolBuilder<F> {
             scope,
             next_worker: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
+            demand: AtomicBool::new(false),
         });
         let pool = Pool { inner };
         pool.inner.start_maintenance();
@@ -386,7 +390,7 @@ impl<W: Worker> Pool<W> {
             };
             let (mut idle, mut busy, mut in_flight) = (0, 0, 0);
             for entry in &state.entries {
-                match entry.machine.state() {
+                match entry.shown_state() {
                     _ if entry.retiring => counts.terminating += 1,
                     WorkerState::Ready => counts.ready += 1,
                     WorkerState::Busy => counts.busy += 1,
@@ -394,12 +398,12 @@ impl<W: Worker> Pool<W> {
                     WorkerState::Initializing => counts.initializing += 1,
                     WorkerState::Terminating | WorkerState::Terminated => counts.terminating += 1,
                 }
-                if entry.in_flight == 0 {
+                if entry.in_flight() == 0 {
                     idle += 1;
                 } else {
                     busy += 1;
                 }
-                in_flight += entry.in_flight;
+                in_flight += entry.in_flight();
             }
             let depth = state.waiters.iter().filter(|w| !w.tx.is_closed()).count();
             (counts, idle, busy, in_flight, depth, state.sessions.len())
@@ -442,10 +446,10 @@ impl<W: Worker> Pool<W> {
             .iter()
             .map(|e| WorkerInfo {
                 id: e.slot.id,
-                state: e.machine.state(),
+                state: e.shown_state(),
                 health: e.machine.health(),
-                in_flight: e.in_flight,
-                calls: e.calls,
+                in_flight: e.in_flight(),
+                calls: e.calls(),
                 overflow: e.overflow,
                 history: e.machine.history().iter().cloned().collect(),
             })

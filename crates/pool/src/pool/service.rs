@@ -72,6 +72,9 @@ impl<W: Worker> Inner<W> {
         if !state.ready_wakers.iter().any(|w| w.will_wake(cx.waker())) {
             state.ready_wakers.push(cx.waker().clone());
         }
+        // The queue is full, so callers already wait and releases take the lock; said again
+        // for the waker just added.
+        self.publish_demand(&state);
         Poll::Pending
     }
 }

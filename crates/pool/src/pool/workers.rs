@@ -101,11 +101,9 @@ impl<W: Worker> Inner<W> {
             let spread = self.config.recycle_jitter.clamp(0.0, 1.0);
             value * (1.0 + spread * (2.0 * unit_random(id.0) - 1.0))
         };
-        state.entries.push(Entry {
-            slot: Arc::new(Slot { id, worker }),
+        let entry = Entry {
+            slot: Arc::new(Slot::new(id, worker)),
             machine,
-            in_flight: 0,
-            calls: 0,
             started: now,
             last_used: now,
             health_failures: 0,
@@ -122,7 +120,9 @@ impl<W: Worker> Inner<W> {
                 .config
                 .recycle_after_age
                 .map(|age| saturating_after(now, scaled(age, jitter(1.0)))),
-        });
+        };
+        entry.refresh_quiet();
+        state.entries.push(entry);
         tracing::info!(pool = %self.config.name, worker = %id, ?reason, "worker ready");
         if let StartReason::Recycle(old) = reason {
             state.recycling = state.recycling.saturating_sub(1);
@@ -166,6 +166,7 @@ impl<W: Worker> Inner<W> {
                 entry.recycle_after_calls = entry
                     .recycle_after_calls
                     .map(|n| n.saturating_add(n.max(1)));
+                entry.refresh_quiet();
             }
             return;
         }
@@ -190,13 +191,13 @@ impl<W: Worker> Inner<W> {
         why: Discard,
     ) {
         let mut entry = state.entries.remove(index);
-        self.counters.in_flight.decrement(entry.in_flight as f64);
+        self.counters.in_flight.decrement(entry.in_flight() as f64);
         self.fail_strict_waiters(state, entry.slot.id);
         let _ = entry
             .machine
             .transition(WorkerState::Terminating, why.reason());
         self.counters.replacements.bump();
-        tracing::warn!(pool = %self.config.name, worker = %entry.slot.id, reason = why.reason(), calls = entry.calls, "worker removed; replacing it");
+        tracing::warn!(pool = %self.config.name, worker = %entry.slot.id, reason = why.reason(), calls = entry.calls(), "worker removed; replacing it");
         let delay = if entry.started.elapsed() < QUICK_CRASH {
             state.quick_crashes_in_a_row += 1;
             self.config.backoff(state.quick_crashes_in_a_row)
@@ -214,7 +215,7 @@ impl<W: Worker> Inner<W> {
     /// Takes entry `index` out of service gracefully (recycled, idle overflow, scaled down).
     fn retire(self: &Arc<Self>, state: &mut State<W>, index: usize, reason: &'static str) {
         let mut entry = state.entries.remove(index);
-        self.counters.in_flight.decrement(entry.in_flight as f64);
+        self.counters.in_flight.decrement(entry.in_flight() as f64);
         self.fail_strict_waiters(state, entry.slot.id);
         let _ = entry.machine.transition(WorkerState::Terminating, reason);
         tracing::info!(pool = %self.config.name, worker = %entry.slot.id, reason, "worker retired");
@@ -250,6 +251,7 @@ impl<W: Worker> Inner<W> {
         let entry = &mut state.entries[index];
         entry.retiring = true;
         entry.recycling = true;
+        entry.refresh_quiet();
         let old = entry.slot.id;
         state.recycling += 1;
         tracing::info!(pool = %self.config.name, worker = %old, "recycling worker");
@@ -336,7 +338,7 @@ impl<W: Worker> Inner<W> {
             let idle = state
                 .entries
                 .iter()
-                .rposition(|e| !e.retiring && e.in_flight == 0);
+                .rposition(|e| !e.retiring && e.in_flight() == 0);
             match idle {
                 Some(index) => {
                     self.retire(&mut state, index, "scaled down");
@@ -402,7 +404,10 @@ impl<W: Worker> Inner<W> {
     fn tidy(self: &Arc<Self>, state: &mut State<W>, now: Instant) {
         let ttl = self.config.overflow_idle_ttl;
         while let Some(index) = state.entries.iter().position(|e| {
-            e.overflow && !e.retiring && e.in_flight == 0 && now.duration_since(e.last_used) >= ttl
+            e.overflow
+                && !e.retiring
+                && e.in_flight() == 0
+                && now.duration_since(e.last_used) >= ttl
         }) {
             self.counters.overflow_retired.bump();
             self.retire(state, index, "idle overflow");
@@ -416,7 +421,7 @@ impl<W: Worker> Inner<W> {
             && let Some(index) = state
                 .entries
                 .iter()
-                .rposition(|e| !e.retiring && !e.overflow && e.in_flight == 0)
+                .rposition(|e| !e.retiring && !e.overflow && e.in_flight() == 0)
         {
             self.retire(state, index, "scaled down");
         }
@@ -424,7 +429,7 @@ impl<W: Worker> Inner<W> {
             && let Some(index) = state
                 .entries
                 .iter()
-                .position(|e| !e.retiring && e.in_flight == 0 && e.recycle_due(now))
+                .position(|e| !e.retiring && e.in_flight() == 0 && e.recycle_due(now))
         {
             self.start_recycle(state, index);
         }
@@ -443,14 +448,14 @@ impl<W: Worker> Inner<W> {
                 .iter_mut()
                 .filter(|e| {
                     !e.retiring
-                        && e.in_flight == 0
+                        && e.in_flight() == 0
                         && matches!(
                             e.machine.state(),
                             WorkerState::Ready | WorkerState::Degraded
                         )
                 })
                 .map(|e| {
-                    e.in_flight += 1; // reserved: no call runs during the check
+                    e.slot.reserve(); // reserved: no call runs during the check
                     self.counters.in_flight.increment(1.0);
                     Arc::clone(&e.slot)
                 })
@@ -479,8 +484,8 @@ impl<W: Worker> Inner<W> {
             };
             let threshold = self.config.health_failures_before_removal.max(1);
             let entry = &mut state.entries[index];
-            if entry.in_flight > 0 {
-                entry.in_flight -= 1;
+            if entry.in_flight() > 0 {
+                entry.slot.unreserve();
                 self.counters.in_flight.decrement(1.0);
             }
             match result {
@@ -528,7 +533,7 @@ impl<W: Worker> Inner<W> {
         }
         let deadline = saturating_after(Instant::now(), self.config.drain_grace);
         loop {
-            let busy = self.state.lock().entries.iter().any(|e| e.in_flight > 0);
+            let busy = self.state.lock().entries.iter().any(|e| e.in_flight() > 0);
             if !busy || Instant::now() >= deadline {
                 break;
             }
