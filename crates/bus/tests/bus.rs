@@ -63,7 +63,10 @@ async fn drop_oldest_evicts_and_counts() {
     let sent = tx.send_batch(vec![5, 6]).await.unwrap();
     assert_eq!((sent.queued, sent.evicted_oldest), (2, 2));
     assert_eq!(rx.recv_batch(10).await, vec![4, 5, 6]);
-    assert_eq!(stats_of(&tx).dropped.oldest, 4);
+    let stats = stats_of(&tx);
+    assert_eq!(stats.dropped.oldest, 4);
+    // Every queued message counts as sent; evicted ones are not received.
+    assert_eq!((stats.sent, stats.received, stats.depth), (7, 3, 0));
 }
 
 #[tokio::test]

@@ -39,21 +39,29 @@ proptest! {
     fn mpmc_matches_vecdeque(capacity in 1usize..20, ops in proptest::collection::vec(op(), 0..OPS)) {
         let queue = Queue::new(capacity).unwrap();
         let mut model = VecDeque::new();
+        // Items ever pushed and taken out, as `pushed` and `popped` count them.
+        let (mut pushed, mut popped) = (0u64, 0u64);
         for op in ops {
             match op {
                 Op::Push(v) => {
-                    let expected = if model.len() < capacity { model.push_back(v); Ok(()) } else { Err(v) };
+                    let expected = if model.len() < capacity { model.push_back(v); pushed += 1; Ok(()) } else { Err(v) };
                     prop_assert_eq!(queue.push(v), expected);
                 }
                 Op::ForcePush(v) => {
-                    let evicted = if model.len() == capacity { model.pop_front() } else { None };
+                    let evicted = if model.len() == capacity { popped += 1; model.pop_front() } else { None };
                     model.push_back(v);
+                    pushed += 1;
                     prop_assert_eq!(queue.force_push(v), evicted);
                 }
-                Op::Pop => prop_assert_eq!(queue.pop(), model.pop_front()),
+                Op::Pop => {
+                    let expected = model.pop_front();
+                    popped += u64::from(expected.is_some());
+                    prop_assert_eq!(queue.pop(), expected);
+                }
                 Op::PushBatch(mut items) => {
                     let fits = (capacity - model.len()).min(items.len());
                     model.extend(items[..fits].iter().copied());
+                    pushed += fits as u64;
                     let rest = items[fits..].to_vec();
                     prop_assert_eq!(queue.push_batch(&mut items), fits);
                     prop_assert_eq!(items, rest);
@@ -64,9 +72,15 @@ proptest! {
                     let expected: Vec<u32> = std::iter::once(7)
                         .chain(model.drain(..max.min(model.len())))
                         .collect();
+                    popped += (expected.len() - 1) as u64;
                     prop_assert_eq!(n, expected.len() - 1);
                     prop_assert_eq!(out, expected);
                 }
+            }
+            prop_assert_eq!((queue.pushed(), queue.popped()), (pushed, popped));
+            let len = model.len();
+            for floor in [0, len.saturating_sub(1), len, capacity] {
+                prop_assert_eq!(queue.len_above(floor), (len > floor).then_some(len), "floor {}", floor);
             }
             prop_assert_eq!(queue.len(), model.len());
             prop_assert_eq!(queue.is_empty(), model.is_empty());

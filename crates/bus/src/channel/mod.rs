@@ -8,7 +8,6 @@ pub use sender::{BatchSent, SendOutcome, Sender};
 
 use std::fmt;
 
-use crossbeam_utils::CachePadded;
 use flowbalancer_ringbuf::{CapacityError, Queue};
 
 use crate::loom::sync::Arc;
@@ -165,11 +164,11 @@ impl Handles {
     }
 }
 
-/// Counters that many threads bump, each on its own cache line.
+/// Counters of the rare events. Sent and received messages are not counted here: they are
+/// the queue's own positions (`Queue::pushed`, `Queue::popped`), so a send or a receive pays
+/// for no counter of its own.
 #[derive(Debug, Default)]
 struct Counters {
-    sent: CachePadded<AtomicU64>,
-    received: CachePadded<AtomicU64>,
     high_water: AtomicU64,
     dropped_newest: AtomicU64,
     dropped_oldest: AtomicU64,
@@ -232,12 +231,17 @@ impl<T> Shared<T> {
         if n == 0 {
             return;
         }
-        self.counters.sent.fetch_add(n as u64, Ordering::Relaxed);
-        // One relaxed sample of the depth, no retry loop: the high-water mark is a statistic,
-        // and a sample that is a little stale under contention is good enough for it.
-        let depth = self.queue.len_hint() as u64;
-        if depth > self.counters.high_water.load(Ordering::Relaxed) {
-            self.counters.high_water.fetch_max(depth, Ordering::Relaxed);
+        // The high-water mark is a statistic: no retry loop, and the consumers' position is
+        // read only when the queue may have passed the mark (reading it after every send
+        // would take the consumers' cache line from them each time).
+        let high_water = self.counters.high_water.load(Ordering::Relaxed);
+        if let Some(depth) = self
+            .queue
+            .len_above(usize::try_from(high_water).unwrap_or(usize::MAX))
+        {
+            self.counters
+                .high_water
+                .fetch_max(depth as u64, Ordering::Relaxed);
         }
         self.receivers_waiting.notify(n);
     }
@@ -247,9 +251,6 @@ impl<T> Shared<T> {
         if n == 0 {
             return;
         }
-        self.counters
-            .received
-            .fetch_add(n as u64, Ordering::Relaxed);
         self.senders_waiting.notify(n);
     }
 
@@ -260,8 +261,11 @@ impl<T> Shared<T> {
             message_type: type_name,
             capacity: self.config.capacity,
             overflow: self.config.overflow,
-            sent: c.sent.load(Ordering::Relaxed),
-            received: c.received.load(Ordering::Relaxed),
+            sent: self.queue.pushed(),
+            received: self
+                .queue
+                .popped()
+                .saturating_sub(c.dropped_oldest.load(Ordering::Relaxed)),
             dropped: DropCounts {
                 newest: c.dropped_newest.load(Ordering::Relaxed),
                 oldest: c.dropped_oldest.load(Ordering::Relaxed),

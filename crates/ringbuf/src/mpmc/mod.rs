@@ -76,6 +76,9 @@ pub struct Queue<T> {
     head: CachePadded<AtomicU64>,
     /// The next position to push.
     tail: CachePadded<AtomicU64>,
+    /// A head position some producer read for [`len_above`](Queue::len_above): never ahead
+    /// of the real head. Read by producers, written rarely.
+    head_seen: CachePadded<AtomicU64>,
     positions: Positions,
     slots: Box<[Slot<T>]>,
 }
@@ -124,6 +127,7 @@ impl<T> Queue<T> {
         Ok(Self {
             head: CachePadded::new(AtomicU64::new(0)),
             tail: CachePadded::new(AtomicU64::new(0)),
+            head_seen: CachePadded::new(AtomicU64::new(0)),
             positions,
             slots: slots.into_boxed_slice(),
         })
@@ -170,6 +174,65 @@ impl<T> Queue<T> {
         } else {
             distance as usize
         }
+    }
+
+    /// How many items were ever pushed (by any push, `force_push` included): the producers'
+    /// position as a count, so counting costs the producers nothing.
+    ///
+    /// ```
+    /// let queue = flowbalancer_ringbuf::Queue::new(2)?;
+    /// for i in 0..5 {
+    ///     queue.force_push(i);
+    /// }
+    /// queue.pop();
+    /// assert_eq!((queue.pushed(), queue.popped()), (5, 4)); // 3 evicted, 1 popped
+    /// # Ok::<(), flowbalancer_ringbuf::CapacityError>(())
+    /// ```
+    pub fn pushed(&self) -> u64 {
+        self.positions.distance(0, self.tail.load(Ordering::SeqCst))
+    }
+
+    /// How many items were ever taken out (pops, and the oldest items `force_push` removed):
+    /// the consumers' position as a count.
+    pub fn popped(&self) -> u64 {
+        self.positions.distance(0, self.head.load(Ordering::SeqCst))
+    }
+
+    /// The number of items if it may be above `floor`; `None` when the queue surely held at
+    /// most `floor` items.
+    ///
+    /// For a producer-side high-water mark on a hot path: a producer that samples the length
+    /// after every push reads the consumers' position each time, and so takes their cache
+    /// line away from them. This judges from the head position as a producer last read it,
+    /// which is never ahead of the real one (so it can only overestimate), and reads the real
+    /// head only when that old position says the queue may hold more than `floor`. Like
+    /// [`len_hint`](Self::len_hint), the result may be slightly stale under contention and is
+    /// always between 0 and the capacity.
+    ///
+    /// ```
+    /// let queue = flowbalancer_ringbuf::Queue::new(8)?;
+    /// for i in 0..3 {
+    ///     queue.push(i).unwrap();
+    /// }
+    /// assert_eq!(queue.len_above(0), Some(3));
+    /// assert_eq!(queue.len_above(3), None);
+    /// queue.pop();
+    /// assert_eq!(queue.len_above(1), Some(2));
+    /// # Ok::<(), flowbalancer_ringbuf::CapacityError>(())
+    /// ```
+    #[inline]
+    pub fn len_above(&self, floor: usize) -> Option<usize> {
+        let tail = self.tail.load(Ordering::Relaxed);
+        let seen = self.head_seen.load(Ordering::Relaxed);
+        // `seen` is at most the real head, so this is at least the real length (or huge, when
+        // another producer stored a head read after our tail: then read the head too).
+        if self.positions.distance(seen, tail) <= floor as u64 {
+            return None;
+        }
+        let head = self.head.load(Ordering::Relaxed);
+        self.head_seen.store(head, Ordering::Relaxed);
+        let distance = self.positions.distance(head, tail);
+        (distance <= self.capacity() as u64 && distance > floor as u64).then_some(distance as usize)
     }
 
     /// Whether the queue held no item at one instant.
