@@ -1,7 +1,9 @@
 //! tools/call through `flowbalancer serve` over stdio (echo on an in-process hot tier),
 //! against the same tool served by the MCP Python SDK's own server, both driven by rmcp's
 //! client with the same concurrency, in one run; and the gateway's own overhead: the latency
-//! of a call over stdio minus the latency of the same call made in-process.
+//! of a call over stdio minus the latency of the same call made in-process, and against the
+//! floor of the transport: a minimal rmcp stdio server (`rmcp_echo_floor`) answering the same
+//! tool with no balancer behind it, driven by the same client.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -130,6 +132,34 @@ fn main() {
     }
     if !python.exists() {
         table.push_str("\nThe Python side needs the MCP SDK venv that `cargo xtask e2e` creates under target/.\n");
+    }
+    // The floor: the same client, the same transport, a server that only echoes.
+    let floor = |concurrency| {
+        let command = tokio::process::Command::new(env!("CARGO_BIN_EXE_rmcp_echo_floor"));
+        rt.block_on(drive(command, calls, concurrency))
+    };
+    table.push_str(
+        "\n| concurrency | minimal rmcp stdio server (the floor) | p50 | p99 | flowbalancer serve | p50 | p99 | serve's p50 − floor's |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for concurrency in [1usize, 16] {
+        let (Some((floor_rate, floor_h)), Some((rate, h))) =
+            (floor(concurrency), ours(concurrency))
+        else {
+            table.push_str(&format!(
+                "| {concurrency} | not run | – | – | – | – | – | – |\n"
+            ));
+            continue;
+        };
+        table.push_str(&format!(
+            "| {concurrency} | {:.1} k/s | {} | {} | {:.1} k/s | {} | {} | {} |\n",
+            floor_rate / 1000.0,
+            us(floor_h.percentile(50.0)),
+            us(floor_h.percentile(99.0)),
+            rate / 1000.0,
+            us(h.percentile(50.0)),
+            us(h.percentile(99.0)),
+            us(h.percentile(50.0).saturating_sub(floor_h.percentile(50.0))),
+        ));
     }
     // The gateway's own overhead: stdio + MCP + JSON against the same call made in-process.
     let in_process = rt.block_on(async {

@@ -1,9 +1,9 @@
 //! `flowbalancer serve`: an MCP server on stdio whose tools are the workers' tools.
 //!
-//! Between the real stdin/stdout and rmcp sits a small filter: rmcp silently ignores a line
-//! that is not JSON, so the filter answers it with a JSON-RPC parse error (-32700) — and a
-//! JSON value that is not a JSON-RPC message with -32600 — and keeps serving. Everything
-//! written to stdout goes through one writer, a whole line at a time.
+//! Between the real stdin/stdout and rmcp sits a small filter, run inside rmcp's reads: rmcp
+//! silently ignores a line that is not JSON, so the filter answers it with a JSON-RPC parse
+//! error (-32700) — and a JSON value that is not a JSON-RPC message with -32600 — and keeps
+//! serving. Everything written to stdout goes through one writer, a whole line at a time.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use rmcp::ServiceExt;
 use serde_json::{Value, json};
 
 use crate::gateway::Gateway;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 /// The longest input line accepted (a longer one is answered with a parse error).
@@ -77,60 +77,111 @@ pub(crate) fn vet(line: &[u8]) -> Result<(), Vec<u8>> {
     }
 }
 
-/// Reads lines from `input`, passing good ones to `to_rmcp` and answering bad ones on `out`.
-async fn filter_input<R: AsyncRead + Unpin>(
-    mut input: R,
-    mut to_rmcp: tokio::io::DuplexStream,
+/// stdin as rmcp reads it: whole lines, the good ones passed on, the bad ones answered on
+/// `out`. It filters as rmcp reads, in rmcp's own task: no task of its own in between, so a
+/// request costs no extra wake-up on its way in.
+struct VettedInput<R> {
+    input: R,
+    /// Bytes read from `input`, not yet split into lines.
+    chunk: Box<[u8]>,
+    /// The line being gathered.
+    line: Vec<u8>,
+    overlong: bool,
+    /// Vetted lines (newline-terminated) not yet handed to rmcp, from `ready_at` on.
+    ready: Vec<u8>,
+    ready_at: usize,
     out: mpsc::UnboundedSender<Vec<u8>>,
     listings: ToolListings,
-) {
-    let mut buffer = vec![0u8; 64 * 1024];
-    let mut line: Vec<u8> = Vec::new();
-    let mut overlong = false;
-    loop {
-        let n = match input.read(&mut buffer).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        for &byte in &buffer[..n] {
+}
+
+impl<R> VettedInput<R> {
+    fn new(input: R, out: mpsc::UnboundedSender<Vec<u8>>, listings: ToolListings) -> Self {
+        Self {
+            input,
+            chunk: vec![0u8; 64 * 1024].into_boxed_slice(),
+            line: Vec::new(),
+            overlong: false,
+            ready: Vec::new(),
+            ready_at: 0,
+            out,
+            listings,
+        }
+    }
+
+    /// Splits `n` freshly read bytes into lines: good ones go to `ready`, bad ones are
+    /// answered.
+    fn take_in(&mut self, n: usize) {
+        for index in 0..n {
+            let byte = self.chunk[index];
             if byte != b'\n' {
-                if line.len() < MAX_LINE {
-                    line.push(byte);
+                if self.line.len() < MAX_LINE {
+                    self.line.push(byte);
                 } else {
-                    overlong = true;
+                    self.overlong = true;
                 }
                 continue;
             }
-            if overlong {
-                let _ = out.send(error_line(
+            if self.overlong {
+                let _ = self.out.send(error_line(
                     Value::Null,
                     -32700,
                     format!("Parse error: line longer than {MAX_LINE} bytes"),
                 ));
-            } else if line.iter().any(|b| !b.is_ascii_whitespace()) {
-                match vet(&line) {
+            } else if self.line.iter().any(|b| !b.is_ascii_whitespace()) {
+                match vet(&self.line) {
                     Ok(()) => {
-                        listings.note_request(&line);
-                        line.push(b'\n');
-                        if to_rmcp.write_all(&line).await.is_err() {
-                            return;
-                        }
+                        self.listings.note_request(&self.line);
+                        self.ready.extend_from_slice(&self.line);
+                        self.ready.push(b'\n');
                     }
                     Err(answer) => {
                         tracing::warn!(
-                            bytes = line.len(),
+                            bytes = self.line.len(),
                             "malformed input line answered with a JSON-RPC error"
                         );
-                        let _ = out.send(answer);
+                        let _ = self.out.send(answer);
                     }
                 }
             }
-            line.clear();
-            overlong = false;
+            self.line.clear();
+            self.overlong = false;
         }
     }
-    // EOF: rmcp sees the end of its input and stops.
-    let _ = to_rmcp.shutdown().await;
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for VettedInput<R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.ready_at < this.ready.len() {
+                let n = buf.remaining().min(this.ready.len() - this.ready_at);
+                buf.put_slice(&this.ready[this.ready_at..this.ready_at + n]);
+                this.ready_at += n;
+                if this.ready_at == this.ready.len() {
+                    this.ready.clear();
+                    this.ready_at = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            let mut chunk = tokio::io::ReadBuf::new(&mut this.chunk);
+            match Pin::new(&mut this.input).poll_read(cx, &mut chunk) {
+                Poll::Pending => return Poll::Pending,
+                // EOF (or a broken stdin): rmcp sees the end of its input and stops.
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {
+                    let n = chunk.filled().len();
+                    if n == 0 {
+                        return Poll::Ready(Ok(()));
+                    }
+                    this.take_in(n);
+                }
+            }
+        }
+    }
 }
 
 /// rmcp's output: cut into whole lines, handed to the one stdout writer.
@@ -276,17 +327,11 @@ pub(crate) async fn serve(balancer: Arc<Balancer>) -> Result<(), String> {
             }
         }
     });
-    let (rmcp_input, to_rmcp) = tokio::io::duplex(1 << 20);
     let listings = ToolListings {
         ids: Arc::default(),
         balancer: Arc::clone(&balancer),
     };
-    let filter = tokio::spawn(filter_input(
-        stdin,
-        to_rmcp,
-        out_tx.clone(),
-        listings.clone(),
-    ));
+    let rmcp_input = VettedInput::new(stdin, out_tx.clone(), listings.clone());
     let sink = LineSink {
         out: out_tx,
         pending: Vec::new(),
@@ -300,7 +345,6 @@ pub(crate) async fn serve(balancer: Arc<Balancer>) -> Result<(), String> {
     let result = service.waiting().await;
     // The client is gone: what its session held (its own workers) goes.
     balancer.end_session(&connection);
-    filter.abort();
     let _ = writer.await;
     result
         .map(|_| ())
