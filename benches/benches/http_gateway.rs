@@ -2,7 +2,9 @@
 //! - `flowbalancer serve --http` with the built-in echo tier, 64 concurrent client sessions;
 //! - the MCP Python SDK's own streamable-HTTP server serving the same tool, same load;
 //! - memory per idle session: the gateway's resident memory before and after opening 1000
-//!   sessions that then do nothing.
+//!   sessions that then do nothing;
+//! - one caller alone (latency), against the floor: a minimal rmcp streamable-HTTP server
+//!   (`rmcp_echo_floor --http`) answering the same tool with no balancer behind it.
 //!
 //! The client is a small one of this bench's own (hyper, one keep-alive connection per
 //! session, SSE or JSON answers), the same for both servers.
@@ -220,6 +222,7 @@ fn main() {
         .args(["--http", &address]);
     let ours = start(command, &address).map(|mut child| {
         let run = rt.block_on(load(&address, "/mcp", 64, calls));
+        let alone = rt.block_on(load(&address, "/mcp", 1, calls / 20));
         // Memory per idle session: 1000 sessions opened and left idle.
         let idle = (|| {
             let before = rss_kib(child.id())?;
@@ -237,7 +240,18 @@ fn main() {
         })();
         let _ = child.kill();
         let _ = child.wait();
-        (run, idle)
+        (run, idle, alone)
+    });
+    let floor_port = free_port();
+    let floor_address = format!("127.0.0.1:{floor_port}");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_rmcp_echo_floor"));
+    command.args(["--http", &floor_address]);
+    let floor = start(command, &floor_address).map(|mut child| {
+        let run = rt.block_on(load(&floor_address, "/mcp", 64, calls));
+        let alone = rt.block_on(load(&floor_address, "/mcp", 1, calls / 20));
+        let _ = child.kill();
+        let _ = child.wait();
+        (run, alone)
     });
     let python = root().join("target/e2e-venv/bin/python");
     let theirs_port = free_port();
@@ -270,17 +284,42 @@ fn main() {
     report.push_str(&row(
         "flowbalancer serve --http",
         calls,
-        ours.as_ref().map(|(run, _)| run),
+        ours.as_ref().map(|(run, ..)| run),
+    ));
+    report.push_str(&row(
+        "minimal rmcp streamable-HTTP server (the floor)",
+        calls,
+        floor.as_ref().map(|(run, _)| run),
     ));
     report.push_str(&row(
         "MCP Python SDK (MCPServer, streamable HTTP)",
         calls / 20,
         theirs.as_ref(),
     ));
-    if let (Some((Ok(a), _)), Some(Ok(b))) = (&ours, &theirs) {
+    if let (Some((Ok(a), ..)), Some(Ok(b))) = (&ours, &theirs) {
         report.push_str(&format!("\nflowbalancer ÷ Python SDK = {:.1}× (goal ≥ 10×); goal for ours: ≥ 20 k/s with p99 < 5 ms.\n", a.rate / b.rate));
     }
-    if let Some((_, Some((before, after)))) = &ours {
+    report.push_str(
+        "\nOne caller alone (one session, one call at a time):\n\n| server | calls | calls/s | p50 | p99 |\n|---|---:|---:|---:|---:|\n",
+    );
+    report.push_str(&row(
+        "flowbalancer serve --http",
+        calls / 20,
+        ours.as_ref().map(|(_, _, alone)| alone),
+    ));
+    report.push_str(&row(
+        "minimal rmcp streamable-HTTP server (the floor)",
+        calls / 20,
+        floor.as_ref().map(|(_, alone)| alone),
+    ));
+    if let (Some((_, _, Ok(a))), Some((_, Ok(b)))) = (&ours, &floor) {
+        report.push_str(&format!(
+            "\nflowbalancer's own part for one caller: p50 {}, p99 {} (serve's minus the floor's).\n",
+            us(a.latency.percentile(50.0).saturating_sub(b.latency.percentile(50.0))),
+            us(a.latency.percentile(99.0).saturating_sub(b.latency.percentile(99.0))),
+        ));
+    }
+    if let Some((_, Some((before, after)), _)) = &ours {
         report.push_str(&format!(
             "\nMemory per idle session: {:.1} KiB ({} KiB resident before 1000 idle sessions, {} KiB after; goal < 64 KiB).\n\n",
             after.saturating_sub(*before) as f64 / 1000.0,

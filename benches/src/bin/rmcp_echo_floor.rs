@@ -45,12 +45,51 @@ impl ServerHandler for Echo {
     }
 }
 
+/// `--http ADDRESS`: the same server over rmcp's streamable HTTP transport on hyper, the
+/// floor for `flowbalancer serve --http`.
+async fn serve_http(address: &str) -> Result<(), Box<dyn std::error::Error>> {
+    use hyper::body::Incoming;
+    use hyper_util::rt::TokioIo;
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService,
+    };
+    use tower_service::Service;
+
+    let rmcp = StreamableHttpService::new(
+        || Ok(Echo),
+        std::sync::Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default(),
+    );
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let rmcp = rmcp.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+                let mut rmcp = rmcp.clone();
+                async move { rmcp.call(request).await }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let args: Vec<String> = std::env::args().collect();
     runtime.block_on(async {
+        if let [_, flag, address] = args.as_slice()
+            && flag == "--http"
+        {
+            return serve_http(address).await;
+        }
         let service = Echo.serve(rmcp::transport::io::stdio_pipes()).await?;
         service.waiting().await?;
         Ok(())
