@@ -26,6 +26,7 @@
 
 mod breaker;
 mod budget;
+mod builder;
 mod error;
 mod metrics;
 mod name;

@@ -2,7 +2,9 @@
 
 mod call;
 mod dispatch;
+mod release;
 mod service;
+mod table;
 mod workers;
 
 pub use service::PoolFuture;
