@@ -187,6 +187,23 @@ impl<S> Layer<S> for TelemetryLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
+    /// The most verbose level any target is recorded at. Without it the subscriber cannot
+    /// tell that this layer never wants DEBUG or TRACE, and every `debug!`, `trace!` and span
+    /// of every library (rmcp, hyper, tokio) would be built and handed to it on each call,
+    /// only to be dropped in `on_event`.
+    fn max_level_hint(&self) -> Option<tracing_subscriber::filter::LevelFilter> {
+        let most_verbose = self
+            .targets
+            .iter()
+            .filter_map(|(_, level)| *level)
+            .chain(std::iter::once(self.level))
+            .max()
+            .unwrap_or(self.level);
+        Some(tracing_subscriber::filter::LevelFilter::from_level(
+            most_verbose,
+        ))
+    }
+
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         let mut fields = SpanFields::default();

@@ -134,3 +134,40 @@ fn repeats_through_the_layer_fold_by_level_target_template_and_error_kind() {
     assert_eq!(written[2].fields["repeated"], 4);
     assert_eq!(telemetry.stats().deduplicated, 4);
 }
+
+/// The layer tells the subscriber the most verbose level it records: with it alone, a
+/// `debug!` is not even built (the subscriber's max level says so), while a target turned up
+/// to DEBUG raises the hint.
+#[test]
+fn the_layer_bounds_the_subscribers_level_so_unwanted_events_are_never_built() {
+    use tracing::subscriber::Subscriber as _;
+    use tracing_subscriber::filter::LevelFilter;
+    let dir = tempfile::tempdir().unwrap();
+    let telemetry = Telemetry::builder()
+        .path(dir.path().join("events.jsonl"))
+        .build()
+        .unwrap();
+    let default = tracing_subscriber::registry().with(TelemetryLayer::new(telemetry.clone()));
+    assert_eq!(default.max_level_hint(), Some(LevelFilter::INFO));
+    let raised = tracing_subscriber::registry().with(
+        TelemetryLayer::new(telemetry.clone())
+            .level(tracing::Level::WARN)
+            .target("flowbalancer_pool", Some(tracing::Level::DEBUG)),
+    );
+    assert_eq!(raised.max_level_hint(), Some(LevelFilter::DEBUG));
+    let mut built = false;
+    tracing::subscriber::with_default(default, || {
+        tracing::debug!(
+            value = {
+                built = true;
+                1
+            },
+            "not wanted"
+        );
+    });
+    assert!(
+        !built,
+        "a DEBUG event's fields were evaluated under an INFO layer"
+    );
+    telemetry.shutdown();
+}
