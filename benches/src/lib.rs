@@ -63,10 +63,14 @@ impl Wait {
 /// Pins the calling thread to core `index` modulo the number of cores, so producer and
 /// consumer threads of a bench land on different cores run after run (without it, the
 /// scheduler sometimes stacks both on one core and the figures swing by 5×).
+///
+/// The cores are listed once, before any thread is pinned: the list comes from the calling
+/// thread's affinity mask, and a thread spawned by a pinned thread inherits its single core,
+/// so listing them per call would stack every later thread on that core.
 pub fn pin(index: usize) {
-    if let Some(cores) = core_affinity::get_core_ids()
-        && !cores.is_empty()
-    {
+    static CORES: std::sync::OnceLock<Vec<core_affinity::CoreId>> = std::sync::OnceLock::new();
+    let cores = CORES.get_or_init(|| core_affinity::get_core_ids().unwrap_or_default());
+    if !cores.is_empty() {
         core_affinity::set_for_current(cores[index % cores.len()]);
     }
 }
