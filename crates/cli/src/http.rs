@@ -28,7 +28,6 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use tower_service::Service as _;
 
 use crate::gateway::{Gateway, new_connection_session};
 
@@ -281,11 +280,12 @@ impl Front {
             && serde_json::from_slice::<serde_json::Value>(&body)
                 .is_ok_and(|m| m.get("method").and_then(|v| v.as_str()) == Some("tools/list"));
         let deleting = parts.method == Method::DELETE;
-        let mut rmcp = self.rmcp.clone();
-        let mut response = match rmcp.call(Request::from_parts(parts, Full::new(body))).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        };
+        // `handle` borrows the service; its tower `call` would clone it (configuration
+        // included) and box the future on every request.
+        let mut response = self
+            .rmcp
+            .handle(Request::from_parts(parts, Full::new(body)))
+            .await;
         if listing_tools && response.status().is_success() {
             response = self.restore_tool_list(response).await;
         }

@@ -96,10 +96,6 @@ fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, McpError
         .map_err(|e| McpError::internal_error(format!("building a response: {e}"), None))
 }
 
-fn text(text: String) -> Result<ContentBlock, McpError> {
-    from_json(json!({ "type": "text", "text": text }))
-}
-
 /// The MCP error for a server's JSON-RPC error (kept whole in the worker error's data).
 fn server_error(error: &PoolError) -> Option<McpError> {
     let PoolError::Call { error, .. } = error else {
@@ -355,12 +351,10 @@ impl ServerHandler for Gateway {
             ));
         }
         let mut arguments = request.arguments.unwrap_or_default();
-        let meta = serde_json::to_value(&context.meta)
-            .ok()
-            .and_then(|v| v.as_object().cloned())
-            .unwrap_or_default();
         let client = self.client_session(&context.extensions);
-        let session = session_of(&meta, &mut arguments).or_else(|| self.default_session(&client));
+        // The request's `_meta` object, read in place.
+        let meta: &serde_json::Map<String, Value> = &context.meta;
+        let session = session_of(meta, &mut arguments).or_else(|| self.default_session(&client));
         let (progress, flush) = match context.meta.get_progress_token() {
             Some(token) => {
                 let (sink, flush) = progress_forwarder(token, context.peer.clone());
@@ -392,16 +386,16 @@ impl ServerHandler for Gateway {
             }
             Ok(routed) => {
                 let payload = routed.payload().to_json();
-                let mut result = CallToolResult::success(vec![text(payload.to_string())?]);
+                let mut result =
+                    CallToolResult::success(vec![ContentBlock::text(payload.to_string())]);
                 if payload.is_object() {
                     result.structured_content = Some(payload);
                 }
                 // Which tier served it, and what was tried first.
-                result.meta = serde_json::from_value(json!({
-                    "flowbalancer/tier": routed.tier,
-                    "flowbalancer/attempts": routed.attempts,
-                }))
-                .ok();
+                let mut meta = rmcp::model::MetaObject::new();
+                meta.insert("flowbalancer/tier".into(), json!(routed.tier));
+                meta.insert("flowbalancer/attempts".into(), json!(routed.attempts));
+                result.meta = Some(meta);
                 result
             }
             Err(RouteError::Rejected {
@@ -421,7 +415,7 @@ impl ServerHandler for Gateway {
                     .unwrap_or_else(|| McpError::internal_error("", None)));
             }
             Err(error) => {
-                let mut result = CallToolResult::error(vec![text(error.to_string())?]);
+                let mut result = CallToolResult::error(vec![ContentBlock::text(error.to_string())]);
                 result.structured_content = Some(error.to_json());
                 result
             }
