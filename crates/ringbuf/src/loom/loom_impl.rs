@@ -1,8 +1,7 @@
 pub(crate) mod sync {
-    pub(crate) use loom::sync::Arc;
 
     pub(crate) mod atomic {
-        pub(crate) use loom::sync::atomic::{AtomicU64, Ordering, fence};
+        pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
     }
 }
 

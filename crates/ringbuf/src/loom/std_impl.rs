@@ -1,8 +1,7 @@
 pub(crate) mod sync {
-    pub(crate) use std::sync::Arc;
 
     pub(crate) mod atomic {
-        pub(crate) use std::sync::atomic::{AtomicU64, Ordering, fence};
+        pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
     }
 }
 
