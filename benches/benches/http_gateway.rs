@@ -192,6 +192,27 @@ fn start(mut command: std::process::Command, address: &str) -> Option<std::proce
     None
 }
 
+/// Resident memory of the server `child` before and after 1000 sessions are opened at
+/// `address` and left idle, in KiB.
+fn idle_sessions(
+    rt: &tokio::runtime::Runtime,
+    child: &std::process::Child,
+    address: &str,
+) -> Option<(u64, u64)> {
+    let before = rss_kib(child.id())?;
+    let sessions = rt.block_on(async {
+        let mut sessions = Vec::new();
+        for _ in 0..1000 {
+            sessions.push(Session::open(address, "/mcp").await.ok()?);
+        }
+        Some(sessions)
+    })?;
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_kib(child.id())?;
+    drop(sessions);
+    Some((before, after))
+}
+
 fn main() {
     if !harness::selected("http_gateway", "http_gateway") {
         return;
@@ -223,21 +244,7 @@ fn main() {
     let ours = start(command, &address).map(|mut child| {
         let run = rt.block_on(load(&address, "/mcp", 64, calls));
         let alone = rt.block_on(load(&address, "/mcp", 1, calls / 20));
-        // Memory per idle session: 1000 sessions opened and left idle.
-        let idle = (|| {
-            let before = rss_kib(child.id())?;
-            let sessions = rt.block_on(async {
-                let mut sessions = Vec::new();
-                for _ in 0..1000 {
-                    sessions.push(Session::open(&address, "/mcp").await.ok()?);
-                }
-                Some(sessions)
-            })?;
-            std::thread::sleep(Duration::from_millis(500));
-            let after = rss_kib(child.id())?;
-            drop(sessions);
-            Some((before, after))
-        })();
+        let idle = idle_sessions(&rt, &child, &address);
         let _ = child.kill();
         let _ = child.wait();
         (run, idle, alone)
@@ -249,9 +256,10 @@ fn main() {
     let floor = start(command, &floor_address).map(|mut child| {
         let run = rt.block_on(load(&floor_address, "/mcp", 64, calls));
         let alone = rt.block_on(load(&floor_address, "/mcp", 1, calls / 20));
+        let idle = idle_sessions(&rt, &child, &floor_address);
         let _ = child.kill();
         let _ = child.wait();
-        (run, alone)
+        (run, alone, idle)
     });
     let python = root().join("target/e2e-venv/bin/python");
     let theirs_port = free_port();
@@ -289,7 +297,7 @@ fn main() {
     report.push_str(&row(
         "minimal rmcp streamable-HTTP server (the floor)",
         calls,
-        floor.as_ref().map(|(run, _)| run),
+        floor.as_ref().map(|(run, ..)| run),
     ));
     report.push_str(&row(
         "MCP Python SDK (MCPServer, streamable HTTP)",
@@ -310,9 +318,9 @@ fn main() {
     report.push_str(&row(
         "minimal rmcp streamable-HTTP server (the floor)",
         calls / 20,
-        floor.as_ref().map(|(_, alone)| alone),
+        floor.as_ref().map(|(_, alone, _)| alone),
     ));
-    if let (Some((_, _, Ok(a))), Some((_, Ok(b)))) = (&ours, &floor) {
+    if let (Some((_, _, Ok(a))), Some((_, Ok(b), _))) = (&ours, &floor) {
         report.push_str(&format!(
             "\nflowbalancer's own part for one caller: p50 {}, p99 {} (serve's minus the floor's).\n",
             us(a.latency.percentile(50.0).saturating_sub(b.latency.percentile(50.0))),
@@ -321,11 +329,18 @@ fn main() {
     }
     if let Some((_, Some((before, after)), _)) = &ours {
         report.push_str(&format!(
-            "\nMemory per idle session: {:.1} KiB ({} KiB resident before 1000 idle sessions, {} KiB after; goal < 64 KiB).\n\n",
+            "\nMemory per idle session: {:.1} KiB ({} KiB resident before 1000 idle sessions, {} KiB after; goal < 64 KiB).\n",
             after.saturating_sub(*before) as f64 / 1000.0,
             before,
             after
         ));
+        if let Some((_, _, Some((floor_before, floor_after)))) = &floor {
+            report.push_str(&format!(
+                "The floor (rmcp's own session manager, no balancer) holds {:.1} KiB per idle session measured the same way.\n",
+                floor_after.saturating_sub(*floor_before) as f64 / 1000.0,
+            ));
+        }
+        report.push('\n');
     }
     harness::report("http_gateway.md", &report);
 }
