@@ -1,5 +1,4 @@
 pub(crate) mod sync {
-
     pub(crate) mod atomic {
         pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
     }
