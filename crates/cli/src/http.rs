@@ -497,7 +497,9 @@ pub(crate) async fn serve_http(
                     let started = Instant::now();
                     let method = request.method().clone();
                     let path = request.uri().path().to_string();
-                    let response = front.route(request).await;
+                    // Boxed: hyper keeps room for this future in every connection, busy or
+                    // idle, so an unboxed one would make each idle session cost its full size.
+                    let response = Box::pin(front.route(request)).await;
                     let status = response.status().as_u16();
                     let ms = started.elapsed().as_secs_f64() * 1000.0;
                     if status >= 400 {
