@@ -192,6 +192,40 @@ fn start(mut command: std::process::Command, address: &str) -> Option<std::proce
     None
 }
 
+/// What one server gave: 64 sessions at once, one caller alone, and its memory per idle session.
+struct Measured {
+    load: Result<Run, String>,
+    alone: Result<Run, String>,
+    idle: Option<(u64, u64)>,
+}
+
+impl Measured {
+    /// Resident memory added per idle session, in KiB.
+    fn kib_per_idle_session(&self) -> Option<f64> {
+        self.idle
+            .map(|(before, after)| after.saturating_sub(before) as f64 / 1000.0)
+    }
+}
+
+/// Starts the server `command` at `address`, measures it, and stops it (`None`: it did not
+/// start).
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    command: std::process::Command,
+    address: &str,
+    calls: usize,
+) -> Option<Measured> {
+    let mut child = start(command, address)?;
+    let measured = Measured {
+        load: rt.block_on(load(address, "/mcp", 64, calls)),
+        alone: rt.block_on(load(address, "/mcp", 1, calls / 20)),
+        idle: idle_sessions(rt, &child, address),
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    Some(measured)
+}
+
 /// Resident memory of the server `child` before and after 1000 sessions are opened at
 /// `address` and left idle, in KiB.
 fn idle_sessions(
@@ -241,26 +275,12 @@ fn main() {
         .args(["serve", "--config"])
         .arg(&config)
         .args(["--http", &address]);
-    let ours = start(command, &address).map(|mut child| {
-        let run = rt.block_on(load(&address, "/mcp", 64, calls));
-        let alone = rt.block_on(load(&address, "/mcp", 1, calls / 20));
-        let idle = idle_sessions(&rt, &child, &address);
-        let _ = child.kill();
-        let _ = child.wait();
-        (run, idle, alone)
-    });
+    let ours = measure(&rt, command, &address, calls);
     let floor_port = free_port();
     let floor_address = format!("127.0.0.1:{floor_port}");
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_rmcp_echo_floor"));
     command.args(["--http", &floor_address]);
-    let floor = start(command, &floor_address).map(|mut child| {
-        let run = rt.block_on(load(&floor_address, "/mcp", 64, calls));
-        let alone = rt.block_on(load(&floor_address, "/mcp", 1, calls / 20));
-        let idle = idle_sessions(&rt, &child, &floor_address);
-        let _ = child.kill();
-        let _ = child.wait();
-        (run, alone, idle)
-    });
+    let floor = measure(&rt, command, &floor_address, calls);
     let python = root().join("target/e2e-venv/bin/python");
     let theirs_port = free_port();
     let theirs_address = format!("127.0.0.1:{theirs_port}");
@@ -292,19 +312,19 @@ fn main() {
     report.push_str(&row(
         "flowbalancer serve --http",
         calls,
-        ours.as_ref().map(|(run, ..)| run),
+        ours.as_ref().map(|m| &m.load),
     ));
     report.push_str(&row(
         "minimal rmcp streamable-HTTP server (the floor)",
         calls,
-        floor.as_ref().map(|(run, ..)| run),
+        floor.as_ref().map(|m| &m.load),
     ));
     report.push_str(&row(
         "MCP Python SDK (MCPServer, streamable HTTP)",
         calls / 20,
         theirs.as_ref(),
     ));
-    if let (Some((Ok(a), ..)), Some(Ok(b))) = (&ours, &theirs) {
+    if let (Some(Measured { load: Ok(a), .. }), Some(Ok(b))) = (&ours, &theirs) {
         report.push_str(&format!("\nflowbalancer ÷ Python SDK = {:.1}× (goal ≥ 10×); goal for ours: ≥ 20 k/s with p99 < 5 ms.\n", a.rate / b.rate));
     }
     report.push_str(
@@ -313,31 +333,36 @@ fn main() {
     report.push_str(&row(
         "flowbalancer serve --http",
         calls / 20,
-        ours.as_ref().map(|(_, _, alone)| alone),
+        ours.as_ref().map(|m| &m.alone),
     ));
     report.push_str(&row(
         "minimal rmcp streamable-HTTP server (the floor)",
         calls / 20,
-        floor.as_ref().map(|(_, alone, _)| alone),
+        floor.as_ref().map(|m| &m.alone),
     ));
-    if let (Some((_, _, Ok(a))), Some((_, Ok(b), _))) = (&ours, &floor) {
+    if let (Some(Measured { alone: Ok(a), .. }), Some(Measured { alone: Ok(b), .. })) =
+        (&ours, &floor)
+    {
         report.push_str(&format!(
             "\nflowbalancer's own part for one caller: p50 {}, p99 {} (serve's minus the floor's).\n",
             us(a.latency.percentile(50.0).saturating_sub(b.latency.percentile(50.0))),
             us(a.latency.percentile(99.0).saturating_sub(b.latency.percentile(99.0))),
         ));
     }
-    if let Some((_, Some((before, after)), _)) = &ours {
+    if let Some(Measured {
+        idle: Some((before, after)),
+        ..
+    }) = &ours
+    {
         report.push_str(&format!(
             "\nMemory per idle session: {:.1} KiB ({} KiB resident before 1000 idle sessions, {} KiB after; goal < 64 KiB).\n",
             after.saturating_sub(*before) as f64 / 1000.0,
             before,
             after
         ));
-        if let Some((_, _, Some((floor_before, floor_after)))) = &floor {
+        if let Some(kib) = floor.as_ref().and_then(Measured::kib_per_idle_session) {
             report.push_str(&format!(
-                "The floor (rmcp's own session manager, no balancer) holds {:.1} KiB per idle session measured the same way.\n",
-                floor_after.saturating_sub(*floor_before) as f64 / 1000.0,
+                "The floor (rmcp's own session manager, no balancer) holds {kib:.1} KiB per idle session measured the same way.\n",
             ));
         }
         report.push('\n');
