@@ -2,9 +2,24 @@
 //!
 //! A waiting task registers its waker, then re-checks its condition (queue not empty, queue
 //! not full, closed); a task that changes the state makes the change first, then looks for
-//! waiters. Both sides put a `SeqCst` fence between their write and their read, so at least
-//! one of them sees the other: either the waiter sees the new state, or the notifier sees the
-//! waiter. Modelled with loom in `tests/loom.rs`.
+//! waiters. Either the waiter sees the new state, or the notifier sees the waiter — never
+//! neither (the "store buffering" outcome), because every access in the pattern is `SeqCst`:
+//!
+//! - the changes: the queue's position compare-exchanges (every push and pop, batches and
+//!   `force_push` included), `closed`, and the handle counts' last step to "gone";
+//! - the conditions' reads of them (`Queue::is_empty`, `Queue::is_full`, `closed`, the
+//!   handle counts);
+//! - the waiter count's stores (under the list's lock) and the notifier's load of it.
+//!
+//! All `SeqCst` accesses lie in one total order that agrees with each thread's program order.
+//! If the waiter's re-check comes before the change in it, the waiter's registration (before
+//! its re-check) comes before the notifier's count load (after its change), and that load sees
+//! the waiter. So the hot path (a notification after each send or receive) needs no fence: on
+//! x86 it is one plain load. The waiter's side keeps a fence, which costs only when it parks.
+//!
+//! loom regards `SeqCst` accesses as `AcqRel` (it would report this pattern as a lost
+//! wake-up that cannot happen), so under loom the notifier puts a `SeqCst` fence, which loom
+//! does model, in place of that order. Modelled with loom in `tests/loom.rs`.
 //!
 //! A notification goes to the oldest waiter, which leaves the list. If that waiter is dropped
 //! (its future cancelled) before it acts, it passes the notification on, so a cancelled future
@@ -46,11 +61,15 @@ impl WaitList {
         self.notify(1);
     }
 
-    /// Wakes up to `n` waiters, oldest first.
+    /// Wakes up to `n` waiters, oldest first. The caller made its change with a `SeqCst`
+    /// atomic operation that the waiters' conditions read with `SeqCst` loads (see the module
+    /// documentation).
     pub(crate) fn notify(&self, n: usize) {
-        // Pairs with the fence in `Until::poll`: our change, then this read of the count.
+        // Under loom only: loom does not order `SeqCst` accesses (see the module docs).
+        #[cfg(loom)]
         fence(Ordering::SeqCst);
-        if n == 0 || self.count.load(Ordering::Relaxed) == 0 {
+        // `SeqCst`: ordered after the caller's change, against the waiter's registration.
+        if n == 0 || self.count.load(Ordering::SeqCst) == 0 {
             return;
         }
         let mut woken = Vec::new();
@@ -171,7 +190,8 @@ impl<F: Fn() -> bool> Future for Until<'_, '_, F> {
             return Poll::Ready(());
         }
         this.waiter.id = Some(list.register(this.waiter.id, cx.waker()));
-        // Pairs with the fence in `WaitList::notify`: our registration, then this re-check.
+        // Our registration, then this re-check (the registration's count store is `SeqCst`
+        // already; the fence keeps the order under loom too, and costs only when parking).
         fence(Ordering::SeqCst);
         if (this.condition)() {
             return Poll::Ready(());

@@ -382,3 +382,47 @@ async fn topic_subscribers_see_everything_and_laggers_are_told() {
 fn stats_of<T: Send + 'static>(tx: &flowbalancer_bus::Sender<T>) -> flowbalancer_bus::QueueStats {
     tx.stats()
 }
+
+/// A task that sends or receives in a loop that never has to wait still yields now and then
+/// (tokio's cooperative budget), so the other tasks on its thread get to run.
+#[cfg(feature = "tokio-coop")]
+#[tokio::test(flavor = "current_thread")]
+async fn busy_senders_and_receivers_let_other_tasks_run() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    const CAPACITY: usize = 2048;
+    let (tx, rx) =
+        channel::<usize>(QueueConfig::new(CAPACITY).overflow(Overflow::DropOldest)).unwrap();
+
+    // DropOldest: a send never waits.
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&ran);
+    tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
+    let mut sends = 0;
+    while !ran.load(Ordering::SeqCst) {
+        tx.send(sends).await.unwrap();
+        sends += 1;
+        assert!(
+            sends < 4 * CAPACITY,
+            "the other task never ran while sending"
+        );
+    }
+
+    // A full queue: a receive never waits until it is drained.
+    while tx.len() < CAPACITY {
+        tx.try_send(0).unwrap();
+    }
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&ran);
+    tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
+    let mut receives = 0;
+    while !ran.load(Ordering::SeqCst) {
+        assert!(
+            receives < CAPACITY,
+            "the other task never ran while receiving"
+        );
+        rx.recv().await.unwrap();
+        receives += 1;
+    }
+}

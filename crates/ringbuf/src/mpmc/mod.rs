@@ -56,6 +56,17 @@ struct Slot<T> {
 /// producer one lap later), which spin and then yield until it is published. The window is a
 /// few instructions long for single items, and the time to move the run for batches.
 ///
+/// # Memory ordering
+///
+/// Every change of the head or the tail (the claims of every push and pop, single or
+/// batched, and `force_push`'s eviction) is a `SeqCst` operation, and
+/// [`is_empty`](Queue::is_empty) and [`is_full`](Queue::is_full) read both with `SeqCst`
+/// loads. A caller can therefore build a wake-up protocol on them without fences: after a
+/// push, a `SeqCst` load of "is someone waiting?" and, on the waiting side, a `SeqCst` store
+/// of "I am waiting" before re-checking `is_empty()`, cannot both miss the other (the
+/// `flowbalancer-bus` channels rely on this). On x86 these orderings cost nothing over
+/// acquire/release.
+///
 /// # Examples
 ///
 /// ```
