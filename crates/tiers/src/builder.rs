@@ -175,17 +175,19 @@ impl RouterBuilder {
                     tier: &str,
                     fallback: &Option<Vec<String>>|
          -> Result<Route, ConfigError> {
-            Ok(Route {
-                primary: index(route, tier)?,
-                fallback: fallback
-                    .as_ref()
-                    .map(|list| {
-                        list.iter()
-                            .map(|t| index(route, t))
-                            .collect::<Result<Vec<_>, _>>()
-                    })
-                    .transpose()?,
-            })
+            let fallback = fallback
+                .as_ref()
+                .map(|list| {
+                    list.iter()
+                        .map(|t| index(route, t))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .transpose()?;
+            Ok(Route::new(
+                index(route, tier)?,
+                fallback.as_deref(),
+                names.len(),
+            ))
         };
         let mut exact = Vec::new();
         for (method, tier, fallback) in &self.exact {
@@ -197,10 +199,7 @@ impl RouterBuilder {
         }
         let default = match &self.default {
             Some((tier, fallback)) => make("default", tier, fallback)?,
-            None => Route {
-                primary: 0,
-                fallback: None,
-            },
+            None => Route::new(0, None, names.len()),
         };
         let tiers = self
             .tiers

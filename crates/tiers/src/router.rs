@@ -175,19 +175,10 @@ impl Router {
     fn chain_indexes(&self, method: &str) -> Chain {
         let route: &Route = self.inner.routes.route(method);
         let mut chain = Chain::default();
-        let mut push = |i: usize| {
+        for &i in &route.order {
             if self.inner.tiers[i].offers(method) != Some(false) {
                 chain.push(i);
             }
-        };
-        push(route.primary);
-        match &route.fallback {
-            Some(list) => list
-                .iter()
-                .copied()
-                .filter(|&i| i != route.primary)
-                .for_each(push),
-            None => (route.primary + 1..self.inner.tiers.len()).for_each(push),
         }
         chain
     }
@@ -327,10 +318,14 @@ impl Router {
                 else {
                     break;
                 };
-                let left = deadline.saturating_duration_since(now);
-                // Earlier tiers used up part of the chain's deadline: running out of the rest is
-                // not this tier's fault, and does not count against its breaker.
-                let handed_leftover = left.as_secs_f64() < 0.9 * limit.as_secs_f64();
+                // What the chain's deadline left this tier, and whether that was only a leftover:
+                // earlier tiers used up part of the deadline, so running out of the rest is not
+                // this tier's fault and does not count against its breaker. Worked out only
+                // when the call failed.
+                let leftover = || {
+                    let left = deadline.saturating_duration_since(now);
+                    (left, left.as_secs_f64() < 0.9 * limit.as_secs_f64())
+                };
                 let result = {
                     // Give the probe back if this future is dropped mid-call.
                     let probe = ProbeGuard {
@@ -394,6 +389,7 @@ impl Router {
                         }
                         // Retryable, and any class a later version adds.
                         _ => {
+                            let (left, handed_leftover) = leftover();
                             let timed_out = error.is_deadline();
                             // A tier handed only what earlier tiers left of the chain's deadline
                             // is not at fault for running out of it.
@@ -417,6 +413,7 @@ impl Router {
                         }
                     },
                     Err(_) => {
+                        let (left, handed_leftover) = leftover();
                         if handed_leftover {
                             // Only the leftover of the chain's deadline: not this tier's fault.
                             entry.metrics.failure(DEADLINE_EXCEEDED);

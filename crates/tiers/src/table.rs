@@ -7,11 +7,33 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-/// The route of a method: its primary tier and, optionally, its own fallback list.
+/// The route of a method: the tiers a call tries, in order, worked out once when the router
+/// is built (a call only drops the tiers that say they do not offer its method).
 #[derive(Debug, Clone)]
 pub(crate) struct Route {
-    pub(crate) primary: usize,
-    pub(crate) fallback: Option<Vec<usize>>,
+    /// The primary tier, then its fallbacks: the route's own list (without the primary), or
+    /// else every later tier.
+    pub(crate) order: Box<[usize]>,
+}
+
+impl Route {
+    /// The route to `primary` with its own `fallback` list, or with every tier after it
+    /// (of `tiers`) when it has none.
+    pub(crate) fn new(primary: usize, fallback: Option<&[usize]>, tiers: usize) -> Self {
+        let rest: Vec<usize> = match fallback {
+            Some(list) => list.iter().copied().filter(|&i| i != primary).collect(),
+            None => (primary.saturating_add(1)..tiers).collect(),
+        };
+        Self {
+            order: std::iter::once(primary).chain(rest).collect(),
+        }
+    }
+
+    /// The primary tier.
+    #[cfg(test)]
+    fn primary(&self) -> usize {
+        self.order[0]
+    }
 }
 
 /// Exact routes, prefix routes (longest first) and the default route.
@@ -135,10 +157,7 @@ mod tests {
     use super::*;
 
     fn route(primary: usize) -> Route {
-        Route {
-            primary,
-            fallback: None,
-        }
+        Route::new(primary, None, primary.saturating_add(1))
     }
 
     #[test]
@@ -151,11 +170,11 @@ mod tests {
             ],
             route(0),
         );
-        assert_eq!(table.route("tools/call").primary, 1);
-        assert_eq!(table.route("tools/list").primary, 3);
-        assert_eq!(table.route("tools/other").primary, 2);
-        assert_eq!(table.route("resources/read").primary, 0);
-        assert_eq!(table.route("").primary, 0);
+        assert_eq!(table.route("tools/call").primary(), 1);
+        assert_eq!(table.route("tools/list").primary(), 3);
+        assert_eq!(table.route("tools/other").primary(), 2);
+        assert_eq!(table.route("resources/read").primary(), 0);
+        assert_eq!(table.route("").primary(), 0);
     }
 
     #[test]
@@ -172,9 +191,18 @@ mod tests {
             route(usize::MAX),
         );
         for (i, method) in methods.iter().enumerate() {
-            assert_eq!(table.route(method).primary, i, "{method}");
+            assert_eq!(table.route(method).primary(), i, "{method}");
         }
-        assert_eq!(table.route("method_").primary, usize::MAX);
+        assert_eq!(table.route("method_").primary(), usize::MAX);
+    }
+
+    #[test]
+    fn route_order_is_primary_then_own_list_or_every_later_tier() {
+        assert_eq!(&*Route::new(1, None, 4).order, [1, 2, 3]);
+        assert_eq!(&*Route::new(3, None, 4).order, [3]);
+        // The primary is not tried twice when its own list names it.
+        assert_eq!(&*Route::new(2, Some(&[0, 2, 1]), 4).order, [2, 0, 1]);
+        assert_eq!(&*Route::new(0, Some(&[]), 4).order, [0]);
     }
 
     #[test]
