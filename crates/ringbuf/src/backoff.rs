@@ -4,7 +4,10 @@
 use crate::loom::hint;
 use crate::loom::thread;
 
+// Under loom a wait is one yield (see below): no limits.
+#[cfg(not(loom))]
 const SPIN_LIMIT: u32 = 6;
+#[cfg(not(loom))]
 const YIELD_LIMIT: u32 = 10;
 
 /// Spins with an exponentially growing number of pause instructions, then yields the thread.

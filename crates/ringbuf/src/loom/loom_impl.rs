@@ -38,13 +38,6 @@ pub(crate) mod cell {
     }
 }
 
-pub(crate) mod hint {
-    /// Under loom a busy wait must yield, or the model never lets the other thread run.
-    pub(crate) fn spin_loop() {
-        loom::thread::yield_now();
-    }
-}
-
 pub(crate) mod thread {
     pub(crate) use loom::thread::yield_now;
 }

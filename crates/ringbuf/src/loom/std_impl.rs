@@ -62,6 +62,7 @@ pub(crate) mod cell {
     }
 }
 
+/// Only outside loom: under loom every wait is a yield (see `Backoff`).
 pub(crate) mod hint {
     /// One step of a busy wait.
     #[inline(always)]
