@@ -345,8 +345,8 @@ fn main() {
     {
         report.push_str(&format!(
             "\nflowbalancer's own part for one caller: p50 {}, p99 {} (serve's minus the floor's).\n",
-            us(a.latency.percentile(50.0).saturating_sub(b.latency.percentile(50.0))),
-            us(a.latency.percentile(99.0).saturating_sub(b.latency.percentile(99.0))),
+            harness::micros_over(a.latency.percentile(50.0), b.latency.percentile(50.0)),
+            harness::micros_over(a.latency.percentile(99.0), b.latency.percentile(99.0)),
         ));
     }
     if let Some(Measured {

@@ -291,6 +291,12 @@ pub mod harness {
         format!("{:.0} µs", d.as_nanos() as f64 / 1000.0)
     }
 
+    /// `ours − floor` in whole microseconds, signed: negative when ours took less.
+    pub fn micros_over(ours: Duration, floor: Duration) -> String {
+        let nanos = ours.as_nanos() as f64 - floor.as_nanos() as f64;
+        format!("{:.0} µs", nanos / 1000.0)
+    }
+
     /// Prints a bench's table and hands it to `cargo xtask bench`'s report as `file`.
     pub fn report(file: &str, table: &str) {
         eprintln!("{table}");
