@@ -45,9 +45,9 @@ struct Slot<T> {
 ///
 /// Slots carry a sequence number (Dmitry Vyukov's bounded MPMC design): a producer claims the
 /// tail with one compare-exchange, writes the item, then publishes the slot by storing its
-/// sequence; consumers do the same at the head. Head and tail sit on their own cache lines and,
-/// for power-of-two capacities, neighbouring positions map to slots on different cache lines so
-/// that a producer and a consumer working side by side do not fight over one line.
+/// sequence; consumers do the same at the head. Head and tail sit on their own cache lines;
+/// neighbouring positions share lines, as in crossbeam's `ArrayQueue` (spreading them over
+/// lines measured slower, see `Positions::slot_of`).
 ///
 /// `push`, `pop`, `force_push` and the batch operations never wait for the queue to change
 /// state: a full queue refuses a push and an empty one a pop at once. They are lock-free
@@ -103,8 +103,7 @@ unsafe impl<T: Send> Sync for Queue<T> {}
 impl<T> Queue<T> {
     /// Creates a queue that holds at most `capacity` items.
     ///
-    /// Any capacity from 1 up works; powers of two are a little faster (and spread neighbouring
-    /// slots over cache lines).
+    /// Any capacity from 1 up works, without a division on any path.
     ///
     /// # Errors
     ///
@@ -118,7 +117,7 @@ impl<T> Queue<T> {
                 requested: capacity,
             });
         }
-        let positions = Positions::new(capacity, std::mem::size_of::<Slot<T>>());
+        let positions = Positions::new(capacity);
         let mut slots = Vec::new();
         slots
             .try_reserve_exact(capacity)
@@ -269,7 +268,7 @@ impl<T> Queue<T> {
     fn slot(&self, position: u64) -> &Slot<T> {
         let index = self.positions.slot_of(position);
         debug_assert!(index < self.slots.len());
-        // SAFETY: `index < self.slots.len()` (= `capacity`), by these three facts:
+        // SAFETY: `index < self.slots.len()` (= `capacity`), by these two facts:
         // 1. Every position the queue holds has a low part (`position & (one_lap - 1)`) below
         //    `capacity`. Head and tail start at 0 and are only ever stored with values from
         //    `Positions::next`/`advance` (the compare-exchanges and the store in `force_push`),
@@ -278,12 +277,7 @@ impl<T> Queue<T> {
         //    (as `low < capacity`) and so below `capacity`. Positions passed here are head,
         //    tail, or reached from them by `next`/`advance` (never `sequence` values or
         //    `oldest`, which are only compared).
-        // 2. `slot_of` without striping returns the low part itself.
-        // 3. With striping (`stripe_bits > 0`), `stripe_bits()` guarantees `capacity` is a
-        //    power of two, so `capacity == one_lap` and the low part is any `shift`-bit
-        //    number; `capacity >= per_block²` gives `2 * stripe_bits <= shift`, so `slot_of`
-        //    only exchanges two bit fields inside the low `shift` bits: the result still has
-        //    `shift` bits, i.e. is below `capacity`.
+        // 2. `slot_of` returns the low part itself.
         unsafe { self.slots.get_unchecked(index) }
     }
 
