@@ -550,3 +550,39 @@ async fn a_worker_that_dies_while_idle_is_replaced_before_the_next_call() {
     );
     pool.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_dies_while_idle_is_replaced_without_waiting_for_a_call() {
+    let pool = pool(python_spec("idle-death-refill"), 1).await;
+    let pid = pool
+        .call(call("pid", json!({})))
+        .await
+        .unwrap()
+        .payload
+        .as_json()
+        .unwrap()
+        .as_u64()
+        .unwrap();
+    kill9(pid);
+    // No call comes: the pool's own maintenance notices the death and starts a replacement.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while pool.stats().replacements == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dead idle worker was not replaced within 20 s: {:?}",
+            pool.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let new_pid = pool
+        .call(call("pid", json!({})))
+        .await
+        .unwrap()
+        .payload
+        .as_json()
+        .unwrap()
+        .as_u64()
+        .unwrap();
+    assert_ne!(new_pid, pid);
+    pool.shutdown().await;
+}

@@ -354,8 +354,9 @@ impl<W: Worker> Inner<W> {
         }
     }
 
-    /// Workers that died while idle go now, instead of failing the next call given to them.
-    fn remove_dead(self: &Arc<Self>, state: &mut State<W>) {
+    /// Workers that died while idle go now, instead of failing the next call given to them
+    /// (at a checkout, and on every maintenance tick, which then refills the pool).
+    pub(super) fn remove_dead(self: &Arc<Self>, state: &mut State<W>) {
         while let Some(index) = state
             .entries
             .iter()

@@ -399,9 +399,13 @@ impl<W: Worker> Inner<W> {
         }
     }
 
-    /// Retires idle overflow workers past their TTL and workers past their target size,
-    /// recycles aged idle workers, and refills the pool when it fell below its size.
+    /// Removes workers that died while idle, retires idle overflow workers past their TTL and
+    /// workers past their target size, recycles aged idle workers, and refills the pool when
+    /// it fell below its size.
     fn tidy(self: &Arc<Self>, state: &mut State<W>, now: Instant) {
+        // A worker that died with no call in flight would otherwise stay until the next call
+        // or health round, and the pool would run short meanwhile.
+        self.remove_dead(state);
         let ttl = self.config.overflow_idle_ttl;
         while let Some(index) = state.entries.iter().position(|e| {
             e.overflow
