@@ -42,6 +42,18 @@ fn rust_spec(marker: &str) -> ProcessSpec {
     )
 }
 
+/// The pid of the worker that serves a `pid` call.
+async fn pid_of(pool: &Pool<ProcessWorker>) -> u64 {
+    pool.call(call("pid", json!({})))
+        .await
+        .unwrap()
+        .payload
+        .as_json()
+        .unwrap()
+        .as_u64()
+        .unwrap()
+}
+
 async fn pool(spec: ProcessSpec, size: usize) -> Pool<ProcessWorker> {
     Pool::builder(ProcessFactory::new(spec))
         .name("proc")
@@ -187,15 +199,7 @@ async fn python_exceptions_become_handler_errors_with_a_traceback() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_minus_nine_mid_call_fails_that_call_and_the_next_succeeds() {
     let pool = pool(python_spec("kill9"), 1).await;
-    let pid = pool
-        .call(call("pid", json!({})))
-        .await
-        .unwrap()
-        .payload
-        .as_json()
-        .unwrap()
-        .as_u64()
-        .unwrap();
+    let pid = pid_of(&pool).await;
     let in_flight = tokio::spawn({
         let pool = pool.clone();
         async move { pool.call(call("sleep", json!({"ms": 5000}))).await }
@@ -213,15 +217,7 @@ async fn kill_minus_nine_mid_call_fails_that_call_and_the_next_succeeds() {
         started.elapsed() < Duration::from_secs(2),
         "failed at once, not after a timeout"
     );
-    let new_pid = pool
-        .call(call("pid", json!({})))
-        .await
-        .unwrap()
-        .payload
-        .as_json()
-        .unwrap()
-        .as_u64()
-        .unwrap();
+    let new_pid = pid_of(&pool).await;
     assert_ne!(new_pid, pid);
     // And a worker that kills itself.
     assert!(matches!(
@@ -247,28 +243,12 @@ async fn a_hung_worker_is_killed_and_replaced() {
         .build()
         .await
         .unwrap();
-    let pid = pool
-        .call(call("pid", json!({})))
-        .await
-        .unwrap()
-        .payload
-        .as_json()
-        .unwrap()
-        .as_u64()
-        .unwrap();
+    let pid = pid_of(&pool).await;
     assert!(matches!(
         pool.call(call("hang", json!({}))).await,
         Err(PoolError::Timeout { .. })
     ));
-    let new_pid = pool
-        .call(call("pid", json!({})))
-        .await
-        .unwrap()
-        .payload
-        .as_json()
-        .unwrap()
-        .as_u64()
-        .unwrap();
+    let new_pid = pid_of(&pool).await;
     assert_ne!(new_pid, pid);
     let deadline = Instant::now() + Duration::from_secs(5);
     while std::path::Path::new(&format!("/proc/{pid}")).exists() {
@@ -519,27 +499,11 @@ async fn twenty_workers_with_random_kills_answer_every_call_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_dies_while_idle_is_replaced_before_the_next_call() {
     let pool = pool(python_spec("idle-death"), 1).await;
-    let pid = pool
-        .call(call("pid", json!({})))
-        .await
-        .unwrap()
-        .payload
-        .as_json()
-        .unwrap()
-        .as_u64()
-        .unwrap();
+    let pid = pid_of(&pool).await;
     kill9(pid);
     tokio::time::sleep(Duration::from_millis(300)).await; // the reader sees the EOF
     // The next call does not land on the dead worker: it waits for the replacement.
-    let new_pid = pool
-        .call(call("pid", json!({})))
-        .await
-        .unwrap()
-        .payload
-        .as_json()
-        .unwrap()
-        .as_u64()
-        .unwrap();
+    let new_pid = pid_of(&pool).await;
     assert_ne!(new_pid, pid);
     let stats = pool.stats();
     assert_eq!(stats.replacements, 1);
@@ -554,15 +518,7 @@ async fn a_worker_that_dies_while_idle_is_replaced_before_the_next_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_dies_while_idle_is_replaced_without_waiting_for_a_call() {
     let pool = pool(python_spec("idle-death-refill"), 1).await;
-    let pid = pool
-        .call(call("pid", json!({})))
-        .await
-        .unwrap()
-        .payload
-        .as_json()
-        .unwrap()
-        .as_u64()
-        .unwrap();
+    let pid = pid_of(&pool).await;
     kill9(pid);
     // No call comes: the pool's own maintenance notices the death and starts a replacement.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -574,15 +530,7 @@ async fn a_worker_that_dies_while_idle_is_replaced_without_waiting_for_a_call() 
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let new_pid = pool
-        .call(call("pid", json!({})))
-        .await
-        .unwrap()
-        .payload
-        .as_json()
-        .unwrap()
-        .as_u64()
-        .unwrap();
+    let new_pid = pid_of(&pool).await;
     assert_ne!(new_pid, pid);
     pool.shutdown().await;
 }
