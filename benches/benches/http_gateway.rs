@@ -349,16 +349,16 @@ fn main() {
             harness::micros_over(a.latency.percentile(99.0), b.latency.percentile(99.0)),
         ));
     }
-    if let Some(Measured {
-        idle: Some((before, after)),
-        ..
-    }) = &ours
+    if let Some(
+        ours @ Measured {
+            idle: Some((before, after)),
+            ..
+        },
+    ) = &ours
+        && let Some(kib) = ours.kib_per_idle_session()
     {
         report.push_str(&format!(
-            "\nMemory per idle session: {:.1} KiB ({} KiB resident before 1000 idle sessions, {} KiB after; goal < 64 KiB).\n",
-            after.saturating_sub(*before) as f64 / 1000.0,
-            before,
-            after
+            "\nMemory per idle session: {kib:.1} KiB ({before} KiB resident before 1000 idle sessions, {after} KiB after; goal < 64 KiB).\n",
         ));
         if let Some(kib) = floor.as_ref().and_then(Measured::kib_per_idle_session) {
             report.push_str(&format!(
