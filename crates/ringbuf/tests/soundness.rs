@@ -111,6 +111,35 @@ fn spsc_forgotten_pop_iter_then_consumer_goes_on() {
 }
 
 #[test]
+fn spsc_forgotten_pop_iter_that_emptied_a_full_ring_does_not_wedge_it() {
+    // The iterator took every item and was forgotten: the producer still sees the ring full
+    // and the consumer sees it empty. Looking at the empty ring must give the room back.
+    let (mut tx, mut rx) = spsc::channel::<u32>(2).unwrap();
+    tx.push(1).unwrap();
+    tx.push(2).unwrap();
+    let mut iter = rx.pop_iter(2);
+    assert_eq!((iter.next(), iter.next()), (Some(1), Some(2)));
+    std::mem::forget(iter);
+    assert_eq!(tx.push(3), Err(3));
+    assert_eq!(rx.pop(), None);
+    tx.push(3).unwrap();
+    assert_eq!(rx.pop(), Some(3));
+
+    // The same through the batch calls.
+    let (mut tx, mut rx) = spsc::channel::<u32>(2).unwrap();
+    assert_eq!(tx.push_slice(&[1, 2]), 2);
+    let mut iter = rx.pop_iter(2);
+    assert_eq!((iter.next(), iter.next()), (Some(1), Some(2)));
+    std::mem::forget(iter);
+    assert_eq!(tx.push_slice(&[3, 4]), 0);
+    let mut out = [0; 2];
+    assert_eq!(rx.pop_slice(&mut out), 0);
+    assert_eq!(tx.push_slice(&[3, 4]), 2);
+    assert_eq!(rx.pop_slice(&mut out), 2);
+    assert_eq!(out, [3, 4]);
+}
+
+#[test]
 fn spsc_forgotten_pop_iter_with_the_producer_dropped_first() {
     let items = Items::new(2);
     let (mut tx, mut rx) = spsc::channel(2).unwrap();
@@ -138,7 +167,9 @@ fn spsc_push_iter_whose_iterator_panics_loses_nothing() {
     });
     let result = catch_unwind(AssertUnwindSafe(|| tx.push_iter(&mut source)));
     assert!(result.is_err());
-    // The items written before the panic are in the ring, in order, and reach the consumer.
+    // The items written before the panic were published as it unwound...
+    assert_eq!(rx.slots(), 3);
+    // ...and reach the consumer, in order.
     tx.push(items.item(3)).unwrap();
     let ids: Vec<usize> = std::iter::from_fn(|| rx.pop()).map(|t| t.id).collect();
     assert_eq!(ids, [0, 1, 2, 3]);

@@ -115,9 +115,16 @@ impl<T> Queue<T> {
                 if head.wrapping_add(self.positions.one_lap()) == tail {
                     return None;
                 }
-                backoff.snooze();
+                // Not full: a consumer has claimed the slot's old item and is taking it.
+                // Spin, never yield: that consumer is a few instructions from done, and a
+                // yield here (as an earlier version did) made four threads on two cores run
+                // up to 14× slower than crossbeam's ArrayQueue, which spins here too.
+                backoff.spin();
                 tail = self.tail.load(Ordering::Relaxed);
             } else {
+                // Our tail is stale: another producer claimed it. Back off before reading the
+                // contended tail again (measured: retrying at once halved 2p2c throughput).
+                backoff.snooze();
                 tail = self.tail.load(Ordering::Relaxed);
             }
         }
@@ -160,9 +167,13 @@ impl<T> Queue<T> {
                 if tail == head {
                     return None;
                 }
-                backoff.snooze();
+                // Not empty: a producer has claimed this position and is writing it. Spin,
+                // never yield (see `claim_tail_run`).
+                backoff.spin();
                 head = self.head.load(Ordering::Relaxed);
             } else {
+                // Our head is stale: another consumer claimed it (see `claim_tail_run`).
+                backoff.snooze();
                 head = self.head.load(Ordering::Relaxed);
             }
         }

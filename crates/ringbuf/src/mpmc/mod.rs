@@ -333,8 +333,9 @@ impl<T> Queue<T> {
                 let oldest = tail.wrapping_sub(self.positions.one_lap());
                 // Full, and the oldest item (which lives in the tail's slot) is published:
                 // take it as a consumer would, then reuse its slot for the new item.
-                if head == oldest && sequence == oldest.wrapping_add(1) {
-                    if self
+                if head == oldest
+                    && sequence == oldest.wrapping_add(1)
+                    && self
                         .head
                         .compare_exchange_weak(
                             head,
@@ -343,31 +344,32 @@ impl<T> Queue<T> {
                             Ordering::Relaxed,
                         )
                         .is_ok()
-                    {
-                        // No producer can claim `tail` meanwhile: its slot is not free for
-                        // `tail` until we publish, so only we move the tail on.
-                        self.tail.store(self.positions.next(tail), Ordering::SeqCst);
-                        let evicted = slot.value.with_mut(|cell| {
-                            // SAFETY: we won the head for `oldest`, whose item is published
-                            // (its sequence is `oldest + 1`), so no one else touches the slot
-                            // until we store its sequence below. We read the old item out and
-                            // write the new one in its place.
-                            unsafe {
-                                let old = cell.read().assume_init();
-                                cell.write(MaybeUninit::new(value));
-                                old
-                            }
-                        });
-                        slot.sequence.store(tail.wrapping_add(1), Ordering::Release);
-                        return Some(evicted);
-                    }
-                    backoff.spin();
-                } else {
-                    // A consumer or producer is half way through this slot.
-                    backoff.snooze();
+                {
+                    // No producer can claim `tail` meanwhile: its slot is not free for
+                    // `tail` until we publish, so only we move the tail on.
+                    self.tail.store(self.positions.next(tail), Ordering::SeqCst);
+                    let evicted = slot.value.with_mut(|cell| {
+                        // SAFETY: we won the head for `oldest`, whose item is published
+                        // (its sequence is `oldest + 1`), so no one else touches the slot
+                        // until we store its sequence below. We read the old item out and
+                        // write the new one in its place.
+                        unsafe {
+                            let old = cell.read().assume_init();
+                            cell.write(MaybeUninit::new(value));
+                            old
+                        }
+                    });
+                    slot.sequence.store(tail.wrapping_add(1), Ordering::Release);
+                    return Some(evicted);
                 }
+                // Not full (a consumer is half way through taking the slot's old item), the
+                // oldest item not yet published, or another thread won the head: each is a
+                // few instructions from done, so spin, never yield (see `claim_tail_run`).
+                backoff.spin();
                 tail = self.tail.load(Ordering::Relaxed);
             } else {
+                // Our tail is stale: another producer claimed it (see `claim_tail_run`).
+                backoff.snooze();
                 tail = self.tail.load(Ordering::Relaxed);
             }
         }

@@ -20,6 +20,11 @@ impl<T: Copy> Producer<T> {
     /// ```
     pub fn push_slice(&mut self, items: &[T]) -> usize {
         let count = self.reserve(items.len());
+        if count == 0 {
+            // Nothing to publish: a store to the shared position here would only take its
+            // cache line away from the consumer, on every retry of a full ring.
+            return 0;
+        }
         let capacity = self.shared.slots.len();
         // The run wraps at most once: [index, capacity) then [0, rest).
         let first = count.min(capacity - self.index);
@@ -52,17 +57,25 @@ impl<T> Producer<T> {
     /// ```
     pub fn push_iter<I: Iterator<Item = T>>(&mut self, items: &mut I) -> usize {
         let free = self.reserve(usize::MAX);
+        if free == 0 {
+            // As in `push_slice`: no store to the shared position on a full ring.
+            return 0;
+        }
+        // Publishes what was written when the loop ends, or when the iterator panics: no
+        // item is left unpublished once this call is over (a later call may return early
+        // without publishing).
+        let batch = PublishOnDrop { producer: self };
         let mut count = 0;
         while count < free {
             let Some(item) = items.next() else { break };
-            self.write(item);
+            batch.producer.write(item);
             count += 1;
             // Publish in steps so a consumer sees progress during a long iterator.
             if count % 64 == 0 {
-                self.publish();
+                batch.producer.publish();
             }
         }
-        self.publish();
+        drop(batch);
         count
     }
 
@@ -83,10 +96,26 @@ impl<T> Producer<T> {
     }
 }
 
+/// Publishes the producer's position when dropped, unwinding included; see
+/// [`Producer::push_iter`].
+struct PublishOnDrop<'a, T> {
+    producer: &'a mut Producer<T>,
+}
+
+impl<T> Drop for PublishOnDrop<'_, T> {
+    fn drop(&mut self) {
+        self.producer.publish();
+    }
+}
+
 impl<T: Copy> Consumer<T> {
     /// Copies up to `out.len()` items into the front of `out` and returns how many were popped.
     pub fn pop_slice(&mut self, out: &mut [T]) -> usize {
         let count = self.available(out.len());
+        if count == 0 {
+            // As in `push_slice`: no store to the shared position on an empty ring.
+            return 0;
+        }
         let capacity = self.shared.slots.len();
         let first = count.min(capacity - self.index);
         let (head_part, tail_part) = out[..count].split_at_mut(first);
@@ -109,6 +138,10 @@ impl<T> Consumer<T> {
     /// Moves up to `max` items to the end of `out` and returns how many were popped.
     pub fn pop_into(&mut self, out: &mut Vec<T>, max: usize) -> usize {
         let count = self.available(max);
+        if count == 0 {
+            // As in `pop_slice`: no store to the shared position on an empty ring.
+            return 0;
+        }
         out.reserve(count);
         for _ in 0..count {
             let value = self.read();
@@ -133,6 +166,9 @@ impl<T> Consumer<T> {
     /// ```
     pub fn pop_iter(&mut self, max: usize) -> PopIter<'_, T> {
         let remaining = self.available(max);
+        // Until the iterator is dropped, our shared position may lag the items taken; if it
+        // is forgotten, the next look at an empty ring publishes it (`refresh_available`).
+        self.deferred = true;
         PopIter {
             consumer: self,
             remaining,
@@ -181,6 +217,7 @@ impl<T> ExactSizeIterator for PopIter<'_, T> {}
 impl<T> Drop for PopIter<'_, T> {
     fn drop(&mut self) {
         self.consumer.publish();
+        self.consumer.deferred = false;
     }
 }
 

@@ -183,6 +183,7 @@ pub fn channel<T>(capacity: usize) -> Result<(Producer<T>, Consumer<T>), Capacit
         head: 0,
         index: 0,
         cached_tail: 0,
+        deferred: false,
     };
     Ok((producer, consumer))
 }
@@ -217,6 +218,10 @@ pub struct Consumer<T> {
     index: usize,
     /// The producer's position when we last looked: never ahead of the real one.
     cached_tail: u64,
+    /// Set while a [`PopIter`] may hold back the publication of items it took: when one is
+    /// forgotten, the shared `head` lags `head`, and the producer may see the ring full
+    /// while we see it empty. The next refresh publishes it.
+    deferred: bool,
 }
 
 impl<T> Producer<T> {
@@ -331,8 +336,18 @@ impl<T> Consumer<T> {
 
     #[inline]
     fn refresh_available(&mut self) -> u64 {
+        if self.deferred {
+            self.publish_deferred();
+        }
         self.cached_tail = self.shared.tail.load(Ordering::Acquire);
         self.available_cached()
+    }
+
+    /// Publishes what a forgotten [`PopIter`] took (see `deferred`).
+    #[cold]
+    fn publish_deferred(&mut self) {
+        self.shared.head.store(self.head, Ordering::Release);
+        self.deferred = false;
     }
 
     /// Moves our position `count` slots on, without publishing.
@@ -376,8 +391,9 @@ impl<T> Drop for Producer<T> {
     // then stores every position update to memory, two extra stores per item.
     #[inline]
     fn drop(&mut self) {
-        // Publish items written but not yet published (a `push_iter` cut short by a panic in
-        // the iterator), so the consumer, or the ring's own drop, sees and drops each of them.
+        // Every call publishes what it wrote before it returns or unwinds (`push_iter` through
+        // a guard), so this store changes nothing today; it keeps the ring's own drop, which
+        // drops the items from head to the published tail, independent of that.
         self.shared.tail.store(self.tail, Ordering::Release);
     }
 }
