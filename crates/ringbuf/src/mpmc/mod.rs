@@ -53,8 +53,9 @@ struct Slot<T> {
 /// state: a full queue refuses a push and an empty one a pop at once. They are lock-free
 /// except for one window: a thread that claimed a slot and is preempted before publishing it
 /// holds up the threads that reach that same slot next (a consumer arriving at it, or a
-/// producer one lap later), which spin and then yield until it is published. The window is a
-/// few instructions long for single items, and the time to move the run for batches.
+/// producer one lap later), which spin (a growing pause, never a yield) until it is
+/// published. The window is a few instructions long for single items, and the time to move
+/// the run for batches.
 ///
 /// # Memory ordering
 ///
