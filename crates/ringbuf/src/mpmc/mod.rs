@@ -125,16 +125,12 @@ impl<T> Queue<T> {
             .map_err(|_| CapacityError::TooLarge {
                 requested: capacity,
             })?;
-        // Slot `slot_of(p)` starts out free for its first-lap position `p`.
-        slots.extend((0..capacity).map(|_| Slot {
-            sequence: AtomicU64::new(0),
+        // Slot `i` starts out free for its first-lap position, which is `i` (the first lap
+        // counts 0, 1, … capacity − 1, and `slot_of` is the position's low part).
+        slots.extend((0..capacity).map(|index| Slot {
+            sequence: AtomicU64::new(index as u64),
             value: UnsafeCell::new(MaybeUninit::uninit()),
         }));
-        let mut position = 0u64;
-        for _ in 0..capacity {
-            slots[positions.slot_of(position)].sequence = AtomicU64::new(position);
-            position = positions.next(position);
-        }
         Ok(Self {
             head: CachePadded::new(AtomicU64::new(0)),
             tail: CachePadded::new(AtomicU64::new(0)),

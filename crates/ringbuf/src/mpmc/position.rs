@@ -89,8 +89,10 @@ mod tests {
             let p = Positions::new(capacity);
             let mut seen = vec![false; capacity];
             let mut pos = 0;
-            for _ in 0..capacity {
+            for step in 0..capacity {
                 let slot = p.slot_of(pos);
+                // `Queue::new` relies on it: the first lap's positions are the slots in order.
+                assert_eq!(slot, step, "first lap of {capacity}");
                 assert!(slot < capacity, "slot {slot} out of range for {capacity}");
                 assert!(!seen[slot], "slot {slot} used twice for {capacity}");
                 seen[slot] = true;
