@@ -38,7 +38,11 @@ impl Count {
 #[derive(Debug)]
 pub(crate) struct TierMetrics {
     tier: String,
-    pub(crate) calls: Count,
+    /// Calls sent to the tier, for the `metrics` recorder (counted when they start).
+    pub(crate) calls_started: metrics::Counter,
+    /// Calls given up while the tier ran them (the caller dropped the call). With the
+    /// served and the failed calls, the calls `Router::stats` reports.
+    pub(crate) given_up: Count,
     /// Served calls: the latency histogram counts them (one atomic increment less per call).
     pub(crate) successes: metrics::Counter,
     pub(crate) failures: Mutex<BTreeMap<String, u64>>,
@@ -56,7 +60,8 @@ impl TierMetrics {
         describe();
         Self {
             tier: tier.to_string(),
-            calls: Count::new("flowbalancer_tier_calls_total", tier),
+            calls_started: metrics::counter!("flowbalancer_tier_calls_total", "tier" => tier.to_string()),
+            given_up: Count::new("flowbalancer_tier_calls_given_up_total", tier),
             successes: metrics::counter!("flowbalancer_tier_successes_total", "tier" => tier.to_string()),
             failures: Mutex::new(BTreeMap::new()),
             fallbacks_in: Count::new("flowbalancer_tier_fallbacks_in_total", tier),
@@ -85,6 +90,16 @@ impl TierMetrics {
         .increment(1);
     }
 
+    /// Calls that ended at the tier: served, failed (any kind, caller errors included) or
+    /// given up. Counted as they end, so a call still running is not in it yet.
+    pub(crate) fn calls(&self) -> u64 {
+        let failed: u64 = self.failures.lock().values().sum();
+        self.latency
+            .count()
+            .saturating_add(failed)
+            .saturating_add(self.given_up.load())
+    }
+
     pub(crate) fn served(&self, latency: std::time::Duration) {
         self.successes.increment(1);
         self.latency.record(latency);
@@ -96,6 +111,10 @@ impl TierMetrics {
 fn describe() {
     use metrics::{Unit, describe_counter, describe_histogram};
     describe_counter!("flowbalancer_tier_calls_total", "Calls sent to the tier.");
+    describe_counter!(
+        "flowbalancer_tier_calls_given_up_total",
+        "Calls given up while the tier ran them (the caller dropped the call)."
+    );
     describe_counter!(
         "flowbalancer_tier_successes_total",
         "Calls the tier served."
@@ -133,7 +152,8 @@ fn describe() {
 pub struct TierStats {
     /// The tier.
     pub name: String,
-    /// Calls sent to it.
+    /// Calls that ended at it: served, failed or given up by the caller (a call still
+    /// running is counted when it ends).
     pub calls: u64,
     /// Calls it served.
     pub successes: u64,

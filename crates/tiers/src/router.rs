@@ -312,7 +312,9 @@ impl Router {
                     ));
                     break;
                 }
-                entry.metrics.calls.bump();
+                // Counted as started for the metrics recorder; `Router::stats` counts a call
+                // when it ends (served, failed or given up), which costs no atomic here.
+                entry.metrics.calls_started.increment(1);
                 // Started outside this future, so the tier's request never takes room in it.
                 let Some(mut call) = start_attempt(entry, &mut request, position == last, deadline)
                 else {
@@ -327,10 +329,11 @@ impl Router {
                     (left, left.as_secs_f64() < 0.9 * limit.as_secs_f64())
                 };
                 let result = {
-                    // Give the probe back if this future is dropped mid-call.
-                    let probe = ProbeGuard {
+                    // Counts the call as given up, and gives the probe back, if this future is
+                    // dropped mid-call.
+                    let guard = AttemptGuard {
                         entry,
-                        armed: admission == Admission::Probe,
+                        probe: admission == Admission::Probe,
                     };
                     // A tier that answers on its first poll needs no timer: the deadline's timer
                     // is set up only for a call that has to wait.
@@ -341,7 +344,7 @@ impl Router {
                         // Boxed, so the timer does not widen every call's future.
                         Poll::Pending => Box::pin(tokio::time::timeout_at(deadline, call)).await,
                     };
-                    probe.disarm();
+                    guard.disarm();
                     result
                 };
                 let worker = match &result {
@@ -359,7 +362,7 @@ impl Router {
                         }
                         return Ok(Routed {
                             response,
-                            tier: entry.name.clone(),
+                            tier: entry.name,
                             attempts,
                         });
                     }
@@ -498,7 +501,7 @@ impl Router {
                 let (breaker, breaker_transitions) = entry.breaker.state();
                 TierStats {
                     name: entry.name.to_string(),
-                    calls: metrics.calls.load(),
+                    calls: metrics.calls(),
                     successes: metrics.latency.count(),
                     failures: metrics.failures.lock().clone(),
                     fallbacks_in: metrics.fallbacks_in.load(),
@@ -556,21 +559,24 @@ fn start_attempt<'a>(
     Some(entry.tier.call(tier_request))
 }
 
-/// Returns an unreported half-open probe if the call future is dropped.
-struct ProbeGuard<'a> {
+/// Armed while a tier runs a call: if the call future is dropped then, the call counts as
+/// given up and an unreported half-open probe is returned.
+struct AttemptGuard<'a> {
     entry: &'a TierEntry,
-    armed: bool,
+    probe: bool,
 }
 
-impl ProbeGuard<'_> {
-    fn disarm(mut self) {
-        self.armed = false;
+impl AttemptGuard<'_> {
+    /// The tier answered (or the deadline passed): its outcome is counted elsewhere.
+    fn disarm(self) {
+        std::mem::forget(self);
     }
 }
 
-impl Drop for ProbeGuard<'_> {
+impl Drop for AttemptGuard<'_> {
     fn drop(&mut self) {
-        if self.armed {
+        self.entry.metrics.given_up.bump();
+        if self.probe {
             self.entry.breaker.abandon_probe();
         }
     }

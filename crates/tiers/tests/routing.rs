@@ -579,3 +579,35 @@ async fn two_tiers_failing_at_once_never_both_open() {
         assert!(open <= 1, "round {round}: both tiers opened");
     }
 }
+
+#[tokio::test]
+async fn a_call_given_up_mid_attempt_counts_as_a_call_neither_served_nor_failed() {
+    let (hot, behaviour, tier_calls) = Scripted::new("hot", Behaviour::Hang);
+    let router = Router::builder()
+        .tier("hot", hot)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    // The caller gives up long before the chain's deadline: the call future is dropped.
+    let call = router.call("m", json!({}), options());
+    let given_up = tokio::time::timeout(Duration::from_millis(20), call).await;
+    assert!(given_up.is_err(), "the tier hangs: {given_up:?}");
+    assert_eq!(tier_calls.load(Ordering::SeqCst), 1);
+    let stats = &router.stats()[0];
+    assert_eq!(
+        (
+            stats.calls,
+            stats.successes,
+            stats.failures.values().sum::<u64>()
+        ),
+        (1, 0, 0),
+        "a given-up call is a call, neither served nor failed: {stats:?}"
+    );
+    // Served calls add to the same count.
+    *behaviour.lock() = Behaviour::Ok;
+    router.call("m", json!({}), options()).await.unwrap();
+    assert_eq!(
+        (router.stats()[0].calls, router.stats()[0].successes),
+        (2, 1)
+    );
+}
