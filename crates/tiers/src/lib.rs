@@ -24,9 +24,11 @@
 //!
 //! [`RouteError`] serializes with serde, so a gateway can return it as structured data.
 
+mod attempt;
 mod breaker;
 mod budget;
 mod builder;
+mod call;
 mod error;
 mod metrics;
 mod name;

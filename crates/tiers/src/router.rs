@@ -7,21 +7,23 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use flowbalancer_pool::{Payload, ProgressSink, Request, Response, ToolSpec, WorkerId};
+use flowbalancer_pool::{Payload, ProgressSink, Request, Response, ToolSpec};
 use parking_lot::Mutex;
 
 pub use crate::builder::{ConfigError, RouterBuilder};
 
+use crate::attempt::{AttemptGuard, AttemptPlace, Elapsed, start_attempt};
 use crate::breaker::{Admission, BreakerCell};
 use crate::budget::Bucket;
+use crate::call::{CallClock, RouteCall};
 use crate::error::{Attempt, Outcome, RouteError, SkipReason};
 use crate::metrics::{TierMetrics, TierStats};
 use crate::name::TierName;
 use crate::table::{Chain, Route, RouteTable};
-use crate::tier::{ErasedTier, ErrorClass};
+use crate::tier::ErasedTier;
 
 /// The failure kind of a tier that ran out of the chain's deadline.
-const DEADLINE_EXCEEDED: &str = "deadline_exceeded";
+pub(crate) const DEADLINE_EXCEEDED: &str = "deadline_exceeded";
 
 /// One tier as the router holds it.
 pub(crate) struct TierEntry {
@@ -172,7 +174,7 @@ impl Router {
             .collect()
     }
 
-    fn chain_indexes(&self, method: &str) -> Chain {
+    pub(crate) fn chain_indexes(&self, method: &str) -> Chain {
         let route: &Route = self.inner.routes.route(method);
         let mut chain = Chain::default();
         for &i in &route.order {
@@ -211,8 +213,8 @@ impl Router {
 
     /// Routes a prepared request (its own deadline, if any, is replaced by the chain's).
     ///
-    /// The chain is chosen, and the deadline starts, when this is called; the returned future
-    /// runs the attempts.
+    /// The chain is chosen, the deadline starts and the first tier's call is made when this
+    /// is called; the returned future runs the attempts.
     ///
     /// # Errors
     ///
@@ -222,73 +224,57 @@ impl Router {
         request: Request,
         timeout: Option<Duration>,
     ) -> impl Future<Output = Result<Routed, RouteError>> + Send + '_ {
-        let inner = &*self.inner;
-        let chain = self.chain_indexes(&request.method);
-        let method_name = Arc::clone(&request.method);
-        // The request moves into the last attempt; earlier ones get a (cheap) clone.
-        let request = Some(request);
-        if !chain.is_empty()
-            && let Some(budget) = &inner.budget
-        {
-            budget.lock().deposit_call();
-        }
-        let started = Instant::now();
-        let limit = timeout.unwrap_or(inner.timeout);
-        // `Duration::MAX` (or anything past the clock's range) means no deadline.
-        let deadline = crate::breaker::saturating_after(started, limit);
-        // Only what the attempts need is moved into the future: it stays small to move.
-        self.run_chain(chain, request, method_name, started, limit, deadline)
+        RouteCall::start(self, request, timeout)
     }
 
-    /// The attempts of one routed call, in chain order.
+    /// The attempts of one routed call from chain position `from` on, after `attempts`
+    /// (`tried_any`: whether one of them counted as a real try, for the retry budget).
+    #[allow(clippy::too_many_arguments)] // one call's state, handed over once
     #[allow(clippy::manual_async_fn)] // on purpose: see the comment on the `async` block
-    fn run_chain(
+    pub(crate) fn run_chain(
         &self,
         chain: Chain,
+        from: usize,
         mut request: Option<Request>,
-        method_name: Arc<str>,
-        started: Instant,
-        limit: Duration,
-        deadline: Instant,
+        method: Arc<str>,
+        mut attempts: Vec<Attempt>,
+        mut tried_any: bool,
+        clock: CallClock,
     ) -> impl Future<Output = Result<Routed, RouteError>> + Send + '_ {
         // An `async` block, not an `async fn`: its captures are used in place, where an
         // `async fn` would keep its arguments twice in the future.
         async move {
             let inner = &*self.inner;
             let last = chain.count().saturating_sub(1);
-            // The method as an owned string only for errors.
-            let method = || method_name.to_string();
-            if chain.is_empty() {
-                return Err(RouteError::UnknownMethod { method: method() });
-            }
-            let mut attempts: Vec<Attempt> = Vec::new();
-            let mut tried_any = false;
-            for (position, index) in chain.iter().enumerate() {
+            for (position, index) in chain.iter().enumerate().skip(from) {
                 let entry = &inner.tiers[index];
                 let now = if position == 0 {
-                    started
+                    clock.started
                 } else {
                     Instant::now()
                 };
-                if now >= deadline {
+                if now >= clock.deadline {
                     return Err(RouteError::DeadlineExceeded {
-                        method: method(),
-                        deadline: limit,
+                        method: method.to_string(),
+                        deadline: clock.limit,
                         attempts,
                     });
                 }
-                let attempt = |worker: Option<WorkerId>, outcome: Outcome| Attempt {
-                    tier: entry.name.to_string(),
-                    worker,
-                    started: now.duration_since(started),
-                    elapsed: now.elapsed(),
-                    outcome,
-                };
                 let admission = entry.breaker.admit();
+                let place = AttemptPlace {
+                    entry,
+                    index,
+                    position,
+                    admission,
+                    now,
+                    started: clock.started,
+                    deadline: clock.deadline,
+                    limit: clock.limit,
+                };
                 if admission == Admission::Rejected {
                     entry.metrics.skips.bump();
                     entry.metrics.fallbacks_out.bump();
-                    attempts.push(attempt(
+                    attempts.push(place.record(
                         None,
                         Outcome::Skipped {
                             reason: SkipReason::BreakerOpen,
@@ -304,7 +290,7 @@ impl Router {
                         entry.breaker.abandon_probe();
                     }
                     entry.metrics.skips.bump();
-                    attempts.push(attempt(
+                    attempts.push(place.record(
                         None,
                         Outcome::Skipped {
                             reason: SkipReason::RetryBudgetExhausted,
@@ -312,147 +298,50 @@ impl Router {
                     ));
                     break;
                 }
-                // Counted as started for the metrics recorder; `Router::stats` counts a call
-                // when it ends (served, failed or given up), which costs no atomic here.
-                entry.metrics.calls_started.increment(1);
-                // Started outside this future, so the tier's request never takes room in it.
-                let Some(mut call) = start_attempt(entry, &mut request, position == last, deadline)
-                else {
+                // The last attempt takes the request; earlier ones get a (cheap) clone.
+                let tier_request = if position == last {
+                    request.take()
+                } else {
+                    request.clone()
+                };
+                let Some(tier_request) = tier_request else {
                     break;
                 };
-                // What the chain's deadline left this tier, and whether that was only a leftover:
-                // earlier tiers used up part of the deadline, so running out of the rest is not
-                // this tier's fault and does not count against its breaker. Worked out only
-                // when the call failed.
-                let leftover = || {
-                    let left = deadline.saturating_duration_since(now);
-                    (left, left.as_secs_f64() < 0.9 * limit.as_secs_f64())
-                };
+                entry.metrics.calls_started.increment(1);
+                let mut call = start_attempt(entry, tier_request, clock.deadline);
                 let result = {
-                    // Counts the call as given up, and gives the probe back, if this future is
-                    // dropped mid-call.
                     let guard = AttemptGuard {
                         entry,
                         probe: admission == Admission::Probe,
                     };
-                    // A tier that answers on its first poll needs no timer: the deadline's timer
-                    // is set up only for a call that has to wait.
+                    // A tier that answers on its first poll needs no timer.
                     let first =
                         std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
                     let result = match first {
                         Poll::Ready(result) => Ok(result),
-                        // Boxed, so the timer does not widen every call's future.
-                        Poll::Pending => Box::pin(tokio::time::timeout_at(deadline, call)).await,
+                        // Boxed, so the timer does not widen the future.
+                        Poll::Pending => Box::pin(tokio::time::timeout_at(clock.deadline, call))
+                            .await
+                            .map_err(|_| Elapsed),
                     };
                     guard.disarm();
                     result
                 };
-                let worker = match &result {
-                    Ok(Err(error)) => error.worker(),
-                    _ => None,
-                };
-                let outcome = match result {
-                    Ok(Ok(response)) => {
-                        let done = Instant::now();
-                        entry.breaker.on_success(done);
-                        let metrics = &entry.metrics;
-                        metrics.served(done.duration_since(now));
-                        if position > 0 {
-                            metrics.fallbacks_in.bump();
-                        }
-                        return Ok(Routed {
-                            response,
-                            tier: entry.name,
-                            attempts,
-                        });
-                    }
-                    Ok(Err(error)) => match error.class() {
-                        ErrorClass::Caller => {
-                            // The tier worked; the call was wrong.
-                            entry.breaker.on_success(Instant::now());
-                            entry.metrics.failure(error.kind());
-                            return Err(RouteError::Rejected {
-                                method: method(),
-                                tier: entry.name.to_string(),
-                                error,
-                            });
-                        }
-                        ErrorClass::Unavailable => {
-                            if admission == Admission::Probe {
-                                entry.breaker.abandon_probe();
-                            }
-                            entry.metrics.skips.bump();
-                            entry.metrics.failure(error.kind());
-                            Outcome::Skipped {
-                                reason: SkipReason::Unavailable {
-                                    kind: error.kind().to_string(),
-                                    message: error.to_string(),
-                                },
-                            }
-                        }
-                        // Retryable, and any class a later version adds.
-                        _ => {
-                            let (left, handed_leftover) = leftover();
-                            let timed_out = error.is_deadline();
-                            // A tier handed only what earlier tiers left of the chain's deadline
-                            // is not at fault for running out of it.
-                            if !(timed_out && handed_leftover) {
-                                self.record_failure(index, &method_name, error.kind(), &error);
-                            } else {
-                                entry.metrics.failure(error.kind());
-                                if admission == Admission::Probe {
-                                    entry.breaker.abandon_probe();
-                                }
-                            }
-                            tried_any = true;
-                            if timed_out {
-                                Outcome::TimedOut { after: left }
-                            } else {
-                                Outcome::Failed {
-                                    kind: error.kind().to_string(),
-                                    message: error.to_string(),
-                                }
-                            }
-                        }
-                    },
-                    Err(_) => {
-                        let (left, handed_leftover) = leftover();
-                        if handed_leftover {
-                            // Only the leftover of the chain's deadline: not this tier's fault.
-                            entry.metrics.failure(DEADLINE_EXCEEDED);
-                            if admission == Admission::Probe {
-                                entry.breaker.abandon_probe();
-                            }
-                        } else {
-                            self.record_failure(
-                                index,
-                                &method_name,
-                                DEADLINE_EXCEEDED,
-                                &"the chain's deadline passed",
-                            );
-                        }
-                        tried_any = true;
-                        Outcome::TimedOut { after: left }
-                    }
-                };
-                entry.metrics.fallbacks_out.bump();
-                attempts.push(Attempt {
-                    tier: entry.name.to_string(),
-                    worker,
-                    started: now.duration_since(started),
-                    elapsed: now.elapsed(),
-                    outcome,
-                });
+                if let Some(end) =
+                    self.settle(&place, result, &method, &mut attempts, &mut tried_any)
+                {
+                    return end;
+                }
             }
-            if Instant::now() >= deadline {
+            if Instant::now() >= clock.deadline {
                 Err(RouteError::DeadlineExceeded {
-                    method: method(),
-                    deadline: limit,
+                    method: method.to_string(),
+                    deadline: clock.limit,
                     attempts,
                 })
             } else {
                 Err(RouteError::AllTiersFailed {
-                    method: method(),
+                    method: method.to_string(),
                     attempts,
                 })
             }
@@ -461,7 +350,7 @@ impl Router {
 
     /// A failure counts against the tier's breaker — unless opening it would leave `method`
     /// with no usable tier.
-    fn record_failure(
+    pub(crate) fn record_failure(
         &self,
         index: usize,
         method: &str,
@@ -539,45 +428,5 @@ impl Router {
             }
         }
         tools
-    }
-}
-
-/// Starts one attempt at `entry`: the last attempt takes the request, earlier ones a clone,
-/// each carrying the chain's deadline. `None` when the request was already taken.
-fn start_attempt<'a>(
-    entry: &'a TierEntry,
-    request: &mut Option<Request>,
-    last: bool,
-    deadline: Instant,
-) -> Option<crate::tier::TierFuture<'a, crate::tier::TierFailure>> {
-    let mut tier_request = if last {
-        request.take()?
-    } else {
-        request.clone()?
-    };
-    tier_request.meta.deadline = Some(deadline.into_std());
-    Some(entry.tier.call(tier_request))
-}
-
-/// Armed while a tier runs a call: if the call future is dropped then, the call counts as
-/// given up and an unreported half-open probe is returned.
-struct AttemptGuard<'a> {
-    entry: &'a TierEntry,
-    probe: bool,
-}
-
-impl AttemptGuard<'_> {
-    /// The tier answered (or the deadline passed): its outcome is counted elsewhere.
-    fn disarm(self) {
-        std::mem::forget(self);
-    }
-}
-
-impl Drop for AttemptGuard<'_> {
-    fn drop(&mut self) {
-        self.entry.metrics.given_up.bump();
-        if self.probe {
-            self.entry.breaker.abandon_probe();
-        }
     }
 }

@@ -152,10 +152,6 @@ impl Chain {
         }
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.count() == 0
-    }
-
     pub(crate) fn count(&self) -> usize {
         usize::from(self.len) + self.more.len()
     }

@@ -611,3 +611,65 @@ async fn a_call_given_up_mid_attempt_counts_as_a_call_neither_served_nor_failed(
         (2, 1)
     );
 }
+
+/// Opens `hot`'s breaker, lets the cooldown pass, gives up on the half-open probe mid-call,
+/// and checks that the next call may probe `hot` again (and is served by it).
+async fn given_up_probe_is_returned(router: &Router, hot: &parking_lot::Mutex<Behaviour>) {
+    for _ in 0..3 {
+        assert_eq!(
+            router.call("m", json!({}), options()).await.unwrap().tier,
+            "cold"
+        );
+    }
+    let hot_stats = |router: &Router| router.stats().into_iter().find(|t| t.name == "hot");
+    assert_eq!(hot_stats(router).unwrap().breaker, BreakerState::Open);
+    tokio::time::advance(Duration::from_millis(1001)).await;
+    *hot.lock() = Behaviour::Hang;
+    let probe = router.call("m", json!({}), options());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(20), probe)
+            .await
+            .is_err(),
+        "the probe hangs"
+    );
+    assert_eq!(hot_stats(router).unwrap().breaker, BreakerState::HalfOpen);
+    *hot.lock() = Behaviour::Ok;
+    assert_eq!(
+        router.call("m", json!({}), options()).await.unwrap().tier,
+        "hot",
+        "the given-up probe was returned: the next call probes again"
+    );
+    assert_eq!(hot_stats(router).unwrap().breaker, BreakerState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_given_up_mid_call_lets_the_next_call_probe_first_tier_or_later() {
+    let config = || {
+        BreakerConfig::default()
+            .consecutive_failures(3)
+            .base_cooldown(Duration::from_secs(1))
+    };
+    // The probed tier first in the chain.
+    let (hot, hot_behaviour, _) = Scripted::new("hot", Behaviour::Crash);
+    let (cold, ..) = Scripted::new("cold", Behaviour::Ok);
+    let router = Router::builder()
+        .tier("hot", hot)
+        .tier("cold", cold)
+        .breaker(config())
+        .build()
+        .unwrap();
+    given_up_probe_is_returned(&router, &hot_behaviour).await;
+    // The probed tier second, after a tier that is always unavailable (skipped, never
+    // counted against its breaker).
+    let (front, ..) = Scripted::new("front", Behaviour::Overloaded);
+    let (hot, hot_behaviour, _) = Scripted::new("hot", Behaviour::Crash);
+    let (cold, ..) = Scripted::new("cold", Behaviour::Ok);
+    let router = Router::builder()
+        .tier("front", front)
+        .tier("hot", hot)
+        .tier("cold", cold)
+        .breaker(config())
+        .build()
+        .unwrap();
+    given_up_probe_is_returned(&router, &hot_behaviour).await;
+}
