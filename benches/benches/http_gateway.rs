@@ -129,9 +129,32 @@ impl Session {
 struct Run {
     rate: f64,
     latency: Arc<LatencyHistogram>,
+    /// The server's CPU time (all its threads) per call during the load, when known: steadier
+    /// than rates on a shared machine, and it shows what each call costs the server.
+    cpu_per_call: Option<Duration>,
 }
 
-async fn load(address: &str, path: &str, sessions: usize, calls: usize) -> Result<Run, String> {
+/// CPU time used so far by every live thread of process `pid` (from each thread's
+/// `schedstat`, in nanoseconds).
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let path = task.ok()?.path().join("schedstat");
+        // A thread may end between the listing and the read: it is then left out.
+        if let Ok(stat) = std::fs::read_to_string(path) {
+            total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+    }
+    Some(Duration::from_nanos(total))
+}
+
+async fn load(
+    address: &str,
+    path: &str,
+    sessions: usize,
+    calls: usize,
+    server: Option<u32>,
+) -> Result<Run, String> {
     let mut opened = Vec::with_capacity(sessions);
     for _ in 0..sessions {
         opened.push(Session::open(address, path).await?);
@@ -141,6 +164,7 @@ async fn load(address: &str, path: &str, sessions: usize, calls: usize) -> Resul
     }
     let latency = Arc::new(LatencyHistogram::new());
     let per_session = calls / sessions;
+    let cpu_before = server.and_then(cpu_time);
     let started = Instant::now();
     let tasks: Vec<_> = opened
         .into_iter()
@@ -159,9 +183,18 @@ async fn load(address: &str, path: &str, sessions: usize, calls: usize) -> Resul
     for task in tasks {
         task.await.map_err(|e| e.to_string())??;
     }
+    let elapsed = started.elapsed();
+    let served = per_session * sessions;
+    let cpu_per_call = match (cpu_before, server.and_then(cpu_time)) {
+        (Some(before), Some(after)) if served > 0 => {
+            Some(after.saturating_sub(before) / u32::try_from(served).unwrap_or(u32::MAX))
+        }
+        _ => None,
+    };
     Ok(Run {
-        rate: (per_session * sessions) as f64 / started.elapsed().as_secs_f64(),
+        rate: served as f64 / elapsed.as_secs_f64(),
         latency,
+        cpu_per_call,
     })
 }
 
@@ -217,8 +250,8 @@ fn measure(
 ) -> Option<Measured> {
     let mut child = start(command, address)?;
     let measured = Measured {
-        load: rt.block_on(load(address, "/mcp", 64, calls)),
-        alone: rt.block_on(load(address, "/mcp", 1, calls / 20)),
+        load: rt.block_on(load(address, "/mcp", 64, calls, Some(child.id()))),
+        alone: rt.block_on(load(address, "/mcp", 1, calls / 20, Some(child.id()))),
         idle: idle_sessions(rt, &child, address),
     };
     let _ = child.kill();
@@ -266,7 +299,6 @@ fn main() {
     .expect("config");
     let mut report =
         String::from("## HTTP gateway: tools/call over streamable HTTP, echo, 64 sessions\n\n");
-    report.push_str("| server | calls | calls/s | p50 | p99 |\n|---|---:|---:|---:|---:|\n");
 
     let port = free_port();
     let address = format!("127.0.0.1:{port}");
@@ -292,7 +324,13 @@ fn main() {
                 .arg(root().join("benches/python/mcp_http_echo_server.py"))
                 .arg(theirs_port.to_string());
             start(command, &theirs_address).map(|mut child| {
-                let run = rt.block_on(load(&theirs_address, "/mcp", 64, calls / 20));
+                let run = rt.block_on(load(
+                    &theirs_address,
+                    "/mcp",
+                    64,
+                    calls / 20,
+                    Some(child.id()),
+                ));
                 let _ = child.kill();
                 let _ = child.wait();
                 run
@@ -301,14 +339,17 @@ fn main() {
         .flatten();
     let row = |name: &str, n: usize, run: Option<&Result<Run, String>>| match run {
         Some(Ok(run)) => format!(
-            "| {name} | {n} | {:.1} k/s | {} | {} |\n",
+            "| {name} | {n} | {:.1} k/s | {} | {} | {} |\n",
             run.rate / 1000.0,
             us(run.latency.percentile(50.0)),
-            us(run.latency.percentile(99.0))
+            us(run.latency.percentile(99.0)),
+            run.cpu_per_call.map_or_else(|| "–".to_string(), us),
         ),
-        Some(Err(e)) => format!("| {name} | {n} | failed: {e} | – | – |\n"),
-        None => format!("| {name} | {n} | not run | – | – |\n"),
+        Some(Err(e)) => format!("| {name} | {n} | failed: {e} | – | – | – |\n"),
+        None => format!("| {name} | {n} | not run | – | – | – |\n"),
     };
+    let header = "| server | calls | calls/s | p50 | p99 | server CPU per call |\n|---|---:|---:|---:|---:|---:|\n";
+    report.push_str(header);
     report.push_str(&row(
         "flowbalancer serve --http",
         calls,
@@ -327,9 +368,20 @@ fn main() {
     if let (Some(Measured { load: Ok(a), .. }), Some(Ok(b))) = (&ours, &theirs) {
         report.push_str(&format!("\nflowbalancer ÷ Python SDK = {:.1}× (goal ≥ 10×); goal for ours: ≥ 20 k/s with p99 < 5 ms.\n", a.rate / b.rate));
     }
-    report.push_str(
-        "\nOne caller alone (one session, one call at a time):\n\n| server | calls | calls/s | p50 | p99 |\n|---|---:|---:|---:|---:|\n",
-    );
+    if let (Some(Measured { load: Ok(a), .. }), Some(Measured { load: Ok(b), .. })) =
+        (&ours, &floor)
+        && let (Some(ours_cpu), Some(floor_cpu)) = (a.cpu_per_call, b.cpu_per_call)
+    {
+        report.push_str(&format!(
+            "Server CPU per call at 64 sessions: flowbalancer {} against the floor's {} ({:.2}×): the gateway's own work per call is the difference, {}.\n",
+            us(ours_cpu),
+            us(floor_cpu),
+            ours_cpu.as_secs_f64() / floor_cpu.as_secs_f64().max(f64::MIN_POSITIVE),
+            harness::micros_over(ours_cpu, floor_cpu),
+        ));
+    }
+    report.push_str("\nOne caller alone (one session, one call at a time):\n\n");
+    report.push_str(header);
     report.push_str(&row(
         "flowbalancer serve --http",
         calls / 20,
