@@ -649,27 +649,20 @@ async fn a_probe_given_up_mid_call_lets_the_next_call_probe_first_tier_or_later(
             .consecutive_failures(3)
             .base_cooldown(Duration::from_secs(1))
     };
-    // The probed tier first in the chain.
-    let (hot, hot_behaviour, _) = Scripted::new("hot", Behaviour::Crash);
-    let (cold, ..) = Scripted::new("cold", Behaviour::Ok);
-    let router = Router::builder()
-        .tier("hot", hot)
-        .tier("cold", cold)
-        .breaker(config())
-        .build()
-        .unwrap();
-    given_up_probe_is_returned(&router, &hot_behaviour).await;
-    // The probed tier second, after a tier that is always unavailable (skipped, never
-    // counted against its breaker).
-    let (front, ..) = Scripted::new("front", Behaviour::Overloaded);
-    let (hot, hot_behaviour, _) = Scripted::new("hot", Behaviour::Crash);
-    let (cold, ..) = Scripted::new("cold", Behaviour::Ok);
-    let router = Router::builder()
-        .tier("front", front)
-        .tier("hot", hot)
-        .tier("cold", cold)
-        .breaker(config())
-        .build()
-        .unwrap();
-    given_up_probe_is_returned(&router, &hot_behaviour).await;
+    // The probed tier first in the chain, then second, after a tier that is always
+    // unavailable (skipped, never counted against its breaker).
+    for front in [false, true] {
+        let mut builder = Router::builder();
+        if front {
+            builder = builder.tier("front", Scripted::new("front", Behaviour::Overloaded).0);
+        }
+        let (hot, hot_behaviour, _) = Scripted::new("hot", Behaviour::Crash);
+        let router = builder
+            .tier("hot", hot)
+            .tier("cold", Scripted::new("cold", Behaviour::Ok).0)
+            .breaker(config())
+            .build()
+            .unwrap();
+        given_up_probe_is_returned(&router, &hot_behaviour).await;
+    }
 }
