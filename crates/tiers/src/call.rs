@@ -101,8 +101,8 @@ impl<'a> RouteCall<'a> {
         let entry = &inner.tiers[index];
         let admission = entry.breaker.admit();
         if admission == Admission::Rejected {
-            // The chain skips the tier and goes on (asking the breaker again changes nothing
-            // while it rejects).
+            // The general path skips the tier and goes on. It asks the breaker again, which is
+            // harmless: a rejection changed no state.
             let rest = router.run_chain(chain, 0, Some(request), method, Vec::new(), false, clock);
             return Self {
                 state: State::Chain(Box::pin(rest)),
