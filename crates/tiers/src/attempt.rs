@@ -2,11 +2,13 @@
 //! means for the chain. Shared by the first attempt's own future ([`crate::call`]) and by the
 //! general path through the chain ([`Router::run_chain`]).
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use flowbalancer_pool::Request;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::breaker::Admission;
 use crate::error::{Attempt, Outcome, RouteError, SkipReason};
@@ -45,6 +47,22 @@ pub(crate) fn start_attempt(
 ) -> TierFuture<'_, TierFailure> {
     request.meta.deadline = Some(deadline.into_std());
     entry.tier.call(request)
+}
+
+/// Polls a running attempt: the tier's call, then the chain's deadline. The deadline's timer
+/// is set up (boxed, so it does not widen the caller's future) only once the tier has not
+/// answered on a poll: a tier that answers at once needs none.
+pub(crate) fn poll_attempt(
+    call: &mut TierFuture<'_, TierFailure>,
+    timer: &mut Option<Pin<Box<Sleep>>>,
+    deadline: Instant,
+    cx: &mut Context<'_>,
+) -> Poll<AttemptResult> {
+    if let Poll::Ready(result) = call.as_mut().poll(cx) {
+        return Poll::Ready(Ok(result));
+    }
+    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+    timer.as_mut().poll(cx).map(|()| Err(Elapsed))
 }
 
 /// Armed while a tier runs a call: if the call future is dropped then, the call counts as

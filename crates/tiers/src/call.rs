@@ -16,7 +16,7 @@ use std::time::Duration;
 use flowbalancer_pool::Request;
 use tokio::time::{Instant, Sleep};
 
-use crate::attempt::{AttemptPlace, Elapsed, given_up, start_attempt};
+use crate::attempt::{AttemptPlace, given_up, poll_attempt, start_attempt};
 use crate::breaker::Admission;
 use crate::error::RouteError;
 use crate::router::{Routed, Router, TierEntry};
@@ -162,19 +162,12 @@ impl Future for RouteCall<'_> {
                 }
                 State::Done => return Poll::Pending,
             };
-            let result = match first.call.as_mut().poll(cx) {
-                Poll::Ready(result) => Ok(result),
-                Poll::Pending => {
-                    let deadline = first.clock.deadline;
-                    let timer = first
-                        .timer
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                    match timer.as_mut().poll(cx) {
-                        Poll::Ready(()) => Err(Elapsed),
-                        Poll::Pending => return Poll::Pending,
-                    }
-                }
-            };
+            let result = std::task::ready!(poll_attempt(
+                &mut first.call,
+                &mut first.timer,
+                first.clock.deadline,
+                cx
+            ));
             first.running = false;
             let router = first.router;
             let place = AttemptPlace {

@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -12,7 +11,7 @@ use parking_lot::Mutex;
 
 pub use crate::builder::{ConfigError, RouterBuilder};
 
-use crate::attempt::{AttemptGuard, AttemptPlace, Elapsed, start_attempt};
+use crate::attempt::{AttemptGuard, AttemptPlace, poll_attempt, start_attempt};
 use crate::breaker::{Admission, BreakerCell};
 use crate::budget::Bucket;
 use crate::call::{CallClock, RouteCall};
@@ -314,16 +313,11 @@ impl Router {
                         entry,
                         probe: admission == Admission::Probe,
                     };
-                    // A tier that answers on its first poll needs no timer.
-                    let first =
-                        std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
-                    let result = match first {
-                        Poll::Ready(result) => Ok(result),
-                        // Boxed, so the timer does not widen the future.
-                        Poll::Pending => Box::pin(tokio::time::timeout_at(clock.deadline, call))
-                            .await
-                            .map_err(|_| Elapsed),
-                    };
+                    let mut timer = None;
+                    let result = std::future::poll_fn(|cx| {
+                        poll_attempt(&mut call, &mut timer, clock.deadline, cx)
+                    })
+                    .await;
                     guard.disarm();
                     result
                 };
