@@ -195,3 +195,32 @@ fn queue_is_send_and_sync_for_send_items() {
     assert_send::<spsc::Producer<String>>();
     assert_send::<spsc::Consumer<String>>();
 }
+
+/// `push_iter` fills the ring in several published runs (it publishes every 256 items) and
+/// across the wrap, and a consumer running alongside sees every item in order.
+#[test]
+fn spsc_push_iter_long_runs_across_the_wrap() {
+    let capacity = if cfg!(miri) { 600 } else { 1000 };
+    let (mut tx, mut rx) = spsc::channel::<usize>(capacity).unwrap();
+    let pushed_first = capacity * 3 / 10;
+    assert_eq!(tx.push_iter(&mut (0..pushed_first)), pushed_first);
+    let popped_first = capacity * 3 / 20;
+    for expected in 0..popped_first {
+        assert_eq!(rx.pop(), Some(expected));
+    }
+    // Free: everything but the items still in the ring; the run crosses the end of the slots.
+    let mut rest = pushed_first..pushed_first + capacity;
+    let free = capacity - (pushed_first - popped_first);
+    assert_eq!(tx.push_iter(&mut rest), free);
+    assert_eq!(
+        rest.next(),
+        Some(pushed_first + free),
+        "unpushed items stay in the iterator"
+    );
+    let mut expected = popped_first;
+    while let Some(value) = rx.pop() {
+        assert_eq!(value, expected);
+        expected += 1;
+    }
+    assert_eq!(expected, pushed_first + free);
+}

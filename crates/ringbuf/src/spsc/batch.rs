@@ -1,6 +1,7 @@
 //! Batch operations of the SPSC ring: one shared store per batch.
 
 use std::fmt;
+use std::mem::MaybeUninit;
 
 use crate::loom::cell::{copy_from_cells, copy_into_cells};
 use crate::loom::sync::atomic::Ordering;
@@ -61,24 +62,46 @@ impl<T> Producer<T> {
             // As in `push_slice`: no store to the shared position on a full ring.
             return 0;
         }
-        // Publishes what was written when the loop ends, or when the iterator panics: no
-        // item is left unpublished once this call is over (a later call may return early
-        // without publishing).
-        let batch = PublishOnDrop { producer: self };
-        let mut count = 0;
-        while count < free {
-            let Some(item) = items.next() else { break };
-            batch.producer.write(item);
-            count += 1;
-            // Publish in steps so a consumer sees progress during a long iterator.
-            if count % 64 == 0 {
-                batch.producer.publish();
+        let mut pushed = 0;
+        // The free slots in contiguous runs of at most `PUBLISH_EVERY`, each published once
+        // it is written, so a consumer sees progress during a long iterator.
+        while pushed < free {
+            let run = (free - pushed)
+                .min(self.shared.slots.len() - self.index)
+                .min(PUBLISH_EVERY);
+            let written = self.fill_run(run, items);
+            pushed += written;
+            if written < run {
+                break;
             }
         }
-        drop(batch);
-        count
+        pushed
     }
 
+    /// Writes up to `run` items from `items` into the slots from our position, which must be
+    /// free and contiguous (`run` at most the free slots and at most the capacity minus our
+    /// index), then moves our position on and publishes it: when the run is full, when the
+    /// iterator ends, or when it panics. Returns how many were written.
+    #[inline]
+    fn fill_run<I: Iterator<Item = T>>(&mut self, run: usize, items: &mut I) -> usize {
+        let start = self.index;
+        let mut batch = PublishOnDrop {
+            producer: self,
+            written: 0,
+        };
+        for slot in &batch.producer.shared.slots[start..start + run] {
+            let Some(item) = items.next() else { break };
+            slot.with_mut(|cell| {
+                // SAFETY: the slot is free: it lies in the run the caller found free (`tail -
+                // head < capacity` with a head read with Acquire, so the consumer is done
+                // with it), and the consumer does not read it until we publish a tail past it.
+                unsafe { cell.write(MaybeUninit::new(item)) }
+            });
+            batch.written += 1;
+        }
+        batch.written
+        // `batch` drops here: our position moves past what was written and is published.
+    }
     /// The number of free slots, up to `wanted`, looking at the consumer's position only when
     /// the cached one does not show enough room.
     #[inline]
@@ -96,14 +119,22 @@ impl<T> Producer<T> {
     }
 }
 
-/// Publishes the producer's position when dropped, unwinding included; see
-/// [`Producer::push_iter`].
+/// How many items `push_iter` writes at most before it publishes them.
+const PUBLISH_EVERY: usize = 256;
+
+/// Moves the producer's position past the `written` items of a run and publishes it when
+/// dropped, unwinding included: no item written is left unpublished (or leaked) when an
+/// iterator panics; see [`Producer::push_iter`].
 struct PublishOnDrop<'a, T> {
     producer: &'a mut Producer<T>,
+    written: usize,
 }
 
 impl<T> Drop for PublishOnDrop<'_, T> {
     fn drop(&mut self) {
+        // `written` is at most the run, which the caller of `fill_run` keeps within the free
+        // slots and the capacity: the bound `advance` needs.
+        self.producer.advance(self.written);
         self.producer.publish();
     }
 }
