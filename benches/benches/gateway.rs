@@ -3,8 +3,13 @@
 //! client with the same concurrency, in one run; and the gateway's own overhead: the latency
 //! of a call over stdio minus the latency of the same call made in-process, and against the
 //! floor of the transport: a minimal rmcp stdio server (`rmcp_echo_floor`) answering the same
-//! tool with no balancer behind it, driven by the same client.
+//! tool with no balancer behind it, driven by the same client. The overhead at concurrency 1
+//! is measured with a minimal blocking client against `serve` and against the platform's
+//! floor (a bare line-echo process), on separate CPUs and on one shared CPU.
 
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -184,16 +189,136 @@ fn main() {
         balancer.shutdown().await;
         histogram
     });
-    if let Some((_, over_stdio)) = ours(1) {
+    table.push_str(&overhead_table(&binary, &config, calls, &in_process));
+    harness::report("gateway.md", &table);
+}
+
+/// The latencies of `calls` echo calls made one at a time by a minimal blocking client: it
+/// writes JSON-RPC lines to the server's stdin and reads the answers from its stdout, with no
+/// async runtime of its own (after `initialize` and 500 warm-up calls). With `one_cpu`, the
+/// client thread is pinned to one CPU before it spawns the server, which inherits that
+/// affinity: no round trip then waits for a wake-up on another CPU.
+fn blocking_round_trips(
+    program: &Path,
+    args: &[&str],
+    calls: usize,
+    one_cpu: bool,
+) -> Option<LatencyHistogram> {
+    let (program, args): (PathBuf, Vec<String>) = (
+        program.to_owned(),
+        args.iter().map(|a| a.to_string()).collect(),
+    );
+    let thread = std::thread::spawn(move || {
+        if one_cpu {
+            flowbalancer_benches::pin(0);
+        }
+        let mut child = Command::new(&program)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let result = (|| {
+            let mut input = child.stdin.take()?;
+            let mut output = BufReader::new(child.stdout.take()?);
+            let mut line = String::new();
+            let mut ask = |request: serde_json::Value, expect: Option<u64>| -> Option<()> {
+                // One write per request: written piece by piece, a request would wake the
+                // server once per piece.
+                let mut bytes = serde_json::to_vec(&request).ok()?;
+                bytes.push(b'\n');
+                input.write_all(&bytes).ok()?;
+                let Some(id) = expect else { return Some(()) };
+                line.clear();
+                output.read_line(&mut line).ok()?;
+                let answer: serde_json::Value = serde_json::from_str(&line).ok()?;
+                let served = answer["id"] == id
+                    && answer.get("result").is_some()
+                    && answer["result"]["isError"] != true;
+                served.then_some(())
+            };
+            ask(
+                json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                    "protocolVersion": "2025-11-25", "capabilities": {},
+                    "clientInfo": {"name": "bench", "version": "1"}}}),
+                Some(0),
+            )?;
+            ask(
+                json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+                None,
+            )?;
+            let histogram = LatencyHistogram::new();
+            for i in 1..=calls + 500 {
+                let request = json!({"jsonrpc": "2.0", "id": i, "method": "tools/call",
+                    "params": {"name": "echo", "arguments": {"text": i.to_string()}}});
+                let begun = Instant::now();
+                ask(request, Some(i as u64))?;
+                if i > 500 {
+                    histogram.record(begun.elapsed());
+                }
+            }
+            Some(histogram)
+        })();
+        let _ = child.kill();
+        let _ = child.wait();
+        result
+    });
+    thread.join().ok().flatten()
+}
+
+/// The gateway's overhead at concurrency 1: `serve` against the in-process call and against
+/// the platform's floor, a bare line-echo process driven by the same blocking client.
+fn overhead_table(
+    binary: &Path,
+    config: &Path,
+    calls: usize,
+    in_process: &LatencyHistogram,
+) -> String {
+    let Some(config) = config.to_str() else {
+        return String::new();
+    };
+    let echo = Path::new(env!("CARGO_BIN_EXE_stdio_line_echo"));
+    let mut table = String::from(
+        "\n### Gateway overhead at concurrency 1: one blocking client, one call at a time\n\n\
+         The client writes JSON-RPC lines to the server's stdin and reads the answers, with no \
+         async runtime of its own. The floor is a process that answers each line with an empty \
+         result (blocking I/O, no MCP, no runtime): what the two pipes and the two wake-ups cost \
+         on this machine. On one CPU, client and server share a core, so no round trip waits \
+         for a wake-up on another CPU.\n\n\
+         | client and server | bare line echo (floor) p50 | p99 | flowbalancer serve p50 | p99 | \
+         serve − in-process `Balancer::call`, p50 / p99 | serve − floor, p50 |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (label, one_cpu) in [
+        ("where the scheduler puts them", false),
+        ("on one CPU", true),
+    ] {
+        let floor = blocking_round_trips(echo, &[], calls, one_cpu);
+        let ours = blocking_round_trips(binary, &["serve", "--config", config], calls, one_cpu);
+        let (Some(floor), Some(ours)) = (floor, ours) else {
+            table.push_str(&format!("| {label} | not run | – | – | – | – | – |\n"));
+            continue;
+        };
         table.push_str(&format!(
-            "\nGateway overhead at concurrency 1 (over stdio minus in-process `Balancer::call`): p50 {} (in-process {} vs stdio {}), p99 {} (in-process {} vs stdio {}).\n\n",
-            us(over_stdio.percentile(50.0).saturating_sub(in_process.percentile(50.0))),
-            us(in_process.percentile(50.0)),
-            us(over_stdio.percentile(50.0)),
-            us(over_stdio.percentile(99.0).saturating_sub(in_process.percentile(99.0))),
-            us(in_process.percentile(99.0)),
-            us(over_stdio.percentile(99.0)),
+            "| {label} | {} | {} | {} | {} | {} / {} | {} |\n",
+            us(floor.percentile(50.0)),
+            us(floor.percentile(99.0)),
+            us(ours.percentile(50.0)),
+            us(ours.percentile(99.0)),
+            us(ours
+                .percentile(50.0)
+                .saturating_sub(in_process.percentile(50.0))),
+            us(ours
+                .percentile(99.0)
+                .saturating_sub(in_process.percentile(99.0))),
+            harness::micros_over(ours.percentile(50.0), floor.percentile(50.0)),
         ));
     }
-    harness::report("gateway.md", &table);
+    table.push_str(&format!(
+        "\nIn-process `Balancer::call` of the same tool: p50 {}, p99 {}.\n\n",
+        us(in_process.percentile(50.0)),
+        us(in_process.percentile(99.0)),
+    ));
+    table
 }
