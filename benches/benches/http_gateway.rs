@@ -259,6 +259,31 @@ fn measure(
     Some(measured)
 }
 
+/// One caller alone against the server `command` at `address`, with the client and the
+/// server sharing one CPU: the client's thread is pinned before it starts the server, which
+/// inherits that affinity, and drives the calls on a single-threaded runtime. `None`: the
+/// server did not start.
+fn alone_on_one_cpu(
+    command: std::process::Command,
+    address: &str,
+    calls: usize,
+) -> Option<Result<Run, String>> {
+    let address = address.to_string();
+    let thread = std::thread::spawn(move || {
+        flowbalancer_benches::pin(0);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        let mut child = start(command, &address)?;
+        let run = rt.block_on(load(&address, "/mcp", 1, calls, Some(child.id())));
+        let _ = child.kill();
+        let _ = child.wait();
+        Some(run)
+    });
+    thread.join().ok().flatten()
+}
+
 /// Resident memory of the server `child` before and after 1000 sessions are opened at
 /// `address` and left idle, in KiB.
 fn idle_sessions(
@@ -300,19 +325,27 @@ fn main() {
     let mut report =
         String::from("## HTTP gateway: tools/call over streamable HTTP, echo, 64 sessions\n\n");
 
-    let port = free_port();
-    let address = format!("127.0.0.1:{port}");
-    let mut command = std::process::Command::new(&binary);
-    command
-        .args(["serve", "--config"])
-        .arg(&config)
-        .args(["--http", &address]);
-    let ours = measure(&rt, command, &address, calls);
-    let floor_port = free_port();
-    let floor_address = format!("127.0.0.1:{floor_port}");
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_rmcp_echo_floor"));
-    command.args(["--http", &floor_address]);
-    let floor = measure(&rt, command, &floor_address, calls);
+    let ours_at = |address: &str| {
+        let mut command = std::process::Command::new(&binary);
+        command
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args(["--http", address]);
+        command
+    };
+    let floor_at = |address: &str| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_rmcp_echo_floor"));
+        command.args(["--http", address]);
+        command
+    };
+    let address = format!("127.0.0.1:{}", free_port());
+    let ours = measure(&rt, ours_at(&address), &address, calls);
+    let floor_address = format!("127.0.0.1:{}", free_port());
+    let floor = measure(&rt, floor_at(&floor_address), &floor_address, calls);
+    let address = format!("127.0.0.1:{}", free_port());
+    let ours_one_cpu = alone_on_one_cpu(ours_at(&address), &address, calls / 20);
+    let address = format!("127.0.0.1:{}", free_port());
+    let floor_one_cpu = alone_on_one_cpu(floor_at(&address), &address, calls / 20);
     let python = root().join("target/e2e-venv/bin/python");
     let theirs_port = free_port();
     let theirs_address = format!("127.0.0.1:{theirs_port}");
@@ -397,6 +430,28 @@ fn main() {
     {
         report.push_str(&format!(
             "\nflowbalancer's own part for one caller: p50 {}, p99 {} (serve's minus the floor's).\n",
+            harness::micros_over(a.latency.percentile(50.0), b.latency.percentile(50.0)),
+            harness::micros_over(a.latency.percentile(99.0), b.latency.percentile(99.0)),
+        ));
+    }
+    report.push_str(
+        "\nOne caller alone, with the client and the server on one CPU (no round trip waits \
+         for a wake-up on another CPU):\n\n",
+    );
+    report.push_str(header);
+    report.push_str(&row(
+        "flowbalancer serve --http",
+        calls / 20,
+        ours_one_cpu.as_ref(),
+    ));
+    report.push_str(&row(
+        "minimal rmcp streamable-HTTP server (the floor)",
+        calls / 20,
+        floor_one_cpu.as_ref(),
+    ));
+    if let (Some(Ok(a)), Some(Ok(b))) = (&ours_one_cpu, &floor_one_cpu) {
+        report.push_str(&format!(
+            "\nflowbalancer's own part for one caller on one CPU: p50 {}, p99 {} (serve's minus the floor's).\n",
             harness::micros_over(a.latency.percentile(50.0), b.latency.percentile(50.0)),
             harness::micros_over(a.latency.percentile(99.0), b.latency.percentile(99.0)),
         ));
