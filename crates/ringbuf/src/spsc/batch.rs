@@ -49,6 +49,10 @@ impl<T> Producer<T> {
     /// Pushes items taken from `items` until the ring is full or the iterator ends, and returns
     /// how many were pushed. Items the ring had no room for stay in the iterator.
     ///
+    /// Items are published (made visible to the consumer) after each run of at most 256, so a
+    /// consumer sees progress during a long iterator; if the iterator panics, what was written
+    /// is published as it unwinds.
+    ///
     /// ```
     /// let (mut producer, mut consumer) = flowbalancer_ringbuf::spsc::channel(2)?;
     /// let mut words = vec!["a".to_string(), "b".into(), "c".into()].into_iter();
