@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use flowbalancer_benches::{
-    TryQueue, Wait, consume_batches, pin, produce_batches, repeat, run_mpmc,
+    TryQueue, Wait, consume_batches, pin, produce_batches, repeat, rtrb_chunks, run_mpmc,
 };
 use flowbalancer_ringbuf::{Queue, spsc};
 
@@ -250,19 +250,13 @@ fn spsc_single(c: &mut Criterion) {
     group.finish();
 }
 
-/// rtrb's chunk read, copied out with `copy_from_slice`.
-fn rtrb_read_chunk(rx: &mut rtrb::Consumer<u64>, out: &mut [u64]) -> usize {
-    let n = out.len().min(rx.slots());
-    match rx.read_chunk(n) {
-        Ok(chunk) => {
-            let (a, b) = chunk.as_slices();
-            out[..a.len()].copy_from_slice(a);
-            out[a.len()..a.len() + b.len()].copy_from_slice(b);
-            chunk.commit_all();
-            n
-        }
-        Err(_) => 0,
-    }
+/// One run of `ITEMS` through an rtrb ring in chunks of `BATCH`, pushed with `push`.
+fn rtrb_chunk_run(push: impl Fn(&mut rtrb::Producer<u64>, &[u64]) -> usize + Send) -> Duration {
+    let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(CAPACITY);
+    spsc_run(
+        move || produce_batches(ITEMS, BATCH, |items| push(&mut tx, items)),
+        || consume_batches(ITEMS, BATCH, |out| rtrb_chunks::pop_copied(&mut rx, out)),
+    )
 }
 
 fn spsc_batch(c: &mut Criterion) {
@@ -283,61 +277,10 @@ fn spsc_batch(c: &mut Criterion) {
     // rtrb in both of its ways to fill a chunk: a slice copy into uninitialised slots (the
     // same work as our `push_slice`), and `fill_from_iter`, item by item.
     group.bench_function("rtrb chunks copied from a slice", |b| {
-        b.iter_custom(|n| {
-            repeat(n, || {
-                let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(CAPACITY);
-                spsc_run(
-                    move || {
-                        produce_batches(ITEMS, BATCH, |items| {
-                            let n = items.len().min(tx.slots());
-                            let Ok(mut chunk) = tx.write_chunk_uninit(n) else {
-                                return 0;
-                            };
-                            let (first, second) = chunk.as_mut_slices();
-                            let (head, tail) = items[..n].split_at(first.len());
-                            // SAFETY: `head` has `first.len()` items and `tail` the other
-                            // `second.len()` (the chunk has exactly `n` slots); the slots are
-                            // ours until the commit, and `u64` needs no drop.
-                            unsafe {
-                                std::ptr::copy_nonoverlapping(
-                                    head.as_ptr(),
-                                    first.as_mut_ptr().cast(),
-                                    head.len(),
-                                );
-                                std::ptr::copy_nonoverlapping(
-                                    tail.as_ptr(),
-                                    second.as_mut_ptr().cast(),
-                                    tail.len(),
-                                );
-                                // SAFETY: every slot of the chunk was written just above.
-                                chunk.commit_all();
-                            }
-                            n
-                        })
-                    },
-                    || consume_batches(ITEMS, BATCH, |out| rtrb_read_chunk(&mut rx, out)),
-                )
-            })
-        })
+        b.iter_custom(|n| repeat(n, || rtrb_chunk_run(rtrb_chunks::push_copied)))
     });
     group.bench_function("rtrb chunks from an iterator", |b| {
-        b.iter_custom(|n| {
-            repeat(n, || {
-                let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(CAPACITY);
-                spsc_run(
-                    move || {
-                        produce_batches(ITEMS, BATCH, |items| {
-                            let n = items.len().min(tx.slots());
-                            match tx.write_chunk_uninit(n) {
-                                Ok(chunk) => chunk.fill_from_iter(items[..n].iter().copied()),
-                                Err(_) => 0,
-                            }
-                        })
-                    },
-                    || consume_batches(ITEMS, BATCH, |out| rtrb_read_chunk(&mut rx, out)),
-                )
-            })
-        })
+        b.iter_custom(|n| repeat(n, || rtrb_chunk_run(rtrb_chunks::push_from_iter)))
     });
     group.bench_function("ringbuf HeapRb slices", |b| {
         use ringbuf::traits::{Consumer as _, Producer as _, Split as _};

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowbalancer_benches::{
-    TryQueue, Wait, consume_batches, median_and_spread, pin, produce_batches, run_mpmc_with,
+    TryQueue, Wait, consume_batches, median_and_spread, pin, produce_batches, rtrb_chunks,
+    run_mpmc_with,
 };
 use flowbalancer_ringbuf::{Queue, spsc};
 
@@ -127,61 +128,20 @@ fn ours_chunked_iter() -> Duration {
     )
 }
 
-/// rtrb's chunk read, copied out with `copy_from_slice` (both rows read this way).
-fn rtrb_read_chunk(rx: &mut rtrb::Consumer<u64>, out: &mut [u64]) -> usize {
-    let n = out.len().min(rx.slots());
-    if n == 0 {
-        return 0;
-    }
-    match rx.read_chunk(n) {
-        Ok(chunk) => {
-            let (first, second) = chunk.as_slices();
-            out[..first.len()].copy_from_slice(first);
-            out[first.len()..first.len() + second.len()].copy_from_slice(second);
-            let taken = first.len() + second.len();
-            chunk.commit_all();
-            taken
-        }
-        Err(_) => 0,
-    }
-}
-
 /// rtrb's slice copy: a chunk of uninitialised slots, filled with one copy per part.
 fn rtrb_chunked() -> Duration {
     let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(CAPACITY);
     spsc_pair(
         move || {
             produce_batches(SPSC_ITEMS, CHUNK, |items| {
-                let n = items.len().min(tx.slots());
-                if n == 0 {
-                    return 0;
-                }
-                let Ok(mut chunk) = tx.write_chunk_uninit(n) else {
-                    return 0;
-                };
-                let (first, second) = chunk.as_mut_slices();
-                let (head, tail) = items[..n].split_at(first.len());
-                // SAFETY: `head` has `first.len()` items and `tail` the remaining
-                // `second.len()` (the chunk has exactly `n` slots); the slots are ours until
-                // the commit, and `u64` needs no drop.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        head.as_ptr(),
-                        first.as_mut_ptr().cast(),
-                        head.len(),
-                    );
-                    std::ptr::copy_nonoverlapping(
-                        tail.as_ptr(),
-                        second.as_mut_ptr().cast(),
-                        tail.len(),
-                    );
-                    // SAFETY: every slot of the chunk was written just above.
-                    chunk.commit_all();
-                }
-                n
+                rtrb_chunks::push_copied(&mut tx, items)
             })
         },
-        || consume_batches(SPSC_ITEMS, CHUNK, |out| rtrb_read_chunk(&mut rx, out)),
+        || {
+            consume_batches(SPSC_ITEMS, CHUNK, |out| {
+                rtrb_chunks::pop_copied(&mut rx, out)
+            })
+        },
     )
 }
 
@@ -191,17 +151,14 @@ fn rtrb_chunked_iter() -> Duration {
     spsc_pair(
         move || {
             produce_batches(SPSC_ITEMS, CHUNK, |items| {
-                let n = items.len().min(tx.slots());
-                if n == 0 {
-                    return 0;
-                }
-                match tx.write_chunk_uninit(n) {
-                    Ok(chunk) => chunk.fill_from_iter(items[..n].iter().copied()),
-                    Err(_) => 0,
-                }
+                rtrb_chunks::push_from_iter(&mut tx, items)
             })
         },
-        || consume_batches(SPSC_ITEMS, CHUNK, |out| rtrb_read_chunk(&mut rx, out)),
+        || {
+            consume_batches(SPSC_ITEMS, CHUNK, |out| {
+                rtrb_chunks::pop_copied(&mut rx, out)
+            })
+        },
     )
 }
 

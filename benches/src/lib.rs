@@ -305,3 +305,65 @@ pub mod harness {
         }
     }
 }
+
+/// rtrb's two ways to move a chunk, shared by the criterion and the interleaved-rounds benches
+/// so that both compare the same code.
+pub mod rtrb_chunks {
+    /// Pushes what fits of `items` as one chunk of uninitialised slots, filled with one
+    /// `copy_nonoverlapping` per part of the ring: the same work as our `push_slice`.
+    #[inline]
+    pub fn push_copied(tx: &mut rtrb::Producer<u64>, items: &[u64]) -> usize {
+        let n = items.len().min(tx.slots());
+        if n == 0 {
+            return 0;
+        }
+        let Ok(mut chunk) = tx.write_chunk_uninit(n) else {
+            return 0;
+        };
+        let (first, second) = chunk.as_mut_slices();
+        let (head, tail) = items[..n].split_at(first.len());
+        // SAFETY: `head` has `first.len()` items and `tail` the remaining `second.len()` (the
+        // chunk has exactly `n` slots); the slots are ours until the commit, and `u64` needs
+        // no drop.
+        unsafe {
+            std::ptr::copy_nonoverlapping(head.as_ptr(), first.as_mut_ptr().cast(), head.len());
+            std::ptr::copy_nonoverlapping(tail.as_ptr(), second.as_mut_ptr().cast(), tail.len());
+            // SAFETY: every slot of the chunk was written just above.
+            chunk.commit_all();
+        }
+        n
+    }
+
+    /// Pushes what fits of `items` with rtrb's `fill_from_iter`, item by item.
+    #[inline]
+    pub fn push_from_iter(tx: &mut rtrb::Producer<u64>, items: &[u64]) -> usize {
+        let n = items.len().min(tx.slots());
+        if n == 0 {
+            return 0;
+        }
+        match tx.write_chunk_uninit(n) {
+            Ok(chunk) => chunk.fill_from_iter(items[..n].iter().copied()),
+            Err(_) => 0,
+        }
+    }
+
+    /// Pops up to `out.len()` items as one chunk, copied out with `copy_from_slice`.
+    #[inline]
+    pub fn pop_copied(rx: &mut rtrb::Consumer<u64>, out: &mut [u64]) -> usize {
+        let n = out.len().min(rx.slots());
+        if n == 0 {
+            return 0;
+        }
+        match rx.read_chunk(n) {
+            Ok(chunk) => {
+                let (first, second) = chunk.as_slices();
+                out[..first.len()].copy_from_slice(first);
+                out[first.len()..first.len() + second.len()].copy_from_slice(second);
+                let taken = first.len() + second.len();
+                chunk.commit_all();
+                taken
+            }
+            Err(_) => 0,
+        }
+    }
+}
