@@ -197,7 +197,7 @@ fn queue_is_send_and_sync_for_send_items() {
 }
 
 /// `push_iter` fills the ring in several published runs (it publishes every 256 items) and
-/// across the wrap, and a consumer running alongside sees every item in order.
+/// across the wrap, and the consumer then takes every item, in order.
 #[test]
 fn spsc_push_iter_long_runs_across_the_wrap() {
     let capacity = if cfg!(miri) { 600 } else { 1000 };

@@ -106,6 +106,7 @@ impl<T> Producer<T> {
         batch.written
         // `batch` drops here: our position moves past what was written and is published.
     }
+
     /// The number of free slots, up to `wanted`, looking at the consumer's position only when
     /// the cached one does not show enough room.
     #[inline]
