@@ -115,7 +115,7 @@ fn ours_chunked() -> Duration {
     )
 }
 
-/// Ours fed from an iterator, as rtrb's `fill_from_iter` is in `rtrb_chunked_iter`.
+/// Ours fed from an iterator, as rtrb is with `rtrb_chunks::push_from_iter`.
 fn ours_chunked_iter() -> Duration {
     let (mut tx, mut rx) = spsc::channel::<u64>(CAPACITY).expect("capacity");
     spsc_pair(
@@ -128,32 +128,12 @@ fn ours_chunked_iter() -> Duration {
     )
 }
 
-/// rtrb's slice copy: a chunk of uninitialised slots, filled with one copy per part.
-fn rtrb_chunked() -> Duration {
+/// rtrb in chunks, each pushed with `push` (its slice copy or its iterator fill, see
+/// `rtrb_chunks`) and read with one copy per part.
+fn rtrb_chunked(push: impl Fn(&mut rtrb::Producer<u64>, &[u64]) -> usize + Send) -> Duration {
     let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(CAPACITY);
     spsc_pair(
-        move || {
-            produce_batches(SPSC_ITEMS, CHUNK, |items| {
-                rtrb_chunks::push_copied(&mut tx, items)
-            })
-        },
-        || {
-            consume_batches(SPSC_ITEMS, CHUNK, |out| {
-                rtrb_chunks::pop_copied(&mut rx, out)
-            })
-        },
-    )
-}
-
-/// rtrb fed from an iterator (`fill_from_iter`).
-fn rtrb_chunked_iter() -> Duration {
-    let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(CAPACITY);
-    spsc_pair(
-        move || {
-            produce_batches(SPSC_ITEMS, CHUNK, |items| {
-                rtrb_chunks::push_from_iter(&mut tx, items)
-            })
-        },
+        move || produce_batches(SPSC_ITEMS, CHUNK, |items| push(&mut tx, items)),
         || {
             consume_batches(SPSC_ITEMS, CHUNK, |out| {
                 rtrb_chunks::pop_copied(&mut rx, out)
@@ -234,13 +214,15 @@ fn main() {
         format!("SPSC chunks of {CHUNK}, copied from a slice"),
         "rtrb",
         "≥ 1.0×",
-        rounds(n, ours_chunked, rtrb_chunked),
+        rounds(n, ours_chunked, || rtrb_chunked(rtrb_chunks::push_copied)),
     ));
     rows.push((
         format!("SPSC chunks of {CHUNK}, taken from an iterator"),
         "rtrb",
         "≥ 1.0×",
-        rounds(n, ours_chunked_iter, rtrb_chunked_iter),
+        rounds(n, ours_chunked_iter, || {
+            rtrb_chunked(rtrb_chunks::push_from_iter)
+        }),
     ));
     let mut out = String::new();
     let _ = writeln!(
