@@ -342,6 +342,68 @@ fn latency_report(rt: &Runtime, quick: bool) {
     }
 }
 
+/// The single-message goals in interleaved rounds: each round runs ours, kanal and
+/// crossbeam-channel back to back (rotating which goes first), so all three see the same
+/// machine state; the table gives the median of the per-round ratios and their spread.
+/// Criterion's groups run a minute apart, and this machine's phases move them apart.
+mod rounds {
+    use super::*;
+    use flowbalancer_benches::{harness, median_and_spread};
+
+    /// Runs per turn: one run of 100 000 messages is a few milliseconds.
+    const RUNS_PER_TURN: u32 = 10;
+
+    fn turn(run: &dyn Fn() -> Duration) -> Duration {
+        (0..RUNS_PER_TURN).map(|_| run()).sum()
+    }
+
+    pub(super) fn report(rt: &Runtime, quick: bool) {
+        let rounds = if quick { 5 } else { 15 };
+        let mut table = format!(
+            "## bus single messages in interleaved rounds\n\n{rounds} rounds of {RUNS_PER_TURN} \
+             runs each ({MESSAGES} messages per run; ours, kanal and crossbeam-channel back to \
+             back, rotating which goes first). Ratio = the peer's time ÷ ours, so above 1 means \
+             ours is faster.\n\n| producers → 1 | peer | goal | median ratio | spread (min – max) \
+             |\n|---|---|---|---|---|\n"
+        );
+        for producers in [1u64, 4] {
+            let ours = || rt.block_on(run::ours(producers, false));
+            let kanal = || rt.block_on(run::kanal(producers, false));
+            let crossbeam = || run::crossbeam(producers, false);
+            let runs: [&dyn Fn() -> Duration; 3] = [&ours, &kanal, &crossbeam];
+            for run in runs {
+                run();
+            }
+            let (mut against_kanal, mut against_crossbeam) = (Vec::new(), Vec::new());
+            for round in 0..rounds {
+                let mut times = [Duration::ZERO; 3];
+                for k in 0..3 {
+                    let which = (round + k) % 3;
+                    times[which] = turn(runs[which]);
+                }
+                let [ours, kanal, crossbeam] = times.map(|t| t.as_secs_f64());
+                against_kanal.push(kanal / ours);
+                against_crossbeam.push(crossbeam / ours);
+            }
+            for (peer, goal, ratios) in [
+                ("kanal", "≥ 1.0×", &mut against_kanal),
+                (
+                    "crossbeam-channel (threads)",
+                    "≥ 0.5×",
+                    &mut against_crossbeam,
+                ),
+            ] {
+                let (median, low, high) = median_and_spread(ratios);
+                table.push_str(&format!(
+                    "| {producers} → 1 | {peer} | {goal} | {median:.2}× | {low:.2}× – {high:.2}× |\n"
+                ));
+            }
+        }
+        table.push('\n');
+        harness::report("bus-rounds.md", &table);
+    }
+}
+
 fn main() {
     let rt = runtime();
     // The same filter criterion applies: run the latency part only when it matches.
@@ -354,6 +416,9 @@ fn main() {
         .is_none_or(|f| "bus_latency".contains(f) || f.contains("latency"))
     {
         latency_report(&rt, quick);
+    }
+    if flowbalancer_benches::harness::selected("bus_rounds", "rounds") {
+        rounds::report(&rt, quick);
     }
     criterion.final_summary();
 }
