@@ -34,7 +34,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the workers' tools as an MCP server on stdio (the bundled workers without --config).
+    /// Serve the workers' tools as an MCP server on stdio, or over streamable HTTP with --http
+    /// (the bundled workers without --config).
     Serve {
         /// The config file (TOML); see docs/configuration.md.
         #[arg(long)]
