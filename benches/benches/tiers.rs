@@ -1,7 +1,8 @@
 //! The router's own cost: routing and bookkeeping per call over a no-op tier, against calling
-//! the same tier directly, and the cost of one fallback (a failing tier, then the no-op one).
+//! the same tier directly, and the cost of one fallback (a failing tier, then the no-op one);
+//! then the same overhead in interleaved rounds (written to the bench report).
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use flowbalancer_pool::{Payload, PoolError, Request, Response, WorkerId};
 use flowbalancer_tiers::{BreakerConfig, Router, Tier};
 use serde_json::json;
@@ -150,5 +151,87 @@ async fn ready_then_call<S: tower_service::Service<Request>>(
     service.call(Request::new("echo", params.clone())).await
 }
 
+/// Routing's overhead in interleaved rounds: each round times a turn of direct no-op tier calls
+/// and a turn of `router.call`s to the same tier back to back (alternating which goes first),
+/// so both see the same machine state; the report gives the median of the per-round
+/// differences with their spread. Criterion's two means are taken seconds apart, and this
+/// machine's phases move them by more than the goal's margin.
+fn routing_rounds() {
+    use flowbalancer_benches::{harness, median_and_spread};
+    use std::time::{Duration, Instant};
+
+    if !harness::selected("tiers_rounds", "rounds") {
+        return;
+    }
+    let (rounds, calls) = if harness::quick() {
+        (5, 200_000)
+    } else {
+        (15, 1_000_000)
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let params = Payload::json(json!({"text": "hi"}));
+    let direct = NoOp;
+    let router = Router::builder()
+        .tier("hot", NoOp)
+        .route("echo", "hot")
+        .build()
+        .expect("router");
+    let per_call = |elapsed: Duration| elapsed.as_nanos() as f64 / f64::from(calls);
+    let time_direct = || {
+        let start = Instant::now();
+        for _ in 0..calls {
+            let response = rt.block_on(direct.call(Request::new("echo", params.clone())));
+            std::hint::black_box(response.expect("ok"));
+        }
+        per_call(start.elapsed())
+    };
+    let time_routed = || {
+        let start = Instant::now();
+        for _ in 0..calls {
+            let routed =
+                rt.block_on(router.call_request(Request::new("echo", params.clone()), None));
+            std::hint::black_box(routed.expect("ok"));
+        }
+        per_call(start.elapsed())
+    };
+    time_direct();
+    time_routed();
+    let (mut overheads, mut directs, mut routeds) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let (direct_ns, routed_ns) = if round % 2 == 0 {
+            let d = time_direct();
+            (d, time_routed())
+        } else {
+            let r = time_routed();
+            (time_direct(), r)
+        };
+        overheads.push(routed_ns - direct_ns);
+        directs.push(direct_ns);
+        routeds.push(routed_ns);
+    }
+    let (overhead, low, high) = median_and_spread(&mut overheads);
+    let (direct_ns, ..) = median_and_spread(&mut directs);
+    let (routed_ns, ..) = median_and_spread(&mut routeds);
+    harness::report(
+        "tiers-rounds.md",
+        &format!(
+            "## Routing overhead in interleaved rounds\n\n{rounds} rounds of {calls} calls per \
+             turn (direct no-op tier calls and `router.call`s to the same tier, back to back, \
+             alternating which goes first). Overhead = routed − direct, per call.\n\n\
+             | median direct | median routed | median overhead | spread (min – max) | goal |\n\
+             |---:|---:|---:|---|---|\n\
+             | {direct_ns:.0} ns | {routed_ns:.0} ns | {overhead:.0} ns | {low:.0} – {high:.0} ns | < 200 ns |\n\n"
+        ),
+    );
+}
+
 criterion_group!(benches, bench, tower);
-criterion_main!(benches);
+
+fn main() {
+    benches();
+    routing_rounds();
+    Criterion::default().configure_from_args().final_summary();
+}
