@@ -98,7 +98,11 @@ enum Command {
     /// and scripts missing on this machine.
     Check {
         /// The config file (TOML).
+        #[arg(value_name = "CONFIG", conflicts_with = "config_option")]
         config: Option<PathBuf>,
+        /// The config file, given as the other commands take it.
+        #[arg(long = "config", value_name = "CONFIG")]
+        config_option: Option<PathBuf>,
         /// An `{"mcpServers": {...}}` JSON file to check too (or alone).
         #[arg(long)]
         mcp_config: Option<PathBuf>,
@@ -489,7 +493,14 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             served.map(|()| ExitCode::SUCCESS)
         }
         Command::Analyze { file, json } => analyze(&file, json),
-        Command::Check { config, mcp_config } => Ok(check(config.as_ref(), mcp_config.as_ref())),
+        Command::Check {
+            config,
+            config_option,
+            mcp_config,
+        } => Ok(check(
+            config.or(config_option).as_ref(),
+            mcp_config.as_ref(),
+        )),
     }
 }
 

@@ -1,0 +1,57 @@
+//! `flowbalancer check` takes the config as every other command does (`--config FILE`) as well
+//! as by position, and says what is wrong with it.
+
+use std::process::{Command, Output};
+
+fn check(args: &[&std::ffi::OsStr]) -> Output {
+    let state = tempfile::tempdir().unwrap();
+    Command::new(env!("CARGO_BIN_EXE_flowbalancer"))
+        .arg("check")
+        .args(args)
+        .env("XDG_STATE_HOME", state.path())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_takes_the_config_by_position_or_as_an_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[[tiers]]\nname = \"hot\"\nworkers = { builtin = [\"echo\"] }\n",
+    )
+    .unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[tiers]]\nname = \"hot\"\nworkers = { builtin = [\"echo\"] }\nsize = 0\n",
+    )
+    .unwrap();
+
+    for args in [
+        vec![good.as_os_str()],
+        vec!["--config".as_ref(), good.as_os_str()],
+    ] {
+        let output = check(&args);
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("1 tier(s): hot"),
+            "{args:?}: {output:?}"
+        );
+    }
+    for args in [
+        vec![bad.as_os_str()],
+        vec!["--config".as_ref(), bad.as_os_str()],
+    ] {
+        let output = check(&args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {output:?}");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("tiers[0].size"),
+            "{args:?}: {output:?}"
+        );
+    }
+    // Both at once is a usage error, not a silent choice of one.
+    let output = check(&[good.as_os_str(), "--config".as_ref(), bad.as_os_str()]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+}
