@@ -415,6 +415,13 @@ pub(crate) async fn serve_http(
         .await
         .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
+    if !local.ip().is_loopback() && tokens.is_empty() {
+        // The Host check stops browsers (DNS rebinding), not a client that sets the header.
+        tracing::warn!(
+            address = %local,
+            "serving beyond this machine without bearer tokens: anyone who can reach this port can call the tools (set http.bearer_tokens_env)"
+        );
+    }
     let closing = CancellationToken::new();
     let hosts = settings.allowed_hosts.clone().unwrap_or_else(|| {
         vec![

@@ -1,4 +1,5 @@
-//! A normal run logs no warnings: workers the gateway stops on purpose stopped cleanly.
+//! A normal run logs no warnings: workers the gateway stops on purpose stopped cleanly. The one
+//! start that does warn is an HTTP front open beyond this machine without bearer tokens.
 
 use std::process::Command;
 
@@ -21,4 +22,91 @@ fn a_plain_call_with_the_default_config_prints_no_warning() {
             "a normal run printed {noise:?}:\n{stderr}"
         );
     }
+}
+
+/// The lines `serve --http ADDRESS` prints on stderr up to the one that says it is serving.
+fn startup_lines(address: &str, tokens: Option<&str>) -> Vec<String> {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("http.toml");
+    let mut text = String::from(
+        "[telemetry]\nenabled = false\n[[tiers]]\nname = \"hot\"\nworkers = { builtin = [\"echo\"] }\n",
+    );
+    if tokens.is_some() {
+        text.push_str("[http]\nbearer_tokens_env = \"FLOWBALANCER_TEST_TOKENS\"\n");
+    }
+    std::fs::write(&config, text).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_flowbalancer"));
+    command
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--http", address])
+        .env("XDG_STATE_HOME", dir.path())
+        .env_remove("RUST_LOG")
+        .env_remove("FLOWBALANCER_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(tokens) = tokens {
+        command.env("FLOWBALANCER_TEST_TOKENS", tokens);
+    }
+    let mut child = command.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut lines = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let serving = line.contains("serving MCP over HTTP at");
+                lines.push(line);
+                if serving {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        lines.iter().any(|l| l.contains("serving MCP over HTTP at")),
+        "serve --http {address} did not start within 20 s: {lines:?}"
+    );
+    lines
+}
+
+#[test]
+fn serving_http_beyond_this_machine_without_tokens_warns_and_loopback_does_not() {
+    let warning = "without bearer tokens";
+    let open = startup_lines("0.0.0.0:0", None);
+    assert!(
+        open.iter().any(|l| l.contains(warning)),
+        "no warning for 0.0.0.0 without tokens: {open:?}"
+    );
+    let guarded = startup_lines("0.0.0.0:0", Some("secret-token"));
+    assert!(
+        !guarded
+            .iter()
+            .any(|l| l.contains(warning) || l.contains("secret-token")),
+        "{guarded:?}"
+    );
+    let local = startup_lines("127.0.0.1:0", None);
+    assert!(
+        !local.iter().any(|l| l.contains("WARN")),
+        "a loopback start printed a warning: {local:?}"
+    );
 }
