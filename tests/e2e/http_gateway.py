@@ -152,6 +152,9 @@ size = 1
             check(status == 200, f"healthz {status}")
             status, _, body = raw(base + "/readyz", method="GET")
             check(status == 200 and json.loads(body)["ready"], f"readyz {status} {body}")
+            for probe in ("/healthz", "/readyz"):
+                status, _, body = raw(base + probe, method="HEAD")
+                check(status == 200 and body == b"", f"HEAD {probe}: {status} {body[:100]}")
 
             # One client, the basics.
             notices = []

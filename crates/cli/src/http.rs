@@ -357,8 +357,11 @@ impl Front {
 
     async fn route(self: &Arc<Self>, request: Request<Incoming>) -> Reply {
         match (request.method(), request.uri().path()) {
-            (&Method::GET, "/healthz") => reply(StatusCode::OK, json!({ "status": "ok" })),
-            (&Method::GET, "/readyz") => self.readiness(),
+            // HEAD too, as load balancers and uptime monitors probe (hyper sends no body).
+            (&Method::GET | &Method::HEAD, "/healthz") => {
+                reply(StatusCode::OK, json!({ "status": "ok" }))
+            }
+            (&Method::GET | &Method::HEAD, "/readyz") => self.readiness(),
             (&Method::GET, "/metrics") if self.metrics.is_some() => {
                 if !self.authorized(&request) {
                     return unauthorized();
