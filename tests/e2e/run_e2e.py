@@ -120,6 +120,18 @@ def raw_protocol():
     check(receive()["error"]["code"] == -32600, "invalid request")
     send("\x00\x01\x02 binary garbage")
     check(receive()["error"]["code"] == -32700, "garbage is a parse error")
+    # A method MCP defines, with params that do not fit it: invalid params, not "method not found".
+    for bad_id, params in (("bad-1", {"name": "echo", "arguments": "not an object"}), ("bad-2", None)):
+        request = {"jsonrpc": "2.0", "id": bad_id, "method": "tools/call"}
+        if params is not None:
+            request["params"] = params
+        send(json.dumps(request))
+        error = receive()
+        check(error.get("id") == bad_id and error["error"]["code"] == -32602
+              and "tools/call" in error["error"]["message"], f"malformed tools/call params: {error}")
+    send(json.dumps({"jsonrpc": "2.0", "id": "bad-3", "method": "no/such/method"}))
+    error = receive()
+    check(error.get("id") == "bad-3" and error["error"]["code"] == -32601, f"an unknown method: {error}")
     send(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "still here"}}}))
     answer = receive()
     check(answer["id"] == 2 and answer["result"]["structuredContent"] == {"text": "still here"}, f"still serving {answer}")

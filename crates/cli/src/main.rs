@@ -151,21 +151,33 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Logs to stderr; the event log joins once the balancer has started it.
+///
+/// By default stderr gets warnings and errors, except rmcp's warnings: rmcp logs every error
+/// answer it sends (with the error's data, which a server may fill with the call's arguments)
+/// and every unexpected message it receives (whole) at WARN. Those reach stderr only when
+/// `FLOWBALANCER_LOG` asks for a level, as the event log leaves out rmcp unless
+/// `log_payloads` is set.
 fn init_logging() -> tracing_subscriber::reload::Handle<
     Option<flowbalancer::telemetry::TelemetryLayer>,
     tracing_subscriber::Registry,
 > {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
     let level = std::env::var("FLOWBALANCER_LOG")
         .ok()
-        .and_then(|l| l.parse::<tracing_subscriber::filter::LevelFilter>().ok())
-        .unwrap_or(tracing_subscriber::filter::LevelFilter::WARN);
+        .and_then(|l| l.parse::<LevelFilter>().ok());
+    let filter = match level {
+        Some(level) => Targets::new().with_default(level),
+        None => Targets::new()
+            .with_default(LevelFilter::WARN)
+            .with_target("rmcp", LevelFilter::ERROR),
+    };
     let (telemetry, handle) = tracing_subscriber::reload::Layer::new(None);
     let _ = tracing_subscriber::registry()
         .with(telemetry)
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
-                .with_filter(level),
+                .with_filter(filter),
         )
         .try_init();
     handle

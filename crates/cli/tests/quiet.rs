@@ -110,3 +110,65 @@ fn serving_http_beyond_this_machine_without_tokens_warns_and_loopback_does_not()
         "a loopback start printed a warning: {local:?}"
     );
 }
+
+/// A client's mistakes are answered, not logged with what the client sent: rmcp's warning for
+/// every error answer (with the error's data) stays out of stderr by default.
+#[test]
+fn error_answers_over_stdio_log_nothing_of_the_request() {
+    use std::io::{BufRead, Write};
+    use std::process::Stdio;
+
+    let state = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flowbalancer"))
+        .arg("serve")
+        .env("XDG_STATE_HOME", state.path())
+        .env_remove("RUST_LOG")
+        .env_remove("FLOWBALANCER_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut answer = || {
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        serde_json::from_str::<serde_json::Value>(&line).unwrap()
+    };
+    let requests = [
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"no-such-tool-SECRET1"}}"#,
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":"SECRET2"}}"#,
+        r#"{"jsonrpc":"2.0","id":4,"method":"no/such/SECRET3"}"#,
+    ];
+    for request in requests {
+        writeln!(stdin, "{request}").unwrap();
+    }
+    stdin.flush().unwrap();
+    assert_eq!(answer()["id"], 1);
+    // Requests are served concurrently: the answers come in any order.
+    let mut codes: Vec<_> = (0..3)
+        .map(|_| {
+            let error = answer();
+            (error["id"].as_i64(), error["error"]["code"].as_i64())
+        })
+        .collect();
+    codes.sort_unstable();
+    assert_eq!(
+        codes,
+        [
+            (Some(2), Some(-32602)),
+            (Some(3), Some(-32602)),
+            (Some(4), Some(-32601))
+        ]
+    );
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for secret in ["SECRET1", "SECRET2", "SECRET3", "WARN"] {
+        assert!(!stderr.contains(secret), "stderr has {secret:?}:\n{stderr}");
+    }
+}

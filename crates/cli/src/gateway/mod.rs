@@ -2,6 +2,7 @@
 //! tiers, and for MCP tiers their results, resources, prompts and completions passed
 //! through, with the servers' requests and log messages sent to the client of the call.
 
+mod malformed;
 mod progress;
 mod routing;
 mod upstream;
@@ -600,6 +601,15 @@ impl ServerHandler for Gateway {
         };
         let result = self.forward(owner, "prompts/get", params, &context).await?;
         Ok(complete::<rmcp::model::GetPromptResult>(result, false)?.into())
+    }
+
+    /// A request rmcp could not read as the method it names (see [`malformed`]).
+    async fn on_custom_request(
+        &self,
+        request: rmcp::model::CustomRequest,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CustomResult, McpError> {
+        Err(malformed::answer(&request))
     }
 
     async fn complete(
