@@ -42,18 +42,24 @@ impl Tier for Failing {
     }
 }
 
-fn bench(c: &mut Criterion) {
+/// A single-threaded runtime, a router whose one tier is the no-op tier, and a call's params:
+/// what the criterion bench and the interleaved rounds both measure with.
+fn no_op_setup() -> (tokio::runtime::Runtime, Router, Payload) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let params = Payload::json(json!({"text": "hi"}));
-    let direct = NoOp;
     let router = Router::builder()
         .tier("hot", NoOp)
         .route("echo", "hot")
         .build()
         .expect("router");
+    (rt, router, Payload::json(json!({"text": "hi"})))
+}
+
+fn bench(c: &mut Criterion) {
+    let (rt, router, params) = no_op_setup();
+    let direct = NoOp;
     let fallback = Router::builder()
         .tier("hot", Failing)
         .tier("cold", NoOp)
@@ -168,17 +174,8 @@ fn routing_rounds() {
     } else {
         (15, 1_000_000)
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let params = Payload::json(json!({"text": "hi"}));
+    let (rt, router, params) = no_op_setup();
     let direct = NoOp;
-    let router = Router::builder()
-        .tier("hot", NoOp)
-        .route("echo", "hot")
-        .build()
-        .expect("router");
     let per_call = |elapsed: Duration| elapsed.as_nanos() as f64 / f64::from(calls);
     let time_direct = || {
         let start = Instant::now();
