@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowbalancer_benches::{
-    TryQueue, Wait, consume_batches, median_and_spread, pin, produce_batches, rtrb_chunks,
-    run_mpmc_with,
+    TryQueue, Wait, consume_batches, interleaved, median_and_spread, pin, produce_batches,
+    rtrb_chunks, run_mpmc_with,
 };
 use flowbalancer_ringbuf::{Queue, spsc};
 
@@ -149,20 +149,10 @@ fn rounds(
     ours: impl Fn() -> Duration,
     peer: impl Fn() -> Duration,
 ) -> (f64, f64, f64) {
-    // One warm-up of each.
-    ours();
-    peer();
-    let mut ratios = Vec::with_capacity(rounds);
-    for round in 0..rounds {
-        let (ours_time, peer_time) = if round % 2 == 0 {
-            let o = ours();
-            (o, peer())
-        } else {
-            let p = peer();
-            (ours(), p)
-        };
-        ratios.push(peer_time.as_secs_f64() / ours_time.as_secs_f64());
-    }
+    let mut ratios: Vec<f64> = interleaved(rounds, ours, peer)
+        .into_iter()
+        .map(|(ours_time, peer_time)| peer_time.as_secs_f64() / ours_time.as_secs_f64())
+        .collect();
     median_and_spread(&mut ratios)
 }
 

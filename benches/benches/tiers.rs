@@ -163,7 +163,7 @@ async fn ready_then_call<S: tower_service::Service<Request>>(
 /// differences with their spread. Criterion's two means are taken seconds apart, and this
 /// machine's phases move them by more than the goal's margin.
 fn routing_rounds() {
-    use flowbalancer_benches::{harness, median_and_spread};
+    use flowbalancer_benches::{harness, interleaved, median_and_spread};
     use std::time::{Duration, Instant};
 
     if !harness::selected("tiers_rounds", "rounds") {
@@ -194,17 +194,8 @@ fn routing_rounds() {
         }
         per_call(start.elapsed())
     };
-    time_direct();
-    time_routed();
     let (mut overheads, mut directs, mut routeds) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..rounds {
-        let (direct_ns, routed_ns) = if round % 2 == 0 {
-            let d = time_direct();
-            (d, time_routed())
-        } else {
-            let r = time_routed();
-            (time_direct(), r)
-        };
+    for (direct_ns, routed_ns) in interleaved(rounds, time_direct, time_routed) {
         overheads.push(routed_ns - direct_ns);
         directs.push(direct_ns);
         routeds.push(routed_ns);

@@ -174,6 +174,25 @@ pub fn repeat(iters: u64, mut run: impl FnMut() -> Duration) -> Duration {
     (0..iters).map(|_| run()).sum()
 }
 
+/// `rounds` interleaved rounds of `a` and `b`, after one warm-up of each: every round runs
+/// both back to back, alternating which goes first, so both see the same machine state.
+/// Returns each round's pair of results, `a`'s first.
+pub fn interleaved<T>(rounds: usize, a: impl Fn() -> T, b: impl Fn() -> T) -> Vec<(T, T)> {
+    a();
+    b();
+    (0..rounds)
+        .map(|round| {
+            if round % 2 == 0 {
+                let first = a();
+                (first, b())
+            } else {
+                let second = b();
+                (a(), second)
+            }
+        })
+        .collect()
+}
+
 /// The median, smallest and largest of `values` (which must not be empty).
 pub fn median_and_spread(values: &mut [f64]) -> (f64, f64, f64) {
     values.sort_by(f64::total_cmp);
