@@ -86,6 +86,62 @@ fn config_errors_name_their_location() {
 }
 
 #[test]
+fn zero_where_zero_makes_no_sense_is_a_problem() {
+    let bad = Config::from_toml(
+        r#"
+        timeout = "0s"
+        [sessions]
+        ttl = 0
+        [http]
+        session_ttl = "0ms"
+        max_body_bytes = 0
+        [[tiers]]
+        name = "a"
+        workers = { builtin = ["echo"] }
+        call_timeout = "0s"
+        hello_timeout = "0s"
+        health_interval = "0s"
+        recycle_after_calls = 0
+        recycle_after_age = "0s"
+        "#,
+    )
+    .unwrap_err();
+    let Error::Config { problems } = bad else {
+        panic!("{bad}")
+    };
+    let locations: Vec<&str> = problems.iter().map(|p| p.location.as_str()).collect();
+    assert_eq!(
+        locations,
+        [
+            "timeout",
+            "sessions.ttl",
+            "http.session_ttl",
+            "http.max_body_bytes",
+            "tiers[0].call_timeout",
+            "tiers[0].hello_timeout",
+            "tiers[0].health_interval",
+            "tiers[0].recycle_after_calls",
+            "tiers[0].recycle_after_age",
+        ]
+    );
+    // Zero stays allowed where it means something: fail fast, kill at once, no waiting room,
+    // no drain.
+    Config::from_toml(
+        r#"
+        [http]
+        shutdown_grace = "0s"
+        [[tiers]]
+        name = "a"
+        workers = { builtin = ["echo"] }
+        queue_timeout = "0s"
+        cancel_grace = "0s"
+        queue_capacity = 0
+        "#,
+    )
+    .unwrap();
+}
+
+#[test]
 fn nats_tiers_are_checked_where_they_are_declared() {
     let config = Config::from_toml(
         r#"
