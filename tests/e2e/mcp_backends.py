@@ -18,6 +18,11 @@ import anyio
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
+try:
+    from mcp.shared.exceptions import MCPError as McpError
+except ImportError:  # mcp 1.x
+    from mcp.shared.exceptions import McpError
+
 BINARY, EVERYTHING = sys.argv[1], sys.argv[2]
 HERE = os.path.dirname(os.path.abspath(__file__))
 checks = 0
@@ -124,11 +129,22 @@ async def direct_results():
             tools = await session.list_tools()
             structured = await session.call_tool("get-structured-content", {"location": "New York"})
             image = await session.call_tool("get-tiny-image", {})
-            return {t.name: dump(t) for t in tools.tools}, dump(structured), dump(image)
+            bad = await bad_argument(session)
+            return {t.name: dump(t) for t in tools.tools}, dump(structured), dump(image), bad
+
+
+async def bad_argument(session):
+    """How a call with an argument of the wrong type is answered: a tool error or a JSON-RPC
+    error, with what it says."""
+    try:
+        r = await session.call_tool("get-sum", {"a": "not a number", "b": 1})
+        return ("result", r.is_error, [c.text for c in r.content if c.type == "text"])
+    except McpError as e:
+        return ("error", e.error.code, e.error.message)
 
 
 async def main():
-    direct_tools, direct_structured, direct_image = await direct_results()
+    direct_tools, direct_structured, direct_image, direct_bad = await direct_results()
     # server-everything over streamable HTTP, for the mcp_url tier.
     os.environ["USER_FOR_E2E"] = "tester"
     http_server = subprocess.Popen(["node", EVERYTHING, "streamableHttp"], env={**os.environ, "PORT": str(HTTP_PORT)},
@@ -141,14 +157,14 @@ async def main():
         except OSError:
             time.sleep(0.1)
     try:
-        await gateway_checks(direct_tools, direct_structured, direct_image)
+        await gateway_checks(direct_tools, direct_structured, direct_image, direct_bad)
     finally:
         http_server.kill()
         http_server.wait()
     print(f"MCP backends end to end: {checks} checks passed")
 
 
-async def gateway_checks(direct_tools, direct_structured, direct_image):
+async def gateway_checks(direct_tools, direct_structured, direct_image, direct_bad):
     with tempfile.TemporaryDirectory() as directory:
         config = config_file(directory)
         params = StdioServerParameters(command=BINARY, args=["serve", "--config", config], env=dict(os.environ))
@@ -193,8 +209,13 @@ async def gateway_checks(direct_tools, direct_structured, direct_image):
                                             progress_callback=on_remote_progress)
                 check("completed" in r.content[0].text and remote_progress == [1.0, 2.0, 3.0],
                       f"progress from the HTTP server over SSE: {remote_progress}")
-                r = await session.call_tool("get-sum", {"a": "not a number"})
-                check(r.is_error or True, "a bad argument is answered")
+                # A bad argument is answered as the server itself answers it, and the tier
+                # still serves afterwards.
+                bad = await bad_argument(session)
+                check(bad == direct_bad and (bad[0] == "error" or bad[1] is True),
+                      f"a bad argument is answered as the server answers it: {bad} / {direct_bad}")
+                r = await session.call_tool("get-sum", {"a": 2, "b": 40})
+                check("42" in r.content[0].text, f"get-sum after a bad argument {r}")
 
                 # Progress of a long operation reaches us with our own token.
                 seen = []
