@@ -150,13 +150,19 @@ impl PoolConfig {
             .min(self.restart_backoff_max)
     }
 
-    /// Checks what a builder cannot: the recycle jitter is a fraction in `[0, 1]`.
+    /// Checks what a builder cannot: the recycle jitter is a fraction in `[0, 1]`, and a call
+    /// may run for some time.
     pub(crate) fn validate(&self) -> Result<(), String> {
         if !(0.0..=1.0).contains(&self.recycle_jitter) {
             return Err(format!(
                 "recycle_jitter must be a fraction between 0 and 1, got {}",
                 self.recycle_jitter
             ));
+        }
+        if self.call_timeout.is_zero() {
+            return Err(
+                "call_timeout must be more than 0: every call would time out at once".into(),
+            );
         }
         Ok(())
     }

@@ -190,3 +190,17 @@ async fn a_nan_or_out_of_range_jitter_is_refused() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_zero_call_timeout_is_refused() {
+    match Pool::builder(TestFactory::default())
+        .call_timeout(Duration::ZERO)
+        .build()
+        .await
+    {
+        Err(PoolError::InvalidConfig { message, .. }) => {
+            assert!(message.contains("call_timeout"), "{message}")
+        }
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
+}

@@ -163,7 +163,8 @@ impl<F: WorkerFactory> PoolBuilder<F> {
         queue_capacity: usize,
         /// How long a caller waits for a worker (default 5 s).
         queue_timeout: Duration,
-        /// How long a call may run before its worker is killed and replaced (default 30 s).
+        /// How long a call may run before its worker is killed and replaced (default 30 s;
+        /// more than 0, or `build` fails with `InvalidConfig`).
         call_timeout: Duration,
         /// How long a worker has to answer a call given up on before it is killed and replaced
         /// (default 2 s).
@@ -230,6 +231,8 @@ impl<F: WorkerFactory> PoolBuilder<F> {
     ///
     /// [`PoolError::NoWorkers`] when eager start got no worker running at all (with the last
     /// start error). A size of 0 with no overflow is refused the same way.
+    /// [`PoolError::InvalidConfig`] for a recycle jitter outside `[0, 1]` or a zero
+    /// `call_timeout`.
     pub async fn build(self) -> Result<Pool<F::Worker>, PoolError> {
         let mut config = self.config;
         config.max_in_flight = config.max_in_flight.max(1);
