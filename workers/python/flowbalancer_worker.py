@@ -152,7 +152,7 @@ def _schema_of(annotation):
     args = typing.get_args(annotation)
     if annotation is typing.Any:
         return {}
-    if origin is typing.Union:
+    if _union_args(annotation) is not None:  # Optional[X], Union[X, Y], X | Y
         non_none = [a for a in args if a is not type(None)]
         if len(non_none) == 1:
             return _schema_of(non_none[0])
@@ -205,6 +205,89 @@ def _input_schema(function):
     return schema
 
 
+_JSON_NAMES = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "a boolean",
+    "null": "null",
+    "array": "an array",
+    "object": "an object",
+}
+
+
+def _json_type(value):
+    """The JSON type name of a decoded JSON value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _union_args(annotation):
+    """The members of a Union (``Optional[X]``, ``X | Y``), or None for any other hint."""
+    import types
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or (getattr(types, "UnionType", None) is not None and origin is types.UnionType):
+        return typing.get_args(annotation)
+    return None
+
+
+def _accepted(annotation):
+    """The JSON types a type hint accepts, or None for any (hints it does not know)."""
+    import typing
+
+    if annotation is _MISSING or annotation is typing.Any:
+        return None
+    if annotation is None:
+        return {"null"}
+    if annotation in _SIMPLE:
+        kind = _SIMPLE[annotation]
+        # A JSON number may be written without a fraction; an integer is a number.
+        return {"number", "integer"} if kind == "number" else {kind}
+    members = _union_args(annotation)
+    if members is not None:
+        accepted = set()
+        for member in members:
+            kinds = _accepted(member)
+            if kinds is None:
+                return None
+            accepted |= kinds
+        return accepted
+    origin = typing.get_origin(annotation) or annotation
+    if origin in (list, tuple):
+        return {"array"}
+    if origin is dict:
+        return {"object"}
+    return None
+
+
+def _type_problem(name, annotation, default, value):
+    """A message saying why `value` does not fit the parameter's type hint, or None. Only the
+    top-level JSON type is checked: the hints that say more are the tool's own business."""
+    accepted = _accepted(annotation)
+    if accepted is None:
+        return None
+    kind = _json_type(value)
+    if kind in accepted or (value is None and default is None):
+        return None
+    if kind == "number" and "integer" in accepted and float(value).is_integer():
+        return None  # 3.0 is an integer in JSON Schema
+    expected = " or ".join(_JSON_NAMES[k] for k in sorted(accepted) if not (k == "integer" and "number" in accepted))
+    return "%s must be %s, got %s" % (name, expected, _JSON_NAMES[kind])
+
+
 def _check_params(entry, params):
     """A message saying why `params` do not fit the tool, or None."""
     known = entry["params"]
@@ -214,7 +297,26 @@ def _check_params(entry, params):
     missing = [name for name in entry["required"] if name not in params]
     if missing:
         return "missing required parameter(s): %s" % ", ".join(missing)
+    for name, (annotation, default) in entry["hints"].items():
+        if name in params:
+            problem = _type_problem(name, annotation, default, params[name])
+            if problem is not None:
+                return problem
     return None
+
+
+def _integral(entry, params):
+    """`params` with integral floats (3.0) given to integer parameters as ints."""
+    fixed = None
+    for name, (annotation, _) in entry["hints"].items():
+        value = params.get(name)
+        if not isinstance(value, float):
+            continue
+        accepted = _accepted(annotation)
+        if accepted is not None and "integer" in accepted and "number" not in accepted:
+            fixed = fixed if fixed is not None else dict(params)
+            fixed[name] = int(value)
+    return params if fixed is None else fixed
 
 
 def tool(name: "Union[str, Callable[..., Any], None]" = None, description: "Optional[str]" = None) -> "Any":
@@ -229,6 +331,7 @@ def tool(name: "Union[str, Callable[..., Any], None]" = None, description: "Opti
         _TOOLS[tool_name] = {
             "function": function,
             "params": {name for name, _, _ in params},
+            "hints": {name: (annotation, default) for name, default, annotation in params},
             "required": [name for name, default, _ in params if default is _MISSING],
             "takes_kwargs": takes_kwargs,
             "wants_context": wants_context,
@@ -327,6 +430,7 @@ def _prepare(message, send):
     problem = _check_params(entry, params)
     if problem is not None:
         return _error(call_id, "bad_params", problem)
+    params = _integral(entry, params)
     context = Context(call_id, message.get("meta"), send)
     if entry["wants_context"]:
         params = dict(params, ctx=context)

@@ -175,7 +175,7 @@ async fn ten_thousand_calls_through_hangs_cancels_and_kills() {
     let mut latencies = Vec::new();
     for i in 0..200 {
         let started = Instant::now();
-        pool.call(Request::new("echo", json!({ "text": i })))
+        pool.call(Request::new("echo", json!({ "text": i.to_string() })))
             .await
             .expect("a plain call after the chaos");
         latencies.push(started.elapsed());

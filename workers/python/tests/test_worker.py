@@ -98,6 +98,22 @@ class ProtocolTest(unittest.TestCase):
         self.worker.send({"type": "ping", "id": 7})
         self.assertEqual(self.worker.read(), {"type": "pong", "id": 7})
 
+    def test_arguments_of_the_wrong_json_type_are_bad_params_not_handler_crashes(self):
+        wrong = self.call("word_count", {"text": None})
+        self.assertEqual(wrong["error"]["kind"], "bad_params", wrong)
+        self.assertEqual(wrong["error"]["message"], "text must be a string, got null")
+        self.assertNotIn("data", wrong["error"])  # no traceback: the handler never ran
+        wrong = self.call("fib", {"n": "10"}, 2)
+        self.assertEqual(wrong["error"]["message"], "n must be an integer, got a string")
+        self.assertEqual(self.call("fib", {"n": True}, 3)["error"]["kind"], "bad_params")
+        # JSON Schema counts 3.0 as an integer: the handler gets 3.
+        self.assertEqual(self.call("fib", {"n": 10.0}, 4)["result"], self.call("fib", {"n": 10}, 5)["result"])
+        self.assertEqual(self.call("fib", {"n": 10.5}, 6)["error"]["kind"], "bad_params")
+        # A float parameter takes integers; a parameter without a hint takes anything.
+        self.assertEqual(self.call("spin", {"seconds": "1"}, 7)["error"]["message"],
+                         "seconds must be a number, got a string")
+
+
     def test_a_stray_print_goes_to_stderr(self):
         self.assertEqual(self.call("stray_print", {"text": "hi"})["result"], "hi")
         self.assertEqual(self.call("echo", {"text": "after"}, 2)["result"], {"text": "after"})
@@ -245,6 +261,31 @@ class SchemaTest(unittest.TestCase):
         self.assertEqual(schema["properties"]["c"], {"type": "array", "items": {"type": "number"}})
         self.assertEqual(schema["properties"]["d"], {"type": "object"})
         self.assertEqual(schema["properties"]["e"], {})
+        if sys.version_info >= (3, 10):
+            self.assertEqual(fw._schema_of(eval("int | None")), {"type": "integer"})
+
+
+class TypeHintTest(unittest.TestCase):
+    def test_what_each_hint_accepts(self):
+        import typing
+
+        def problem(annotation, value, default=fw._MISSING):
+            return fw._type_problem("x", annotation, default, value)
+
+        self.assertIsNone(problem(typing.Optional[str], None))
+        self.assertIsNone(problem(str, None, default=None))  # def f(x: str = None)
+        self.assertEqual(problem(str, None), "x must be a string, got null")
+        self.assertIsNone(problem(typing.Union[int, str], "a"))
+        self.assertEqual(problem(typing.Union[int, str], []), "x must be an integer or a string, got an array")
+        self.assertIsNone(problem(typing.List[int], [1, "not checked inside"]))
+        self.assertEqual(problem(typing.Dict[str, int], [1]), "x must be an object, got an array")
+        self.assertIsNone(problem(typing.Any, object()))
+        self.assertIsNone(problem(fw._MISSING, 1))
+        self.assertIsNone(problem(typing.Optional[typing.Any], 1))
+        self.assertEqual(problem(bool, 1), "x must be a boolean, got an integer")
+        if sys.version_info >= (3, 10):
+            self.assertIsNone(problem(eval("int | None"), None))
+            self.assertEqual(problem(eval("int | None"), "a"), "x must be an integer or null, got a string")
 
 
 if __name__ == "__main__":
