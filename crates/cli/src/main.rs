@@ -374,11 +374,17 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
     // Kill what a run that died without cleaning up (SIGKILL, OOM) left behind, and record
     // this run so that the next one can do the same for it. Not fatal when it cannot.
     // `analyze` only reads text: it starts nothing and has nothing to record.
-    let _run = (!matches!(cli.command, Command::Analyze { .. })).then(open_run_registry);
+    let run_record = (!matches!(cli.command, Command::Analyze { .. })).then(open_run_registry);
     let scratch = tempfile::Builder::new()
         .prefix("flowbalancer-")
         .tempdir()
         .map_err(|e| format!("cannot create a scratch directory: {e}"))?;
+    // Removed by the `TempDir` on the way out; if this run is killed, by the next run.
+    if let Some(Some(registry)) = &run_record
+        && let Err(error) = registry.record_scratch(scratch.path())
+    {
+        tracing::warn!(%error, "cannot record the scratch directory; a crash may leave it behind");
+    }
     match cli.command {
         Command::Serve {
             config,

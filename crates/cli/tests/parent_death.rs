@@ -1,6 +1,7 @@
 //! A gateway killed with SIGKILL while its workers are busy leaves nothing behind: the
 //! workers die with it (PR_SET_PDEATHSIG), and a grandchild that a worker moved into a
-//! session of its own is killed by the next start (the per-user run registry).
+//! session of its own is killed by the next start (the per-user run registry), which also
+//! removes the killed run's scratch directory.
 #![cfg(target_os = "linux")]
 
 use std::io::{BufRead, BufReader, Write};
@@ -72,11 +73,12 @@ struct Gateway {
 }
 
 impl Gateway {
-    fn start(config: &Path, state: &Path) -> Self {
+    fn start(config: &Path, state: &Path, temp: &Path) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_flowbalancer"))
             .args(["serve", "--config"])
             .arg(config)
             .env("XDG_STATE_HOME", state)
+            .env("TMPDIR", temp)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -159,7 +161,9 @@ fn a_killed_gateway_leaves_no_worker_and_the_next_start_kills_the_rest() {
     let state = dir.path().join("state");
     let marker = format!("parent-death-{}", std::process::id());
     let config = config(dir.path(), &marker);
-    let mut gateway = Gateway::start(&config, &state);
+    let temp = dir.path().join("tmp");
+    std::fs::create_dir(&temp).unwrap();
+    let mut gateway = Gateway::start(&config, &state, &temp);
     gateway.call(1, "spawn_orphan");
     let answer = gateway.answer(1);
     assert!(answer["result"]["isError"] != json!(true), "{answer}");
@@ -191,11 +195,25 @@ fn a_killed_gateway_leaves_no_worker_and_the_next_start_kills_the_rest() {
         [orphan],
         "the orphan, in a session of its own, survived"
     );
-    // The next start, with the same per-user state, kills it.
+    let scratch = || {
+        std::fs::read_dir(&temp)
+            .unwrap()
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| {
+                entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("flowbalancer-")
+            })
+            .count()
+    };
+    assert_eq!(scratch(), 1, "the killed run's scratch directory is left");
+    // The next start, with the same per-user state, kills it and removes the directory.
     let status = Command::new(env!("CARGO_BIN_EXE_flowbalancer"))
         .args(["check"])
         .arg(&config)
         .env("XDG_STATE_HOME", &state)
+        .env("TMPDIR", &temp)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -205,6 +223,11 @@ fn a_killed_gateway_leaves_no_worker_and_the_next_start_kills_the_rest() {
         Duration::from_secs(2),
         "the next start killed what the crashed run left",
         || live_with(&marker).is_empty(),
+    );
+    assert_eq!(
+        scratch(),
+        0,
+        "the crashed run's scratch directory is removed, and check removed its own"
     );
 }
 

@@ -10,7 +10,8 @@
 //!   inherit). When a run dies without cleaning up, the next run that opens the registry
 //!   finds the run's file, sees its owner gone, and kills every process still carrying its
 //!   token — including a grandchild that moved into a process group or session of its own,
-//!   which neither a group kill nor the parent-death signal reaches.
+//!   which neither a group kill nor the parent-death signal reaches. Scratch directories the
+//!   run recorded ([`RunRegistry::record_scratch`]) are removed then too.
 //!
 //! ```no_run
 //! use flowbalancer_lifecycle::RunRegistry;
@@ -49,6 +50,8 @@ pub struct Swept {
     pub dead_runs: usize,
     /// Processes of those runs that were still alive and were killed.
     pub killed: usize,
+    /// Scratch directories of those runs that were still there and were removed.
+    pub scratch_removed: usize,
 }
 
 /// This run's record in the per-user run directory; removed when dropped (a clean exit).
@@ -91,6 +94,39 @@ impl RunRegistry {
         Ok((Self { file }, swept))
     }
 }
+
+impl RunRegistry {
+    /// Records `path`, a scratch directory of this run, so that if the run dies without
+    /// cleaning up (SIGKILL, OOM), the next run that opens a registry removes it with
+    /// everything in it. A clean exit leaves the directory to its owner (a
+    /// `tempfile::TempDir`, say); only the record goes.
+    ///
+    /// # Errors
+    ///
+    /// The path is not absolute, is not UTF-8 or holds a line break (records are lines), or
+    /// the record cannot be written.
+    pub fn record_scratch(&self, path: &Path) -> io::Result<()> {
+        use std::io::Write;
+
+        let text = path
+            .to_str()
+            .filter(|text| path.is_absolute() && !text.contains(['\n', '\r']))
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{} cannot be recorded: a scratch directory is recorded by its absolute UTF-8 path on one line",
+                        path.display()
+                    ),
+                )
+            })?;
+        let mut record = fs::OpenOptions::new().append(true).open(&self.file)?;
+        writeln!(record, "{SCRATCH}{text}")
+    }
+}
+
+/// How a scratch directory's line in a run record starts.
+const SCRATCH: &str = "scratch ";
 
 impl Drop for RunRegistry {
     fn drop(&mut self) {
@@ -163,16 +199,29 @@ fn sweep(dir: &Path) -> Swept {
         }
         swept.dead_runs += 1;
         swept.killed += kill_marked(token);
+        // After the kill: nothing of the run writes into its scratch directories any more.
+        swept.scratch_removed += remove_scratch(&record);
         let _ = fs::remove_file(entry.path());
     }
-    if swept.killed > 0 {
+    if swept.killed > 0 || swept.scratch_removed > 0 {
         tracing::warn!(
             killed = swept.killed,
+            scratch_removed = swept.scratch_removed,
             runs = swept.dead_runs,
-            "killed processes left behind by runs that died without cleaning up"
+            "removed what runs that died without cleaning up left behind"
         );
     }
     swept
+}
+
+/// Removes the scratch directories a dead run's record names; returns how many were there.
+fn remove_scratch(record: &str) -> usize {
+    record
+        .lines()
+        .filter_map(|line| line.strip_prefix(SCRATCH))
+        .map(Path::new)
+        .filter(|path| path.is_absolute() && fs::remove_dir_all(path).is_ok())
+        .count()
 }
 
 /// Kills every process of this user whose environment carries `FLOWBALANCER_RUN=token`.
@@ -231,5 +280,50 @@ mod tests {
         );
         assert!(!alive("garbage"));
         assert!(!alive(""));
+        assert!(
+            alive(&format!("{me} {start}\n{SCRATCH}/tmp/x\n")),
+            "scratch lines follow"
+        );
+    }
+
+    #[test]
+    fn the_scratch_of_a_dead_run_is_removed_by_the_next_sweep_and_a_live_ones_is_not() {
+        let root = tempfile::tempdir().unwrap();
+        let runs = root.path().join("runs");
+        let (registry, _) = RunRegistry::open(&runs).unwrap();
+        let mine = root.path().join("mine");
+        fs::create_dir_all(mine.join("deep")).unwrap();
+        fs::write(mine.join("deep/file"), "x").unwrap();
+        registry.record_scratch(&mine).unwrap();
+        for bad in [Path::new("relative"), Path::new("/tmp/two\nlines")] {
+            let error = registry.record_scratch(bad).unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
+        }
+        // A dead run (pid 0 never names a process) with two scratch directories, one gone.
+        let theirs = root.path().join("theirs");
+        fs::create_dir_all(theirs.join("sub")).unwrap();
+        fs::write(
+            runs.join("run-dead"),
+            format!(
+                "0 0\n{SCRATCH}{}\n{SCRATCH}{}\n{SCRATCH}relative\n",
+                theirs.display(),
+                root.path().join("already-gone").display()
+            ),
+        )
+        .unwrap();
+        let swept = sweep(&runs);
+        assert_eq!(
+            (swept.dead_runs, swept.scratch_removed),
+            (1, 1),
+            "{swept:?}"
+        );
+        assert!(!theirs.exists(), "the dead run's scratch is removed");
+        assert!(mine.join("deep/file").exists(), "this run's own is kept");
+        assert!(!runs.join("run-dead").exists());
+        drop(registry);
+        assert!(
+            mine.exists(),
+            "a clean exit leaves the directory to its owner"
+        );
     }
 }
