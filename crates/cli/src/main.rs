@@ -375,8 +375,15 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
     // this run so that the next one can do the same for it. Not fatal when it cannot.
     // `analyze` only reads text: it starts nothing and has nothing to record.
     let run_record = (!matches!(cli.command, Command::Analyze { .. })).then(open_run_registry);
-    let scratch = tempfile::Builder::new()
-        .prefix("flowbalancer-")
+    let mut scratch = tempfile::Builder::new();
+    scratch.prefix("flowbalancer-");
+    #[cfg(unix)]
+    {
+        // Private: what runs from here (the bundled workers) is only ours to read.
+        use std::os::unix::fs::PermissionsExt;
+        scratch.permissions(std::fs::Permissions::from_mode(0o700));
+    }
+    let scratch = scratch
         .tempdir()
         .map_err(|e| format!("cannot create a scratch directory: {e}"))?;
     // Removed by the `TempDir` on the way out; if this run is killed, by the next run.

@@ -208,6 +208,11 @@ fn a_killed_gateway_leaves_no_worker_and_the_next_start_kills_the_rest() {
             .count()
     };
     assert_eq!(scratch(), 1, "the killed run's scratch directory is left");
+    for entry in std::fs::read_dir(&temp).unwrap() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = entry.unwrap().metadata().unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "the scratch directory is private");
+    }
     // The next start, with the same per-user state, kills it and removes the directory.
     let status = Command::new(env!("CARGO_BIN_EXE_flowbalancer"))
         .args(["check"])
