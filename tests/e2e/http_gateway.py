@@ -291,6 +291,7 @@ size = 1
 enabled = false
 [http]
 bearer_tokens_env = "FB_TEST_TOKENS"
+header_read_timeout = "1s"
 [[tiers]]
 name = "local"
 workers = { builtin = ["echo"] }
@@ -318,6 +319,24 @@ size = 1
                   f"metrics: {status} {headers}")
             check('flowbalancer_tier_successes_total{tier="local"} 1' in text, f"the call is counted: {text[:2000]}")
             check("with a token" not in text, "no payload in the metrics")
+            # A client that trickles its request head is cut off after header_read_timeout.
+            import socket
+            from urllib.parse import urlparse
+            parts = urlparse(url)
+            with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+                sock.sendall(f"POST {parts.path} HTTP/1.1\r\nHost: {parts.hostname}\r\n".encode())
+                started = time.monotonic()
+                answer = b""
+                try:
+                    while chunk := sock.recv(4096):
+                        answer += chunk
+                except OSError:
+                    pass
+                waited = time.monotonic() - started
+            check(0.5 < waited < 5 and (answer == b"" or answer.startswith(b"HTTP/1.1 408")),
+                  f"a trickled request head is cut off after 1 s: {waited:.1f}s {answer[:100]}")
+            status, _, _ = raw(base + "/healthz", method="GET")
+            check(status == 200, f"served after cutting off a slow client: {status}")
         finally:
             gateway.send_signal(signal.SIGTERM)
             gateway.wait(timeout=20)

@@ -500,6 +500,7 @@ pub(crate) async fn serve_http(
         let _ = stream.set_nodelay(true);
         let front = Arc::clone(&front);
         let closing = closing.clone();
+        let header_read_timeout = settings.header_read_timeout;
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                 let front = Arc::clone(&front);
@@ -522,6 +523,9 @@ pub(crate) async fn serve_http(
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .max_buf_size(64 * 1024)
+                // hyper enforces its header timeout only with a timer to keep it.
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_read_timeout)
                 .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             tokio::select! {

@@ -94,6 +94,7 @@ fn zero_where_zero_makes_no_sense_is_a_problem() {
         ttl = 0
         [http]
         session_ttl = "0ms"
+        header_read_timeout = "0s"
         max_body_bytes = 0
         [[tiers]]
         name = "a"
@@ -116,6 +117,7 @@ fn zero_where_zero_makes_no_sense_is_a_problem() {
             "timeout",
             "sessions.ttl",
             "http.session_ttl",
+            "http.header_read_timeout",
             "http.max_body_bytes",
             "tiers[0].call_timeout",
             "tiers[0].hello_timeout",

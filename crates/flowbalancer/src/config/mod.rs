@@ -92,6 +92,10 @@ pub struct HttpConfig {
     /// On SIGTERM or SIGINT, how long in-flight calls may take to finish (default 10 s).
     #[serde(default = "default_drain", with = "crate::duration")]
     pub shutdown_grace: Duration,
+    /// A connection that has not sent a whole request head within this is closed (default
+    /// 30 s): a client that trickles its headers cannot hold a connection open for ever.
+    #[serde(default = "default_header_read_timeout", with = "crate::duration")]
+    pub header_read_timeout: Duration,
 }
 
 fn default_http_path() -> String {
@@ -112,6 +116,9 @@ fn default_session_ttl() -> Duration {
 fn default_drain() -> Duration {
     Duration::from_secs(10)
 }
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(30)
+}
 
 impl Default for HttpConfig {
     fn default() -> Self {
@@ -126,6 +133,7 @@ impl Default for HttpConfig {
             max_requests_per_session: default_max_per_session(),
             session_ttl: default_session_ttl(),
             shutdown_grace: default_drain(),
+            header_read_timeout: default_header_read_timeout(),
         }
     }
 }

@@ -51,6 +51,12 @@ impl Config {
                 "0s: every HTTP session would be closed as soon as it is made".into(),
             );
         }
+        if self.http.header_read_timeout.is_zero() {
+            problem(
+                "http.header_read_timeout".into(),
+                "0s: every connection would be closed before its request".into(),
+            );
+        }
         if self.http.max_body_bytes == 0 {
             problem(
                 "http.max_body_bytes".into(),
