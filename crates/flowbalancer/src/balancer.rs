@@ -11,7 +11,7 @@ use flowbalancer_pool::{
     Pool, PoolConfig, PoolStats, ProcessFactory, ProcessSpec, StartMode, ToolSpec, Worker,
     WorkerFactory,
 };
-use flowbalancer_telemetry::{Event, FileConfig, Level, Telemetry};
+use flowbalancer_telemetry::{FileConfig, Telemetry};
 use flowbalancer_tiers::{BreakerConfig, CallOptions, RouteError, Routed, Router, TierStats};
 use serde::Serialize;
 
@@ -327,26 +327,11 @@ impl Balancer {
     ) -> Result<Routed, RouteError> {
         let result = self.router.call(method, params, options).await;
         if let (Err(error), Some(telemetry)) = (&result, &self.telemetry) {
-            let kind = match error {
-                RouteError::AllTiersFailed { .. } => "all_tiers_failed",
-                RouteError::DeadlineExceeded { .. } => "deadline_exceeded",
-                RouteError::UnknownMethod { .. } => "unknown_method",
-                RouteError::Rejected { .. } => "rejected",
-                _ => "failed",
-            };
-            let mut details = error.to_json();
-            let analyses = summarise_output(&mut details);
-            let mut event = Event::new(
-                Level::Warn,
-                "flowbalancer::balancer",
-                format!("call {method:?} failed"),
-            )
-            .field("error_kind", kind)
-            .field("error", details);
-            if !analyses.is_empty() {
-                event = event.field("analysis", serde_json::Value::Array(analyses));
-            }
-            telemetry.record(event);
+            telemetry.record(crate::failure_log::failure_event(
+                method,
+                error,
+                self.config.telemetry.log_payloads,
+            ));
         }
         result
     }
@@ -750,43 +735,4 @@ fn mcp_spec(tier: &TierConfig) -> Result<flowbalancer_mcp::McpServerSpec, Error>
             "not an MCP tier".into(),
         )),
     }
-}
-
-/// Replaces tool output inside a failure's details — a traceback, or linter, type-checker
-/// or test output in an error's message or data — by a note, and returns the analysis of each
-/// (headline, kind, tool, hint, first error lines): a 50 KB dump becomes a few hundred bytes.
-fn summarise_output(value: &mut serde_json::Value) -> Vec<serde_json::Value> {
-    use flowbalancer_telemetry::analysis::{Kind, analyze};
-    let mut found = Vec::new();
-    match value {
-        serde_json::Value::String(text) if text.len() > 120 || text.contains('\n') => {
-            let analysis = analyze(text);
-            if analysis.kind != Kind::Unknown {
-                found.push(serde_json::json!({
-                    "headline": analysis.headline,
-                    "kind": analysis.kind,
-                    "tool": analysis.tool,
-                    "hint": analysis.hint,
-                    "key_lines": analysis.key_lines,
-                }));
-                *text = format!(
-                    "[{} bytes of {} output; see analysis]",
-                    text.len(),
-                    analysis.tool.unwrap_or("tool")
-                );
-            }
-        }
-        serde_json::Value::Array(items) => {
-            for item in items {
-                found.extend(summarise_output(item));
-            }
-        }
-        serde_json::Value::Object(map) => {
-            for item in map.values_mut() {
-                found.extend(summarise_output(item));
-            }
-        }
-        _ => {}
-    }
-    found
 }

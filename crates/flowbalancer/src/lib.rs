@@ -46,6 +46,8 @@ pub mod duration;
 #[cfg(feature = "balancer")]
 mod error;
 #[cfg(feature = "balancer")]
+mod failure_log;
+#[cfg(feature = "balancer")]
 mod import;
 #[cfg(feature = "balancer")]
 mod session;
