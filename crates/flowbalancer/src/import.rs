@@ -138,6 +138,12 @@ impl Config {
             tier.cwd = entry.cwd;
             tiers.push(tier);
         }
+        if tiers.is_empty() && problems.is_empty() {
+            problems.push(ConfigProblem {
+                location: "mcpServers".into(),
+                message: "no server to serve: the file lists none, or every one is disabled".into(),
+            });
+        }
         (tiers, problems)
     }
 
@@ -272,6 +278,19 @@ fn script_argument<'a>(program: &str, args: &'a [String]) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_with_no_server_to_serve_says_so() {
+        for text in [
+            r#"{"mcpServers": {}}"#,
+            r#"{"mcpServers": {"off": {"command": "x", "disabled": true}}}"#,
+        ] {
+            let (tiers, problems) = Config::parse_mcp_servers(text);
+            assert!(tiers.is_empty());
+            assert_eq!(problems.len(), 1, "{text}: {problems:?}");
+            assert!(problems[0].message.contains("no server"), "{problems:?}");
+        }
+    }
 
     #[test]
     fn imports_every_server_and_reports_every_problem() {
