@@ -273,10 +273,10 @@ def _accepted(annotation):
     return None
 
 
-def _type_problem(name, annotation, default, value):
-    """A message saying why `value` does not fit the parameter's type hint, or None. Only the
-    top-level JSON type is checked: the hints that say more are the tool's own business."""
-    accepted = _accepted(annotation)
+def _type_problem(name, accepted, default, value):
+    """A message saying why `value` does not fit a parameter that takes the JSON types
+    `accepted` (from its hint, by `_accepted`), or None. Only the top-level JSON type is
+    checked: the hints that say more are the tool's own business."""
     if accepted is None:
         return None
     kind = _json_type(value)
@@ -297,9 +297,9 @@ def _check_params(entry, params):
     missing = [name for name in entry["required"] if name not in params]
     if missing:
         return "missing required parameter(s): %s" % ", ".join(missing)
-    for name, (annotation, default) in entry["hints"].items():
+    for name, (accepted, default) in entry["hints"].items():
         if name in params:
-            problem = _type_problem(name, annotation, default, params[name])
+            problem = _type_problem(name, accepted, default, params[name])
             if problem is not None:
                 return problem
     return None
@@ -308,11 +308,10 @@ def _check_params(entry, params):
 def _integral(entry, params):
     """`params` with integral floats (3.0) given to integer parameters as ints."""
     fixed = None
-    for name, (annotation, _) in entry["hints"].items():
+    for name, (accepted, _) in entry["hints"].items():
         value = params.get(name)
         if not isinstance(value, float):
             continue
-        accepted = _accepted(annotation)
         if accepted is not None and "integer" in accepted and "number" not in accepted:
             fixed = fixed if fixed is not None else dict(params)
             fixed[name] = int(value)
@@ -331,7 +330,8 @@ def tool(name: "Union[str, Callable[..., Any], None]" = None, description: "Opti
         _TOOLS[tool_name] = {
             "function": function,
             "params": {name for name, _, _ in params},
-            "hints": {name: (annotation, default) for name, default, annotation in params},
+            # Per parameter: the JSON types its hint accepts (None: any), and its default.
+            "hints": {name: (_accepted(annotation), default) for name, default, annotation in params},
             "required": [name for name, default, _ in params if default is _MISSING],
             "takes_kwargs": takes_kwargs,
             "wants_context": wants_context,

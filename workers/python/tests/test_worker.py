@@ -270,7 +270,7 @@ class TypeHintTest(unittest.TestCase):
         import typing
 
         def problem(annotation, value, default=fw._MISSING):
-            return fw._type_problem("x", annotation, default, value)
+            return fw._type_problem("x", fw._accepted(annotation), default, value)
 
         self.assertIsNone(problem(typing.Optional[str], None))
         self.assertIsNone(problem(str, None, default=None))  # def f(x: str = None)
