@@ -242,3 +242,40 @@ fn session_of(pid: u32) -> Option<u32> {
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(3)?.parse().ok()
 }
+
+#[test]
+fn the_start_after_a_killed_run_with_nothing_left_running_is_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let temp = dir.path().join("tmp");
+    std::fs::create_dir(&temp).unwrap();
+    let config = dir.path().join("quiet.toml");
+    std::fs::write(
+        &config,
+        "[telemetry]\nenabled = false\n[[tiers]]\nname = \"local\"\nworkers = { builtin = [\"echo\"] }\nsize = 1\n",
+    )
+    .unwrap();
+    let mut gateway = Gateway::start(&config, &state, &temp);
+    gateway.child.kill().unwrap(); // SIGKILL: its scratch directory stays, nothing runs
+    gateway.child.wait().unwrap();
+    assert_eq!(std::fs::read_dir(&temp).unwrap().count(), 1);
+    let next = Command::new(env!("CARGO_BIN_EXE_flowbalancer"))
+        .args(["check"])
+        .arg(&config)
+        .env("XDG_STATE_HOME", &state)
+        .env("TMPDIR", &temp)
+        .env_remove("FLOWBALANCER_LOG")
+        .output()
+        .unwrap();
+    assert!(next.status.success());
+    let stderr = String::from_utf8_lossy(&next.stderr);
+    assert!(
+        !stderr.contains("WARN"),
+        "removing a scratch directory is housekeeping, not a warning:\n{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&temp).unwrap().count(),
+        0,
+        "the killed run's scratch directory is removed"
+    );
+}

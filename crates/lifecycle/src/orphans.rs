@@ -203,12 +203,19 @@ fn sweep(dir: &Path) -> Swept {
         swept.scratch_removed += remove_scratch(&record);
         let _ = fs::remove_file(entry.path());
     }
-    if swept.killed > 0 || swept.scratch_removed > 0 {
+    if swept.killed > 0 {
         tracing::warn!(
             killed = swept.killed,
             scratch_removed = swept.scratch_removed,
             runs = swept.dead_runs,
-            "removed what runs that died without cleaning up left behind"
+            "killed processes left behind by runs that died without cleaning up"
+        );
+    } else if swept.scratch_removed > 0 {
+        // Housekeeping after a client that SIGKILLs its servers: nothing to warn about.
+        tracing::info!(
+            scratch_removed = swept.scratch_removed,
+            runs = swept.dead_runs,
+            "removed the scratch directories of runs that died without cleaning up"
         );
     }
     swept
