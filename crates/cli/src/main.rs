@@ -555,13 +555,20 @@ async fn worker_host(
     if let Some(nkey) = credentials.nkey {
         connect = connect.nkey(nkey);
     }
-    let client = flowbalancer_nats::connect(&connect)
-        .await
-        .map_err(|e| e.to_string())?;
     let names = match tier {
         Some(name) => vec![name],
         None => balancer.router().tier_names(),
     };
+    // Before connecting or saying "serving": a name NATS cannot carry is a usage error.
+    if let Some(bad) = names
+        .iter()
+        .find(|name| !flowbalancer_nats::wire::is_valid_tier_name(name))
+    {
+        return Err(flowbalancer_nats::NatsError::InvalidTier(bad.clone()).to_string());
+    }
+    let client = flowbalancer_nats::connect(&connect)
+        .await
+        .map_err(|e| e.to_string())?;
     let stop = tokio_util::sync::CancellationToken::new();
     let mut hosts = tokio::task::JoinSet::new();
     for name in names {

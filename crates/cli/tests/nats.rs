@@ -484,3 +484,36 @@ async fn a_token_from_an_environment_variable_is_required_and_used() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+#[test]
+fn a_tier_name_nats_cannot_carry_is_refused_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("host.toml");
+    std::fs::write(
+        &config,
+        "[telemetry]\nenabled = false\n[[tiers]]\nname = \"a\"\nworkers = { builtin = [\"echo\"] }\nsize = 1\n",
+    )
+    .unwrap();
+    // No NATS server at this address: the name is refused before any connection is tried.
+    let output = Command::new(env!("CARGO_BIN_EXE_flowbalancer"))
+        .args([
+            "worker",
+            "--nats",
+            "nats://127.0.0.1:1",
+            "--tier",
+            "has.dot",
+            "--config",
+        ])
+        .arg(&config)
+        .env("XDG_STATE_HOME", dir.path().join("state"))
+        .output()
+        .expect("flowbalancer worker");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{output:?}");
+    assert!(
+        stderr.contains("\"has.dot\" cannot be a NATS subject token")
+            && !stderr.contains("serving")
+            && !stderr.contains("connect"),
+        "{stderr}"
+    );
+}
