@@ -290,7 +290,7 @@ def _type_problem(name, accepted, default, value):
 
 def _check_params(entry, params):
     """A message saying why `params` do not fit the tool, or None."""
-    known = entry["params"]
+    known = entry["hints"]
     unknown = [key for key in params if key not in known and not entry["takes_kwargs"]]
     if unknown:
         return "unexpected parameter(s): %s" % ", ".join(sorted(unknown))
@@ -329,8 +329,8 @@ def tool(name: "Union[str, Callable[..., Any], None]" = None, description: "Opti
         params = [p for p in params if p[0] != "ctx"]
         _TOOLS[tool_name] = {
             "function": function,
-            "params": {name for name, _, _ in params},
-            # Per parameter: the JSON types its hint accepts (None: any), and its default.
+            # The tool's parameters: for each, the JSON types its hint accepts (None: any)
+            # and its default.
             "hints": {name: (_accepted(annotation), default) for name, default, annotation in params},
             "required": [name for name, default, _ in params if default is _MISSING],
             "takes_kwargs": takes_kwargs,
