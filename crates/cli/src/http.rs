@@ -29,7 +29,7 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::gateway::{Gateway, new_connection_session};
+use crate::gateway::Gateway;
 
 type Reply = Response<BoxBody<Bytes, Infallible>>;
 type Rmcp = StreamableHttpService<Gateway, LocalSessionManager>;
@@ -457,12 +457,7 @@ pub(crate) async fn serve_http(
     sessions.session_config.channel_capacity = 4;
     let factory_balancer = Arc::clone(&balancer);
     let rmcp = StreamableHttpService::new(
-        move || {
-            Ok(Gateway::new(
-                Arc::clone(&factory_balancer),
-                new_connection_session(),
-            ))
-        },
+        move || Ok(Gateway::new(Arc::clone(&factory_balancer))),
         Arc::new(sessions),
         config,
     );

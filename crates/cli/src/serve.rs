@@ -338,7 +338,7 @@ pub(crate) async fn serve(balancer: Arc<Balancer>) -> Result<(), String> {
         listings,
     };
     let connection = crate::gateway::new_connection_session();
-    let service = Gateway::new(Arc::clone(&balancer), Arc::clone(&connection))
+    let service = Gateway::for_connection(Arc::clone(&balancer), Arc::clone(&connection))
         .serve((rmcp_input, sink))
         .await
         .map_err(|e| format!("MCP initialization failed: {e}"))?;

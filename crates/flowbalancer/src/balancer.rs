@@ -342,6 +342,11 @@ impl Balancer {
         self.router.tools()
     }
 
+    /// The tool named `name` as [`tools`](Self::tools) lists it, without copying the others.
+    pub fn tool(&self, name: &str) -> Option<ToolSpec> {
+        self.router.tool(name)
+    }
+
     /// Ends a client session everywhere: its bindings go, and the workers it owned in
     /// `isolation = "session"` tiers are retired. Returns whether any pool knew it.
     pub fn end_session(&self, session: &str) -> bool {

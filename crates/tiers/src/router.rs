@@ -408,6 +408,16 @@ impl Router {
             .any(|entry| entry.offers(method) == Some(true))
     }
 
+    /// The tool named `name` as [`tools`](Self::tools) lists it (from the first tier in
+    /// fallback order that announces it and may serve it), without copying the others.
+    pub fn tool(&self, name: &str) -> Option<ToolSpec> {
+        self.inner
+            .tiers
+            .iter()
+            .filter(|entry| entry.offers(name) != Some(false))
+            .find_map(|entry| entry.tier.tool(name))
+    }
+
     /// The tools of every tier, each name once (the first tier in fallback order that
     /// announces a tool gives its description and schema). A tier with a declared method list
     /// contributes only those methods.

@@ -180,6 +180,13 @@ pub trait Tier: Send + Sync + 'static {
     fn tools(&self) -> Vec<ToolSpec> {
         Vec::new()
     }
+
+    /// The tool named `name`, if this tier offers it. The default looks through
+    /// [`tools`](Self::tools); a tier that can find one tool without copying all of them
+    /// should say so here.
+    fn tool(&self, name: &str) -> Option<ToolSpec> {
+        self.tools().into_iter().find(|t| t.name == name)
+    }
 }
 
 impl<W: Worker> Tier for Pool<W> {
@@ -198,6 +205,10 @@ impl<W: Worker> Tier for Pool<W> {
 
     fn tools(&self) -> Vec<ToolSpec> {
         Pool::tools(self)
+    }
+
+    fn tool(&self, name: &str) -> Option<ToolSpec> {
+        Pool::tool(self, name)
     }
 }
 
@@ -355,6 +366,7 @@ pub(crate) trait ErasedTier: Send + Sync + 'static {
     fn call(&self, request: Request) -> TierFuture<'_, TierFailure>;
     fn offers(&self, method: &str) -> Option<bool>;
     fn tools(&self) -> Vec<ToolSpec>;
+    fn tool(&self, name: &str) -> Option<ToolSpec>;
 }
 
 impl<T: Tier> ErasedTier for T {
@@ -370,5 +382,9 @@ impl<T: Tier> ErasedTier for T {
 
     fn tools(&self) -> Vec<ToolSpec> {
         Tier::tools(self)
+    }
+
+    fn tool(&self, name: &str) -> Option<ToolSpec> {
+        Tier::tool(self, name)
     }
 }

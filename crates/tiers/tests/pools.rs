@@ -73,3 +73,52 @@ async fn pools_announce_their_tools_and_failures_fall_through() {
         Err(RouteError::UnknownMethod { .. })
     ));
 }
+
+#[tokio::test]
+async fn one_tool_is_found_as_the_list_gives_it() {
+    let described =
+        |name: &str, description: &str| ToolSpec::new(name, description, json!({"type": "object"}));
+    let pool = |tools: Vec<ToolSpec>| async move {
+        Pool::builder(in_process(|request| async move { Ok(request.payload) }).with_tools(tools))
+            .size(1)
+            .health_interval(None)
+            .build()
+            .await
+            .unwrap()
+    };
+    let hot = pool(vec![
+        described("echo", "hot echo"),
+        described("shared", "hot"),
+    ])
+    .await;
+    let warm = pool(vec![
+        described("shared", "warm"),
+        described("hidden", "warm"),
+    ])
+    .await;
+    let cold = pool(vec![
+        described("shared", "cold"),
+        described("hidden", "cold"),
+    ])
+    .await;
+    let router = Router::builder()
+        .tier("hot", hot)
+        // warm may serve only `shared`: its `hidden` is not offered.
+        .tier_with_methods("warm", warm, ["shared"])
+        .tier("cold", cold)
+        .build()
+        .unwrap();
+    let listed = router.tools();
+    for name in ["echo", "shared", "hidden", "missing"] {
+        let from_list = listed.iter().find(|t| t.name == name);
+        let found = router.tool(name);
+        assert_eq!(
+            found.as_ref().map(|t| &t.description),
+            from_list.map(|t| &t.description),
+            "{name}"
+        );
+    }
+    assert_eq!(router.tool("shared").unwrap().description, "hot");
+    assert_eq!(router.tool("hidden").unwrap().description, "cold");
+    assert!(router.tool("missing").is_none());
+}

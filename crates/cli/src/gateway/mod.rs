@@ -31,8 +31,10 @@ use upstream::ClientPeer;
 pub(crate) struct Gateway {
     balancer: Arc<Balancer>,
     /// The connection's session: the default session of its calls (affinity, and its own
-    /// workers in `isolation = "session"` tiers), ended when the connection closes.
-    connection: Arc<str>,
+    /// workers in `isolation = "session"` tiers), ended when the connection closes. Made
+    /// when first needed: rmcp makes a gateway for each stateless HTTP request, and one more
+    /// to look up a called tool's schema, and most never need one.
+    connection: std::sync::OnceLock<Arc<str>>,
     /// Over HTTP: the `Mcp-Session-Id` this gateway's requests carried, which is then the
     /// balancer session instead.
     http_session: parking_lot::Mutex<Option<Arc<str>>>,
@@ -42,17 +44,16 @@ pub(crate) struct Gateway {
     subscribed: Arc<parking_lot::Mutex<std::collections::HashSet<String>>>,
     /// Servers' log messages for this client: a bounded queue that drops the oldest when the
     /// client reads slower than servers write, drained in order by one task. Made at the
-    /// client's first call (an idle session costs nothing for it).
-    logs: parking_lot::Mutex<Option<flowbalancer::bus::Sender<Value>>>,
+    /// first log message for the client (a client no server logs to costs nothing for it).
+    logs: upstream::LogSlot,
 }
-
-/// Log messages kept for a client that reads slower than servers write.
-const LOG_QUEUE: usize = 64;
 
 impl Drop for Gateway {
     fn drop(&mut self) {
         // The client session is over (stdio closed, HTTP DELETE or TTL): what it held goes.
-        self.balancer.end_session(&self.connection);
+        if let Some(connection) = self.connection.get() {
+            self.balancer.end_session(connection);
+        }
         if let Some(session) = self.http_session.lock().take() {
             self.balancer.end_session(&session);
         }
@@ -70,6 +71,22 @@ pub(crate) fn new_connection_session() -> Arc<str> {
     let random = std::collections::hash_map::RandomState::new();
     let mixed = std::hash::BuildHasher::hash_one(&random, (n, nanos, std::process::id()));
     Arc::from(format!("conn-{n}-{mixed:016x}"))
+}
+
+/// A tool as MCP lists it: an MCP server's definition whole (its name already prefixed), else
+/// name, description and input schema.
+fn tool_definition(tool: flowbalancer::pool::ToolSpec) -> Value {
+    match tool.definition {
+        Some(definition) if definition.is_object() => definition,
+        _ => {
+            let schema = if tool.input_schema.is_object() {
+                tool.input_schema
+            } else {
+                json!({"type": "object"})
+            };
+            json!({ "name": tool.name, "description": tool.description, "inputSchema": schema })
+        }
+    }
 }
 
 /// How long a client may cache a list (tools, resources, templates, prompts): a change is
@@ -131,50 +148,39 @@ fn session_of(
 }
 
 impl Gateway {
-    pub(crate) fn new(balancer: Arc<Balancer>, connection: Arc<str>) -> Self {
+    /// The face for one client, whose session id is made when first needed.
+    pub(crate) fn new(balancer: Arc<Balancer>) -> Self {
+        Self::with_connection(balancer, std::sync::OnceLock::new())
+    }
+
+    /// The face for one client connection whose session is `connection` (the caller ends
+    /// it too, when the connection closes).
+    pub(crate) fn for_connection(balancer: Arc<Balancer>, connection: Arc<str>) -> Self {
+        Self::with_connection(balancer, std::sync::OnceLock::from(connection))
+    }
+
+    fn with_connection(balancer: Arc<Balancer>, connection: std::sync::OnceLock<Arc<str>>) -> Self {
         Self {
             balancer,
             connection,
             http_session: parking_lot::Mutex::new(None),
             log_level: Arc::default(),
             subscribed: Arc::default(),
-            logs: parking_lot::Mutex::new(None),
+            logs: upstream::LogSlot::default(),
         }
-    }
-
-    /// The client's log queue, made (with its draining task) the first time.
-    fn log_queue(&self, peer: &rmcp::Peer<RoleServer>) -> Option<flowbalancer::bus::Sender<Value>> {
-        let mut logs = self.logs.lock();
-        if logs.is_none() {
-            let (sender, queue) = flowbalancer::bus::channel(
-                flowbalancer::bus::QueueConfig::new(LOG_QUEUE)
-                    .overflow(flowbalancer::bus::Overflow::DropOldest),
-            )
-            .ok()?;
-            let peer = peer.clone();
-            tokio::spawn(async move {
-                while let Some(params) = queue.recv().await {
-                    let notification = serde_json::from_value::<rmcp::model::ServerNotification>(
-                        json!({ "method": "notifications/message", "params": params }),
-                    );
-                    if let Ok(notification) = notification
-                        && peer.send_notification(notification).await.is_err()
-                    {
-                        break; // the client is gone
-                    }
-                }
-            });
-            *logs = Some(sender);
-        }
-        logs.clone()
     }
 
     fn client_peer(&self, peer: &rmcp::Peer<RoleServer>) -> UpstreamHandle {
         UpstreamHandle(Arc::new(ClientPeer::new(
             peer.clone(),
             Arc::clone(&self.log_level),
-            self.log_queue(peer),
+            Arc::clone(&self.logs),
         )))
+    }
+
+    /// The connection's session id, made the first time.
+    fn connection(&self) -> &Arc<str> {
+        self.connection.get_or_init(new_connection_session)
     }
 
     /// The client session of a request: its `Mcp-Session-Id` over HTTP, else the connection.
@@ -195,7 +201,7 @@ impl Gateway {
                     }
                 }
             }
-            None => Arc::clone(&self.connection),
+            None => Arc::clone(self.connection()),
         }
     }
 
@@ -203,18 +209,7 @@ impl Gateway {
         self.balancer
             .tools()
             .into_iter()
-            .map(|t| match t.definition {
-                // An MCP server's definition, whole (its name already prefixed).
-                Some(definition) if definition.is_object() => definition,
-                _ => {
-                    let schema = if t.input_schema.is_object() {
-                        t.input_schema
-                    } else {
-                        json!({"type": "object"})
-                    };
-                    json!({ "name": t.name, "description": t.description, "inputSchema": schema })
-                }
-            })
+            .map(tool_definition)
             .collect()
     }
 
@@ -224,7 +219,7 @@ impl Gateway {
     /// stdio call without a session stays unbound, so that all of one client's calls are not
     /// tied to one worker.
     fn default_session(&self, client: &Arc<str>) -> Option<String> {
-        if !Arc::ptr_eq(client, &self.connection) {
+        if !Arc::ptr_eq(client, self.connection()) {
             return Some(client.to_string());
         }
         let config = self.balancer.config();
@@ -333,10 +328,9 @@ impl ServerHandler for Gateway {
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.tools()
-            .into_iter()
-            .find(|t| t["name"] == name)
-            .and_then(|t| serde_json::from_value(t).ok())
+        // rmcp asks for the called tool of every stateless HTTP request: only it is copied.
+        let tool = self.balancer.tool(name)?;
+        serde_json::from_value(tool_definition(tool)).ok()
     }
 
     async fn call_tool(

@@ -23,22 +23,53 @@ pub(crate) const LEVELS: [&str; 8] = [
     "emergency",
 ];
 
+/// Log messages kept for a client that reads slower than servers write.
+const LOG_QUEUE: usize = 64;
+
+/// A client's log queue, made (with the task that drains it into the client) at the first log
+/// message for that client.
+pub(crate) type LogSlot = Arc<parking_lot::Mutex<Option<flowbalancer::bus::Sender<Value>>>>;
+
+/// The sender of `slot`'s queue, made the first time: a bounded queue that drops the oldest
+/// message when the client reads slower than servers write, drained in order into `peer`.
+fn log_sender(slot: &LogSlot, peer: &Peer<RoleServer>) -> Option<flowbalancer::bus::Sender<Value>> {
+    let mut logs = slot.lock();
+    if logs.is_none() {
+        let (sender, queue) = flowbalancer::bus::channel(
+            flowbalancer::bus::QueueConfig::new(LOG_QUEUE)
+                .overflow(flowbalancer::bus::Overflow::DropOldest),
+        )
+        .ok()?;
+        let peer = peer.clone();
+        tokio::spawn(async move {
+            while let Some(params) = queue.recv().await {
+                let notification = serde_json::from_value::<ServerNotification>(
+                    json!({ "method": "notifications/message", "params": params }),
+                );
+                if let Ok(notification) = notification
+                    && peer.send_notification(notification).await.is_err()
+                {
+                    break; // the client is gone
+                }
+            }
+        });
+        *logs = Some(sender);
+    }
+    logs.clone()
+}
+
 /// One client connection, answering for the requests of the MCP servers behind us.
 pub(crate) struct ClientPeer {
     peer: Peer<RoleServer>,
     /// The least severe log level the client wants (`logging/setLevel`), as an index of
     /// [`LEVELS`]: servers' log messages below it are not passed on.
     level: Arc<AtomicUsize>,
-    /// The client's log queue (bounded, oldest dropped first).
-    logs: Option<flowbalancer::bus::Sender<Value>>,
+    /// The client's log queue (bounded, oldest dropped first), shared by its calls.
+    logs: LogSlot,
 }
 
 impl ClientPeer {
-    pub(crate) fn new(
-        peer: Peer<RoleServer>,
-        level: Arc<AtomicUsize>,
-        logs: Option<flowbalancer::bus::Sender<Value>>,
-    ) -> Self {
+    pub(crate) fn new(peer: Peer<RoleServer>, level: Arc<AtomicUsize>, logs: LogSlot) -> Self {
         Self { peer, level, logs }
     }
 
@@ -100,7 +131,7 @@ impl Upstream for ClientPeer {
             if severity < self.level.load(Ordering::Relaxed) {
                 return;
             }
-            if let Some(logs) = &self.logs {
+            if let Some(logs) = log_sender(&self.logs, &self.peer) {
                 let _ = logs.try_send(params);
             }
             return;

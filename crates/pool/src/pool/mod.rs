@@ -334,6 +334,12 @@ impl<W: Worker> Pool<W> {
         self.inner.state.lock().tools.as_ref().clone()
     }
 
+    /// The tool named `name`, if the workers announced it: only that tool is copied.
+    pub fn tool(&self, name: &str) -> Option<ToolSpec> {
+        let tools = Arc::clone(&self.inner.state.lock().tools);
+        tools.iter().find(|t| t.name == name).cloned()
+    }
+
     /// Whether the workers announced `method`: `None` when they announced nothing. Cheap: no
     /// tool is copied.
     pub fn offers(&self, method: &str) -> Option<bool> {
