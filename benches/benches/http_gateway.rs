@@ -22,6 +22,17 @@ use serde_json::{Value, json};
 
 use flowbalancer_benches::harness::{self, free_port, micros as us, root};
 
+/// Which revision of MCP a bench client speaks.
+#[derive(Clone, Copy, PartialEq)]
+enum Revision {
+    /// 2025-11-25: `initialize`, then every request in an `Mcp-Session-Id` session (what the
+    /// SDKs' `ClientSession` does).
+    Sessions,
+    /// 2026-07-28: no handshake and no session; every request carries the protocol version in
+    /// its headers and `_meta` (what the Python SDK's high-level `Client` does).
+    Stateless,
+}
+
 /// One client session on its own connection.
 struct Session {
     send: SendRequest<Full<Bytes>>,
@@ -29,10 +40,15 @@ struct Session {
     path: String,
     id: Option<String>,
     next: u64,
+    revision: Revision,
 }
 
 impl Session {
     async fn open(address: &str, path: &str) -> Result<Self, String> {
+        Self::open_speaking(address, path, Revision::Sessions).await
+    }
+
+    async fn open_speaking(address: &str, path: &str, revision: Revision) -> Result<Self, String> {
         let stream = tokio::net::TcpStream::connect(address)
             .await
             .map_err(|e| e.to_string())?;
@@ -47,7 +63,11 @@ impl Session {
             path: path.to_string(),
             id: None,
             next: 1,
+            revision,
         };
+        if revision == Revision::Stateless {
+            return Ok(session);
+        }
         session
             .post(
                 json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
@@ -69,6 +89,20 @@ impl Session {
             .header("accept", "application/json, text/event-stream");
         if let Some(id) = &self.id {
             request = request.header("mcp-session-id", id);
+        }
+        let mut message = message;
+        if self.revision == Revision::Stateless {
+            request = request
+                .header("mcp-protocol-version", STATELESS_REVISION)
+                .header("mcp-method", message["method"].as_str().unwrap_or_default());
+            if let Some(name) = message["params"]["name"].as_str() {
+                request = request.header("mcp-name", name);
+            }
+            message["params"]["_meta"] = json!({
+                "io.modelcontextprotocol/protocolVersion": STATELESS_REVISION,
+                "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "1"},
+                "io.modelcontextprotocol/clientCapabilities": {},
+            });
         }
         let request = request
             .body(Full::new(Bytes::from(message.to_string())))
@@ -126,6 +160,9 @@ impl Session {
     }
 }
 
+/// The revision whose requests need no session.
+const STATELESS_REVISION: &str = "2026-07-28";
+
 struct Run {
     rate: f64,
     latency: Arc<LatencyHistogram>,
@@ -155,9 +192,22 @@ async fn load(
     calls: usize,
     server: Option<u32>,
 ) -> Result<Run, String> {
+    load_speaking(address, path, sessions, calls, server, Revision::Sessions).await
+}
+
+/// `calls` echo calls from `sessions` clients at once, each on its own connection, speaking
+/// `revision`.
+async fn load_speaking(
+    address: &str,
+    path: &str,
+    sessions: usize,
+    calls: usize,
+    server: Option<u32>,
+    revision: Revision,
+) -> Result<Run, String> {
     let mut opened = Vec::with_capacity(sessions);
     for _ in 0..sessions {
-        opened.push(Session::open(address, path).await?);
+        opened.push(Session::open_speaking(address, path, revision).await?);
     }
     for session in &mut opened {
         session.echo("warm").await?;
@@ -228,6 +278,8 @@ fn start(mut command: std::process::Command, address: &str) -> Option<std::proce
 /// What one server gave: 64 sessions at once, one caller alone, and its memory per idle session.
 struct Measured {
     load: Result<Run, String>,
+    /// 64 clients at once speaking 2026-07-28 (no sessions).
+    stateless: Result<Run, String>,
     alone: Result<Run, String>,
     idle: Option<(u64, u64)>,
 }
@@ -251,6 +303,14 @@ fn measure(
     let mut child = start(command, address)?;
     let measured = Measured {
         load: rt.block_on(load(address, "/mcp", 64, calls, Some(child.id()))),
+        stateless: rt.block_on(load_speaking(
+            address,
+            "/mcp",
+            64,
+            calls,
+            Some(child.id()),
+            Revision::Stateless,
+        )),
         alone: rt.block_on(load(address, "/mcp", 1, calls / 20, Some(child.id()))),
         idle: idle_sessions(rt, &child, address),
     };
@@ -413,6 +473,22 @@ fn main() {
             harness::micros_over(ours_cpu, floor_cpu),
         ));
     }
+    report.push_str(&format!(
+        "\nThe same load from 64 clients speaking {STATELESS_REVISION} (no handshake, no \
+         session: each request stands alone, as the Python SDK's high-level `Client` sends \
+         them):\n\n"
+    ));
+    report.push_str(header);
+    report.push_str(&row(
+        "flowbalancer serve --http",
+        calls,
+        ours.as_ref().map(|m| &m.stateless),
+    ));
+    report.push_str(&row(
+        "minimal rmcp streamable-HTTP server (the floor)",
+        calls,
+        floor.as_ref().map(|m| &m.stateless),
+    ));
     report.push_str("\nOne caller alone (one session, one call at a time):\n\n");
     report.push_str(header);
     report.push_str(&row(

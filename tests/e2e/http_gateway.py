@@ -144,6 +144,14 @@ env = {{ CANCEL_LOG = "{cancel_log}" }}
 name = "local"
 workers = {{ builtin = ["echo"] }}
 size = 1
+
+[[tiers]]
+name = "own"
+workers = {{ mcp = ["{python}", "{HERE}/servers/py_tools.py"] }}
+size = 1
+max_overflow = 2
+isolation = "session"
+tool_prefix = "own_"
 """
         gateway, url = start(config, directory)
         try:
@@ -193,6 +201,19 @@ size = 1
                 check(r.content[0].text == "3", f"2026-07-28 tools/call over HTTP {r}")
                 r = await client.read_resource("test://static-text")
                 check("static text" in r.contents[0].text, f"2026-07-28 resources/read {r}")
+            # 2026-07-28 requests carry no session: a call to an isolated tier gets a worker
+            # of its own for that call alone; a session named in `_meta` keeps its worker.
+            async with Client(url) as client:
+                async def whoami(meta=None):
+                    r = await client.call_tool("own_whoami", {}, meta=meta)
+                    check(not r.is_error, f"own_whoami {r}")
+                    return r.content[0].text
+                alone = [await whoami(), await whoami()]
+                check(alone[0] != alone[1], f"sessionless calls share no worker: {alone}")
+                mine = [await whoami({"sessionId": "e2e-a"}) for _ in range(3)]
+                check(len(set(mine)) == 1, f"a named session keeps its worker: {mine}")
+                other = await whoami({"sessionId": "e2e-b"})
+                check(other != mine[0], f"another named session, another worker: {mine[0]} / {other}")
             # subscriptions/listen (2026-07-28) carries list_changed.
             async with Client(url) as client:
                 async with client.listen(tools_list_changed=True) as subscription:
