@@ -8,6 +8,9 @@ use flowbalancer_pool::AffinityMode;
 use serde::{Deserialize, Serialize};
 
 mod problems;
+mod workers;
+
+pub use workers::{NatsWorkersConfig, WorkersConfig};
 
 /// Everything a balancer is built from. See `docs/configuration.md` for every key.
 ///
@@ -143,80 +146,6 @@ fn default_name() -> String {
 }
 fn default_timeout() -> Duration {
     Duration::from_secs(30)
-}
-
-/// Where a tier's workers come from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-#[non_exhaustive]
-pub enum WorkersConfig {
-    /// A worker process: the argv (never run through a shell).
-    Command(Vec<String>),
-    /// A Python worker script, run with the interpreter behind `python3`.
-    Python(PathBuf),
-    /// In-process built-in tools: any of `echo`, `word_count`, `sleep`, `fib`, `pid`.
-    Builtin(Vec<String>),
-    /// A stdio MCP server: the argv (never run through a shell), for example
-    /// `["npx", "-y", "@modelcontextprotocol/server-everything", "stdio"]`. Each worker is one
-    /// instance of it, spoken to as an MCP client.
-    Mcp(Vec<String>),
-    /// A streamable-HTTP MCP server (`http://host:port/mcp`): each worker is one client
-    /// session there; `headers` are sent with every request.
-    McpUrl(String),
-    /// Every host serving a tier over NATS (`flowbalancer worker --nats …`), as this tier.
-    Nats(NatsWorkersConfig),
-}
-
-/// A remote tier over NATS: `workers = { nats = { url = "nats://host:4222", tier = "warm" } }`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct NatsWorkersConfig {
-    /// The NATS server: `nats://host:4222`, or `tls://host:4222` for TLS.
-    pub url: String,
-    /// The tier name the hosts serve (default: this tier's name).
-    #[serde(default)]
-    pub tier: Option<String>,
-    /// An environment variable holding the server's token.
-    #[serde(default)]
-    pub token_env: Option<String>,
-    /// A NATS credentials file (`.creds`: JWT and nkey seed).
-    #[serde(default)]
-    pub creds: Option<PathBuf>,
-    /// A file holding a bare nkey seed.
-    #[serde(default)]
-    pub nkey: Option<PathBuf>,
-    /// Calls are jobs on a JetStream work queue (long, idempotent jobs): a job whose host dies
-    /// is delivered again after the tier's `call_timeout` (hosts keep their jobs alive with
-    /// AckProgress while they run). The hosts run `flowbalancer worker --durable`.
-    #[serde(default)]
-    pub durable: bool,
-    /// Durable tiers: deliveries after the first, at most (default 2).
-    #[serde(default = "default_nats_retries")]
-    pub retries: u32,
-}
-
-fn default_nats_retries() -> u32 {
-    2
-}
-
-impl NatsWorkersConfig {
-    /// The hosts of tier `tier` behind the server at `url`.
-    pub fn new(url: impl Into<String>, tier: impl Into<String>) -> Self {
-        Self {
-            url: url.into(),
-            tier: Some(tier.into()),
-            retries: default_nats_retries(),
-            ..Self::default()
-        }
-    }
-}
-
-impl WorkersConfig {
-    /// Whether these workers are MCP servers (stdio or HTTP).
-    pub fn is_mcp(&self) -> bool {
-        matches!(self, WorkersConfig::Mcp(_) | WorkersConfig::McpUrl(_))
-    }
 }
 
 /// How a tier's workers are shared between client sessions.
