@@ -22,6 +22,10 @@ struct ServerEntry {
     cwd: Option<PathBuf>,
     #[serde(default)]
     url: Option<String>,
+    /// The transport, when the client writes it: `stdio`, `http` (streamable HTTP) or `sse`
+    /// (the older HTTP+SSE transport).
+    #[serde(default, rename = "type")]
+    transport: Option<String>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
     /// flowbalancer's own addition: instances kept running (default 1).
@@ -31,10 +35,28 @@ struct ServerEntry {
     disabled: bool,
 }
 
+/// `{"mcpServers": {…}}`, or VS Code's `{"servers": {…}}` (`.vscode/mcp.json`).
 #[derive(Debug, Deserialize)]
 struct McpServersFile {
-    #[serde(rename = "mcpServers")]
+    #[serde(rename = "mcpServers", alias = "servers")]
     mcp_servers: BTreeMap<String, serde_json::Value>,
+}
+
+/// What an entry's `type` says about how to reach the server, or why it cannot be served.
+fn transport_problem(transport: Option<&str>) -> Option<String> {
+    match transport {
+        None | Some("stdio" | "http" | "streamable-http" | "streamableHttp" | "streamable_http") => {
+            None
+        }
+        Some("sse") => Some(
+            "\"type\": \"sse\" is MCP's older HTTP+SSE transport, which this gateway does not speak; \
+             a server that also serves streamable HTTP can be given as \"type\": \"http\" with that URL"
+                .to_string(),
+        ),
+        Some(other) => Some(format!(
+            "unknown \"type\": {other:?} (stdio, http or streamable-http)"
+        )),
+    }
 }
 
 impl Config {
@@ -55,8 +77,10 @@ impl Config {
     }
 
     /// Reads the `{"mcpServers": {name: {command, args, env}}}` JSON that Claude Desktop,
-    /// Cursor and most MCP clients use: each server becomes an MCP tier named after it, of
-    /// size 1 (or the entry's `size`). Entries with `"disabled": true` are left out.
+    /// Cursor and most MCP clients use (or VS Code's `{"servers": {…}}`): each server becomes
+    /// an MCP tier named after it, of size 1 (or the entry's `size`); an entry with a `url`
+    /// instead of a `command` is a streamable-HTTP server. Entries with `"disabled": true`
+    /// are left out.
     ///
     /// ```
     /// let tiers = flowbalancer::Config::tiers_from_mcp_servers(r#"{
@@ -72,7 +96,8 @@ impl Config {
     /// # Errors
     ///
     /// [`crate::Error::Config`] with every problem at once: JSON that does not parse, an
-    /// entry without a `command`, an HTTP server (`url`, not served here yet).
+    /// entry with neither a `command` nor a `url`, a `type` this gateway does not speak
+    /// (`sse`, MCP's older HTTP+SSE transport, or one it does not know).
     pub fn tiers_from_mcp_servers(text: &str) -> Result<Vec<TierConfig>, crate::Error> {
         let (tiers, problems) = Self::parse_mcp_servers(text);
         if problems.is_empty() {
@@ -113,6 +138,10 @@ impl Config {
                 }
             };
             if entry.disabled {
+                continue;
+            }
+            if let Some(message) = transport_problem(entry.transport.as_deref()) {
+                problems.push(ConfigProblem { location, message });
                 continue;
             }
             let Some(command) = entry.command.filter(|c| !c.trim().is_empty()) else {
@@ -325,6 +354,45 @@ mod tests {
         );
         let error = Config::tiers_from_mcp_servers("{").expect_err("not JSON");
         assert!(error.to_string().contains("line 1"), "{error}");
+    }
+
+    #[test]
+    fn reads_the_transport_type_and_vs_code_files() {
+        let tiers = Config::tiers_from_mcp_servers(
+            r#"{"servers": {
+                "local": {"type": "stdio", "command": "npx", "args": ["-y", "pkg"]},
+                "web": {"type": "http", "url": "http://127.0.0.1:1/mcp"}
+            }, "inputs": []}"#,
+        )
+        .expect("a VS Code mcp.json");
+        assert_eq!(
+            tiers.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+            ["local", "web"]
+        );
+        assert_eq!(
+            tiers[1].workers,
+            WorkersConfig::McpUrl("http://127.0.0.1:1/mcp".into())
+        );
+        let (tiers, problems) = Config::parse_mcp_servers(
+            r#"{"mcpServers": {
+                "old": {"type": "sse", "url": "http://127.0.0.1:1/sse"},
+                "odd": {"type": "websocket", "url": "ws://127.0.0.1:1"},
+                "fine": {"command": "uvx", "args": ["x"]}
+            }}"#,
+        );
+        assert_eq!(tiers.len(), 1, "{tiers:?}");
+        let by_location = |name: &str| {
+            problems
+                .iter()
+                .find(|p| p.location == format!("mcpServers.{name}"))
+                .map(|p| p.message.clone())
+                .unwrap_or_default()
+        };
+        assert!(by_location("old").contains("HTTP+SSE"), "{problems:?}");
+        assert!(
+            by_location("odd").contains("unknown \"type\""),
+            "{problems:?}"
+        );
     }
 
     #[test]
