@@ -547,6 +547,8 @@ async fn start_tier(
     scope: flowbalancer_lifecycle::ScopeHandle,
 ) -> Result<TierPool, Error> {
     let (tier, config, scope) = (&tier, &config, &scope);
+    let env = expanded_env(tier)?;
+    let env = &env;
     let spec = |mut spec: ProcessSpec| {
         if let Some(cwd) = &tier.cwd {
             spec = spec.cwd(cwd);
@@ -554,7 +556,7 @@ async fn start_tier(
         if let Some(allow) = &tier.env_allow {
             spec.env_allow = allow.clone();
         }
-        for (key, value) in &tier.env {
+        for (key, value) in env {
             spec = spec.env(key, value);
         }
         spec.hello_timeout(tier.hello_timeout())
@@ -626,7 +628,7 @@ async fn start_tier(
             if let Some(allow) = &tier.env_allow {
                 spec = spec.env_allow(allow.iter().cloned());
             }
-            for (key, value) in &tier.env {
+            for (key, value) in env {
                 spec = spec.env(key, value);
             }
             if let Some(prefix) = &tier.tool_prefix {
@@ -700,6 +702,22 @@ fn warn_duplicates(tiers: &[McpTier]) {
             }
         }
     }
+}
+
+/// The tier's `env`, with `${NAME}` in each value taken from our environment.
+fn expanded_env(tier: &TierConfig) -> Result<Vec<(String, String)>, Error> {
+    tier.env
+        .iter()
+        .map(|(key, value)| {
+            let value = crate::config::expand_env(value).map_err(|missing| Error::Config {
+                problems: vec![crate::config::ConfigProblem {
+                    location: format!("tier {:?}.env.{key}", tier.name),
+                    message: format!("the environment variable {missing} is not set"),
+                }],
+            })?;
+            Ok((key.clone(), value))
+        })
+        .collect()
 }
 
 /// The server an MCP tier runs: a command, or an HTTP endpoint with its headers (`${NAME}`

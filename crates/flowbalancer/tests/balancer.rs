@@ -346,6 +346,31 @@ async fn python_tiers_serve_and_leave_nothing_behind() {
     }
 }
 
+#[tokio::test]
+async fn an_env_value_naming_an_unset_variable_stops_the_start_and_names_it() {
+    let config = Config::from_toml(&format!(
+        r#"
+        [telemetry]
+        enabled = false
+        [[tiers]]
+        name = "hot"
+        workers = {{ python = "{script}" }}
+        env = {{ API_KEY = "${{FLOWBALANCER_SURELY_UNSET_KEY}}", HOME_TOO = "${{HOME}}" }}
+        "#,
+        script = worker_script(),
+    ))
+    .unwrap();
+    let error = Balancer::from_config(config)
+        .await
+        .expect_err("unset")
+        .to_string();
+    assert!(
+        error.contains("tier \"hot\".env.API_KEY")
+            && error.contains("FLOWBALANCER_SURELY_UNSET_KEY"),
+        "{error}"
+    );
+}
+
 async fn futures_pids(balancer: &Balancer) -> Vec<u64> {
     let mut pids = Vec::new();
     for _ in 0..4 {

@@ -235,7 +235,8 @@ pub struct TierConfig {
     /// Working directory of worker processes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<PathBuf>,
-    /// Extra environment variables of worker processes.
+    /// Extra environment variables of worker processes; `${NAME}` (or `${NAME:-default}`) in
+    /// a value is taken from our environment when the workers start.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     /// Variables passed through from our environment (default: PATH, HOME, LANG, …).
@@ -270,11 +271,13 @@ pub struct TierConfig {
     pub headers: BTreeMap<String, String>,
 }
 
-/// `${NAME}` in `text` replaced by the environment variable `NAME`.
+/// `${NAME}` in `text` replaced by the environment variable `NAME`, and `${NAME:-default}` by
+/// `NAME` or, when it is unset or empty, `default` (as Claude Code's `.mcp.json` and shells
+/// write them).
 ///
 /// # Errors
 ///
-/// The name of a variable that is not set.
+/// The name of a variable that is not set (and has no default).
 pub(crate) fn expand_env(text: &str) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -285,8 +288,14 @@ pub(crate) fn expand_env(text: &str) -> Result<String, String> {
             out.push_str(&rest[start..]);
             return Ok(out);
         };
-        let name = &after[..end];
-        let value = std::env::var(name).map_err(|_| name.to_string())?;
+        let reference = &after[..end];
+        let value = match reference.split_once(":-") {
+            Some((name, default)) => std::env::var(name)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| default.to_string()),
+            None => std::env::var(reference).map_err(|_| reference.to_string())?,
+        };
         out.push_str(&value);
         rest = &after[end + 1..];
     }
@@ -635,4 +644,32 @@ fn location_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
 /// A level name (`error` … `trace`, any case).
 pub(crate) fn parse_level(text: &str) -> Option<tracing::Level> {
     text.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand_env;
+
+    #[test]
+    fn references_expand_from_the_environment_with_defaults() {
+        let home = std::env::var("HOME").unwrap_or_default();
+        assert_eq!(expand_env("a ${HOME} b"), Ok(format!("a {home} b")));
+        assert_eq!(
+            expand_env("${FLOWBALANCER_SURELY_UNSET_VAR:-fallback}/x"),
+            Ok("fallback/x".to_string())
+        );
+        assert_eq!(
+            expand_env("${HOME:-unused}"),
+            Ok(home.clone()),
+            "a set variable wins over its default"
+        );
+        assert_eq!(
+            expand_env("Bearer ${FLOWBALANCER_SURELY_UNSET_VAR}"),
+            Err("FLOWBALANCER_SURELY_UNSET_VAR".to_string())
+        );
+        assert_eq!(
+            expand_env("no reference, ${unclosed"),
+            Ok("no reference, ${unclosed".to_string())
+        );
+    }
 }
