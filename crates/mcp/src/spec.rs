@@ -53,8 +53,16 @@ pub fn is_valid_tool_name(name: &str) -> bool {
 ///     .env("NODE_OPTIONS", "--max-old-space-size=256")
 ///     .tool_prefix("fs_");
 /// assert_eq!(spec.program.to_str(), Some("npx"));
+///
+/// // Printed, it names the variables of `env` and the `headers` but not their values
+/// // (they often hold tokens).
+/// let remote = McpServerSpec::http("search", "http://127.0.0.1:3000/mcp")
+///     .header("Authorization", "Bearer s3cret");
+/// let shown = format!("{spec:?} {remote:?}");
+/// assert!(shown.contains("NODE_OPTIONS") && shown.contains("Authorization"));
+/// assert!(!shown.contains("256") && !shown.contains("s3cret"));
 /// ```
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 #[non_exhaustive]
 pub struct McpServerSpec {
     /// A name for logs and errors (the tier's name).
@@ -84,6 +92,26 @@ pub struct McpServerSpec {
     pub url: Option<String>,
     /// HTTP headers sent with every request to `url` (an `Authorization`, say).
     pub headers: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for McpServerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use flowbalancer_pool::process::RedactedValues;
+        f.debug_struct("McpServerSpec")
+            .field("name", &self.name)
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field("cwd", &self.cwd)
+            .field("env_allow", &self.env_allow)
+            .field("env", &RedactedValues(&self.env))
+            .field("start_timeout", &self.start_timeout)
+            .field("max_message", &self.max_message)
+            .field("tool_prefix", &self.tool_prefix)
+            .field("tool_filter", &self.tool_filter)
+            .field("url", &self.url)
+            .field("headers", &RedactedValues(&self.headers))
+            .finish()
+    }
 }
 
 impl McpServerSpec {

@@ -1,6 +1,7 @@
 //! Subprocess workers over framed stdio (protocol: `docs/protocol.md`), and the Rust side of
 //! the protocol for writing workers.
 
+mod redact;
 mod worker;
 
 /// Length-prefixed frames (from `flowbalancer-protocol`).
@@ -8,6 +9,7 @@ pub use flowbalancer_protocol::frame;
 /// The protocol's messages (from `flowbalancer-protocol`).
 pub use flowbalancer_protocol::message as protocol;
 pub use flowbalancer_protocol::{CallContext, WorkerServer};
+pub use redact::RedactedValues;
 pub use worker::{
     DEFAULT_ENV_ALLOW, ProcessFactory, ProcessSpec, ProcessWorker, python_interpreter,
     worker_command,

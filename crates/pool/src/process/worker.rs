@@ -36,8 +36,9 @@ pub const DEFAULT_ENV_ALLOW: &[&str] = &[
     "SYSTEMROOT",
 ];
 
-/// How to start a worker process. The command is an argv (never a shell).
-#[derive(Debug, Clone, PartialEq)]
+/// How to start a worker process. The command is an argv (never a shell). Its `Debug` output
+/// names the variables of `env` but not their values.
+#[derive(Clone, PartialEq)]
 pub struct ProcessSpec {
     /// The program.
     pub program: PathBuf,
@@ -55,6 +56,21 @@ pub struct ProcessSpec {
     pub hello_timeout: Duration,
     /// The longest stderr line forwarded to `tracing` (longer lines are cut).
     pub max_stderr_line: usize,
+}
+
+impl std::fmt::Debug for ProcessSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessSpec")
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field("cwd", &self.cwd)
+            .field("env_allow", &self.env_allow)
+            .field("env", &super::RedactedValues(&self.env))
+            .field("max_frame", &self.max_frame)
+            .field("hello_timeout", &self.hello_timeout)
+            .field("max_stderr_line", &self.max_stderr_line)
+            .finish()
+    }
 }
 
 impl ProcessSpec {
