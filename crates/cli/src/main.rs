@@ -70,7 +70,7 @@ enum Command {
         #[arg(long)]
         session: Option<String>,
         /// The deadline of the call (for example 5s).
-        #[arg(long, value_parser = parse_duration)]
+        #[arg(long, value_parser = parse_positive_duration)]
         timeout: Option<Duration>,
     },
     /// Drive the balancer in-process and report throughput and latency per tier.
@@ -79,10 +79,10 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
         /// How long to run (for example 10s).
-        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        #[arg(long, default_value = "5s", value_parser = parse_positive_duration)]
         duration: Duration,
-        /// Concurrent callers.
-        #[arg(long, default_value_t = 32)]
+        /// Concurrent callers (at least 1).
+        #[arg(long, default_value_t = 32, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
         concurrency: usize,
         /// The tool to call.
         #[arg(long, default_value = "echo")]
@@ -148,6 +148,15 @@ enum Command {
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     flowbalancer::duration::parse(text)
+}
+
+/// A duration where zero would make the command do nothing (a deadline already past, a run
+/// of no time).
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err("must be more than zero".to_string()),
+        duration => Ok(duration),
+    }
 }
 
 /// Logs to stderr; the event log joins once the balancer has started it.
@@ -474,14 +483,8 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         } => {
             let params = parse_args(&args)?;
             let balancer = start(config.as_ref(), None, scratch.path(), &logs).await?;
-            let report = bench::run(
-                Arc::clone(&balancer),
-                &tool,
-                params,
-                duration,
-                concurrency.max(1),
-            )
-            .await;
+            let report =
+                bench::run(Arc::clone(&balancer), &tool, params, duration, concurrency).await;
             balancer.shutdown().await;
             if json {
                 println!(

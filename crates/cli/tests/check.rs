@@ -1,5 +1,6 @@
 //! `flowbalancer check` takes the config as every other command does (`--config FILE`) as well
-//! as by position, and says what is wrong with it.
+//! as by position, and says what is wrong with it; `bench` and `call` refuse zero where it
+//! would make them do nothing.
 
 use std::process::{Command, Output};
 
@@ -54,4 +55,23 @@ fn check_takes_the_config_by_position_or_as_an_option() {
     // Both at once is a usage error, not a silent choice of one.
     let output = check(&[good.as_os_str(), "--config".as_ref(), bad.as_os_str()]);
     assert_eq!(output.status.code(), Some(2), "{output:?}");
+}
+
+#[test]
+fn zero_where_a_command_would_do_nothing_is_a_usage_error() {
+    let state = tempfile::tempdir().unwrap();
+    for args in [
+        &["bench", "--duration", "0s"][..],
+        &["bench", "--concurrency", "0"],
+        &["call", "--timeout", "0ms", "echo", "{}"],
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_flowbalancer"))
+            .args(args)
+            .env("XDG_STATE_HOME", state.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("invalid value '0"), "{args:?}: {stderr}");
+    }
 }
