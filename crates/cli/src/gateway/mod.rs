@@ -35,6 +35,9 @@ pub(crate) struct Gateway {
     /// when first needed: rmcp makes a gateway for each stateless HTTP request, and one more
     /// to look up a called tool's schema, and most never need one.
     connection: std::sync::OnceLock<Arc<str>>,
+    /// Whether the connection lasts across requests (stdio), so that its calls may prefer
+    /// one worker; over HTTP, a request without a session stands alone.
+    lasting: bool,
     /// Over HTTP: the `Mcp-Session-Id` this gateway's requests carried, which is then the
     /// balancer session instead.
     http_session: parking_lot::Mutex<Option<Arc<str>>>,
@@ -150,19 +153,24 @@ fn session_of(
 impl Gateway {
     /// The face for one client, whose session id is made when first needed.
     pub(crate) fn new(balancer: Arc<Balancer>) -> Self {
-        Self::with_connection(balancer, std::sync::OnceLock::new())
+        Self::with_connection(balancer, std::sync::OnceLock::new(), false)
     }
 
     /// The face for one client connection whose session is `connection` (the caller ends
     /// it too, when the connection closes).
     pub(crate) fn for_connection(balancer: Arc<Balancer>, connection: Arc<str>) -> Self {
-        Self::with_connection(balancer, std::sync::OnceLock::from(connection))
+        Self::with_connection(balancer, std::sync::OnceLock::from(connection), true)
     }
 
-    fn with_connection(balancer: Arc<Balancer>, connection: std::sync::OnceLock<Arc<str>>) -> Self {
+    fn with_connection(
+        balancer: Arc<Balancer>,
+        connection: std::sync::OnceLock<Arc<str>>,
+        lasting: bool,
+    ) -> Self {
         Self {
             balancer,
             connection,
+            lasting,
             http_session: parking_lot::Mutex::new(None),
             log_level: Arc::default(),
             subscribed: Arc::default(),
@@ -185,23 +193,24 @@ impl Gateway {
 
     /// The client session of a request: its `Mcp-Session-Id` over HTTP, else the connection.
     fn client_session(&self, extensions: &rmcp::model::Extensions) -> Arc<str> {
-        let header = extensions
+        self.http_session_of(extensions)
+            .unwrap_or_else(|| Arc::clone(self.connection()))
+    }
+
+    /// The request's `Mcp-Session-Id`, if it has one (HTTP, 2025-11-25).
+    fn http_session_of(&self, extensions: &rmcp::model::Extensions) -> Option<Arc<str>> {
+        let id = extensions
             .get::<http::request::Parts>()
             .and_then(|parts| parts.headers.get("mcp-session-id"))
-            .and_then(|v| v.to_str().ok());
-        match header {
-            Some(id) => {
-                let mut seen = self.http_session.lock();
-                match seen.as_ref() {
-                    Some(known) if &**known == id => Arc::clone(known),
-                    _ => {
-                        let id: Arc<str> = Arc::from(id);
-                        *seen = Some(Arc::clone(&id));
-                        id
-                    }
-                }
+            .and_then(|v| v.to_str().ok())?;
+        let mut seen = self.http_session.lock();
+        match seen.as_ref() {
+            Some(known) if &**known == id => Some(Arc::clone(known)),
+            _ => {
+                let id: Arc<str> = Arc::from(id);
+                *seen = Some(Arc::clone(&id));
+                Some(id)
             }
-            None => Arc::clone(self.connection()),
         }
     }
 
@@ -214,21 +223,22 @@ impl Gateway {
     }
 
     /// The session of a call that names none. Over HTTP, the client's `Mcp-Session-Id`.
-    /// Over stdio, the connection's, where that only adds a preference (hint affinity) or is
-    /// needed (tiers with `isolation = "session"`); with strict affinity and no such tier, a
-    /// stdio call without a session stays unbound, so that all of one client's calls are not
-    /// tied to one worker.
-    fn default_session(&self, client: &Arc<str>) -> Option<String> {
-        if !Arc::ptr_eq(client, self.connection()) {
-            return Some(client.to_string());
+    /// Otherwise the connection's, where it is needed (tiers with `isolation = "session"`)
+    /// or adds a preference: hint affinity over stdio, whose connection lasts. With strict
+    /// affinity and no isolated tier, a stdio call without a session stays unbound, so that
+    /// all of one client's calls are not tied to one worker; an HTTP request without a
+    /// session stands alone, and has no worker to prefer.
+    fn default_session(&self, extensions: &rmcp::model::Extensions) -> Option<String> {
+        if let Some(id) = self.http_session_of(extensions) {
+            return Some(id.to_string());
         }
         let config = self.balancer.config();
         let isolated = config
             .tiers
             .iter()
             .any(|t| t.isolation == flowbalancer::Isolation::Session);
-        (isolated || config.sessions.affinity == flowbalancer::pool::AffinityMode::Hint)
-            .then(|| client.to_string())
+        let hint = config.sessions.affinity == flowbalancer::pool::AffinityMode::Hint;
+        (isolated || (hint && self.lasting)).then(|| self.connection().to_string())
     }
 
     fn any_tier_has(&self, capability: &str) -> bool {
@@ -346,10 +356,10 @@ impl ServerHandler for Gateway {
             ));
         }
         let mut arguments = request.arguments.unwrap_or_default();
-        let client = self.client_session(&context.extensions);
         // The request's `_meta` object, read in place.
         let meta: &serde_json::Map<String, Value> = &context.meta;
-        let session = session_of(meta, &mut arguments).or_else(|| self.default_session(&client));
+        let session =
+            session_of(meta, &mut arguments).or_else(|| self.default_session(&context.extensions));
         let (progress, flush) = match context.meta.get_progress_token() {
             Some(token) => {
                 let (sink, flush) = progress_forwarder(token, context.peer.clone());
