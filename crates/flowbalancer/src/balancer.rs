@@ -712,7 +712,7 @@ fn expanded_env(tier: &TierConfig) -> Result<Vec<(String, String)>, Error> {
             let value = crate::config::expand_env(value).map_err(|missing| Error::Config {
                 problems: vec![crate::config::ConfigProblem {
                     location: format!("tier {:?}.env.{key}", tier.name),
-                    message: format!("the environment variable {missing} is not set"),
+                    message: crate::config::unset_variable(&missing),
                 }],
             })?;
             Ok((key.clone(), value))
@@ -733,7 +733,7 @@ fn mcp_spec(tier: &TierConfig) -> Result<flowbalancer_mcp::McpServerSpec, Error>
                 let value = crate::config::expand_env(value).map_err(|missing| {
                     problem(
                         format!("tier {:?}.headers.{name}", tier.name),
-                        format!("the environment variable {missing} is not set"),
+                        crate::config::unset_variable(&missing),
                     )
                 })?;
                 spec = spec.header(name, value);

@@ -192,7 +192,8 @@ impl Config {
     }
 
     /// What would fail on this machine: a worker program that is not on `PATH` or not
-    /// executable, a script that is missing, a working directory that does not exist. Every
+    /// executable, a script that is missing, a working directory that does not exist, an
+    /// environment variable that an `env` or `headers` value names and that is not set. Every
     /// problem at once, each with its tier.
     pub fn environment_problems(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
@@ -207,10 +208,21 @@ impl Config {
                     message: format!("{} is not a directory", dir.display()),
                 });
             }
+            let references = [("env", &tier.env), ("headers", &tier.headers)];
+            for (table, values) in references {
+                for (name, value) in values {
+                    if let Err(missing) = crate::config::expand_env(value) {
+                        problems.push(ConfigProblem {
+                            location: format!("{at}.{table}.{name}"),
+                            message: crate::config::unset_variable(&missing),
+                        });
+                    }
+                }
+            }
             let path_var = tier
                 .env
                 .get("PATH")
-                .cloned()
+                .and_then(|path| crate::config::expand_env(path).ok())
                 .or_else(|| std::env::var("PATH").ok())
                 .unwrap_or_default();
             let (key, argv): (&str, Vec<String>) = match &tier.workers {
@@ -391,6 +403,30 @@ mod tests {
         assert!(by_location("old").contains("HTTP+SSE"), "{problems:?}");
         assert!(
             by_location("odd").contains("unknown \"type\""),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn names_unset_variables_of_env_and_headers() {
+        let (tiers, problems) = Config::parse_mcp_servers(
+            r#"{"servers": {
+                "local": {"command": "sh", "env": {"KEY": "${FLOWBALANCER_SURELY_UNSET_KEY}", "OK": "${HOME}"}},
+                "web": {"url": "http://127.0.0.1:1/mcp", "headers": {"Authorization": "Bearer ${input:token}"}}
+            }}"#,
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let problems = Config::with_tiers(tiers).environment_problems();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(problems[0].location, "tiers[0] (local).env.KEY");
+        assert!(
+            problems[0]
+                .message
+                .contains("FLOWBALANCER_SURELY_UNSET_KEY")
+        );
+        assert_eq!(problems[1].location, "tiers[1] (web).headers.Authorization");
+        assert!(
+            problems[1].message.contains("VS Code input"),
             "{problems:?}"
         );
     }

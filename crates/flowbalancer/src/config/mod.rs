@@ -273,7 +273,7 @@ pub struct TierConfig {
 
 /// `${NAME}` in `text` replaced by the environment variable `NAME`, and `${NAME:-default}` by
 /// `NAME` or, when it is unset or empty, `default` (as Claude Code's `.mcp.json` and shells
-/// write them).
+/// write them). `${env:NAME}` is `NAME` too, as VS Code writes it.
 ///
 /// # Errors
 ///
@@ -289,6 +289,7 @@ pub(crate) fn expand_env(text: &str) -> Result<String, String> {
             return Ok(out);
         };
         let reference = &after[..end];
+        let reference = reference.strip_prefix("env:").unwrap_or(reference);
         let value = match reference.split_once(":-") {
             Some((name, default)) => std::env::var(name)
                 .ok()
@@ -301,6 +302,17 @@ pub(crate) fn expand_env(text: &str) -> Result<String, String> {
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// Why a `${…}` reference has no value, for a config problem.
+pub(crate) fn unset_variable(name: &str) -> String {
+    if name.starts_with("input:") {
+        format!(
+            "${{{name}}} is a VS Code input, which only VS Code can ask for: set an environment variable and write ${{NAME}} instead"
+        )
+    } else {
+        format!("the environment variable {name} is not set")
+    }
 }
 
 impl TierConfig {
@@ -671,5 +683,8 @@ mod tests {
             expand_env("no reference, ${unclosed"),
             Ok("no reference, ${unclosed".to_string())
         );
+        assert_eq!(expand_env("${env:HOME}"), Ok(home), "VS Code's form");
+        assert_eq!(expand_env("${input:token}"), Err("input:token".to_string()));
+        assert!(super::unset_variable("input:token").contains("VS Code input"));
     }
 }
