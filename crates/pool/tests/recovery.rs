@@ -272,3 +272,63 @@ async fn shutdown_drains_in_flight_calls_and_refuses_new_ones() {
     ));
     assert_eq!(factory.shared.shut_down.lock().len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_keeps_failing_to_start_is_warned_of_at_each_doubling_only() {
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+
+    /// (level, message) of each event.
+    struct Capture(Arc<Mutex<Vec<(tracing::Level, String)>>>);
+    struct Message(String);
+    impl tracing::field::Visit for Message {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "message" {
+                self.0 = format!("{value:?}");
+            }
+        }
+    }
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            let mut message = Message(String::new());
+            event.record(&mut message);
+            self.0
+                .lock()
+                .unwrap()
+                .push((*event.metadata().level(), message.0));
+        }
+    }
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::registry().with(Capture(Arc::clone(&events))),
+    );
+    let factory = TestFactory::default();
+    let pool = Pool::builder(factory.clone())
+        .size(1)
+        .restart_backoff(Duration::from_millis(10))
+        .health_interval(None)
+        .build()
+        .await
+        .unwrap();
+    // The worker dies, and its replacement fails to start 20 times before one starts.
+    factory.shared.failing_starts.store(20, Ordering::SeqCst);
+    let _ = pool.call(request("crash")).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+    while pool.workers().len() != 1 || factory.shared.failing_starts.load(Ordering::SeqCst) > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never replaced");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let failures: Vec<tracing::Level> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, message)| message == "worker failed to start")
+        .map(|(level, _)| *level)
+        .collect();
+    assert_eq!(failures.len(), 20, "{failures:?}");
+    let warned: Vec<usize> = (1..=failures.len())
+        .filter(|&n| failures[n - 1] == tracing::Level::WARN)
+        .collect();
+    assert_eq!(warned, [1, 2, 4, 8, 16], "{failures:?}");
+    assert_eq!(pool.stats().start_failures, 20);
+}

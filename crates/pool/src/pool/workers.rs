@@ -150,7 +150,15 @@ impl<W: Worker> Inner<W> {
         }
         self.counters.start_failures.bump();
         state.failed_starts_in_a_row += 1;
-        tracing::warn!(pool = %self.config.name, %error, ?reason, failures_in_a_row = state.failed_starts_in_a_row, "worker failed to start");
+        let in_a_row = state.failed_starts_in_a_row;
+        // The first failure in a row, and each time the count doubles, is a warning: a server
+        // that cannot start is said at once and then recalled less and less often, instead of
+        // at every retry of the backoff. The others are at debug.
+        if in_a_row.is_power_of_two() {
+            tracing::warn!(pool = %self.config.name, %error, ?reason, failures_in_a_row = in_a_row, "worker failed to start");
+        } else {
+            tracing::debug!(pool = %self.config.name, %error, ?reason, failures_in_a_row = in_a_row, "worker failed to start");
+        }
         state.last_start_error = Some(error.to_string());
         if let StartReason::Recycle(old) = reason {
             state.recycling = state.recycling.saturating_sub(1);
