@@ -547,7 +547,7 @@ async fn start_tier(
     scope: flowbalancer_lifecycle::ScopeHandle,
 ) -> Result<TierPool, Error> {
     let (tier, config, scope) = (&tier, &config, &scope);
-    let env = expanded_env(tier)?;
+    let env = expanded(tier, "env", &tier.env)?;
     let env = &env;
     let spec = |mut spec: ProcessSpec| {
         if let Some(cwd) = &tier.cwd {
@@ -704,14 +704,19 @@ fn warn_duplicates(tiers: &[McpTier]) {
     }
 }
 
-/// The tier's `env`, with `${NAME}` in each value taken from our environment.
-fn expanded_env(tier: &TierConfig) -> Result<Vec<(String, String)>, Error> {
-    tier.env
+/// The tier's `table` (`env` or `headers`), with `${NAME}` in each value taken from our
+/// environment; the first value naming an unset variable stops the start.
+fn expanded(
+    tier: &TierConfig,
+    table: &str,
+    values: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<(String, String)>, Error> {
+    values
         .iter()
         .map(|(key, value)| {
             let value = crate::config::expand_env(value).map_err(|missing| Error::Config {
                 problems: vec![crate::config::ConfigProblem {
-                    location: format!("tier {:?}.env.{key}", tier.name),
+                    location: format!("tier {:?}.{table}.{key}", tier.name),
                     message: crate::config::unset_variable(&missing),
                 }],
             })?;
@@ -729,13 +734,7 @@ fn mcp_spec(tier: &TierConfig) -> Result<flowbalancer_mcp::McpServerSpec, Error>
     match &tier.workers {
         WorkersConfig::McpUrl(url) => {
             let mut spec = flowbalancer_mcp::McpServerSpec::http(&tier.name, url);
-            for (name, value) in &tier.headers {
-                let value = crate::config::expand_env(value).map_err(|missing| {
-                    problem(
-                        format!("tier {:?}.headers.{name}", tier.name),
-                        crate::config::unset_variable(&missing),
-                    )
-                })?;
+            for (name, value) in expanded(tier, "headers", &tier.headers)? {
                 spec = spec.header(name, value);
             }
             Ok(spec)

@@ -275,33 +275,7 @@ async fn shutdown_drains_in_flight_calls_and_refuses_new_ones() {
 
 #[tokio::test(start_paused = true)]
 async fn a_worker_that_keeps_failing_to_start_is_warned_of_at_each_doubling_only() {
-    use std::sync::{Arc, Mutex};
-    use tracing_subscriber::layer::{Context, SubscriberExt};
-
-    /// (level, message) of each event.
-    struct Capture(Arc<Mutex<Vec<(tracing::Level, String)>>>);
-    struct Message(String);
-    impl tracing::field::Visit for Message {
-        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-            if field.name() == "message" {
-                self.0 = format!("{value:?}");
-            }
-        }
-    }
-    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
-        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-            let mut message = Message(String::new());
-            event.record(&mut message);
-            self.0
-                .lock()
-                .unwrap()
-                .push((*event.metadata().level(), message.0));
-        }
-    }
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let _guard = tracing::subscriber::set_default(
-        tracing_subscriber::registry().with(Capture(Arc::clone(&events))),
-    );
+    let (_guard, events) = common::capture_events();
     let factory = TestFactory::default();
     let pool = Pool::builder(factory.clone())
         .size(1)
@@ -322,8 +296,8 @@ async fn a_worker_that_keeps_failing_to_start_is_warned_of_at_each_doubling_only
         .lock()
         .unwrap()
         .iter()
-        .filter(|(_, message)| message == "worker failed to start")
-        .map(|(level, _)| *level)
+        .filter(|e| e.message == "worker failed to start")
+        .map(|e| e.level)
         .collect();
     assert_eq!(failures.len(), 20, "{failures:?}");
     let warned: Vec<usize> = (1..=failures.len())

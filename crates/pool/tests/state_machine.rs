@@ -1,5 +1,7 @@
 //! The transition table, exhaustively.
 
+mod common;
+
 use flowbalancer_pool::{StateMachine, WorkerState};
 
 #[test]
@@ -60,37 +62,20 @@ fn refused_moves_keep_the_state_and_history_is_bounded() {
 
 #[test]
 fn every_transition_is_a_tracing_event_with_its_reason() {
-    use std::sync::{Arc, Mutex};
-    use tracing_subscriber::layer::{Context, SubscriberExt};
-
-    struct Capture(Arc<Mutex<Vec<String>>>);
-    struct Fields(String);
-    impl tracing::field::Visit for Fields {
-        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-            self.0.push_str(&format!("{}={:?} ", field.name(), value));
-        }
-        fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-            self.0.push_str(&format!("{}={} ", field.name(), value));
-        }
-    }
-    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
-        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-            let mut fields = Fields(String::new());
-            event.record(&mut fields);
-            self.0.lock().unwrap().push(fields.0);
-        }
-    }
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let subscriber = tracing_subscriber::registry().with(Capture(Arc::clone(&events)));
-    tracing::subscriber::with_default(subscriber, || {
-        let mut machine = StateMachine::new(4).with_owner("hot/w7");
-        machine.transition(WorkerState::Ready, "started").unwrap();
-        machine.transition(WorkerState::Busy, "call").unwrap();
-        machine
-            .transition(WorkerState::Degraded, "health check failed")
-            .unwrap();
-    });
-    let events = events.lock().unwrap();
+    let (guard, events) = common::capture_events();
+    let mut machine = StateMachine::new(4).with_owner("hot/w7");
+    machine.transition(WorkerState::Ready, "started").unwrap();
+    machine.transition(WorkerState::Busy, "call").unwrap();
+    machine
+        .transition(WorkerState::Degraded, "health check failed")
+        .unwrap();
+    drop(guard);
+    let events: Vec<String> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.fields.clone())
+        .collect();
     assert_eq!(events.len(), 3, "{events:?}");
     assert!(
         events[0].contains("worker=hot/w7")

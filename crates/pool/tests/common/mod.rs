@@ -132,3 +132,57 @@ pub fn worker_of(response: &flowbalancer_pool::Response) -> u64 {
         .and_then(|v| v.as_u64())
         .unwrap_or(0)
 }
+
+/// One tracing event as a test sees it.
+pub struct Event {
+    pub level: tracing::Level,
+    /// The event's message.
+    pub message: String,
+    /// Every field but the message, as `name=value `.
+    pub fields: String,
+}
+
+/// Records every tracing event of this thread while the guard lives.
+pub fn capture_events() -> (
+    tracing::subscriber::DefaultGuard,
+    Arc<std::sync::Mutex<Vec<Event>>>,
+) {
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+
+    struct Capture(Arc<std::sync::Mutex<Vec<Event>>>);
+    struct Fields(String, String);
+    impl tracing::field::Visit for Fields {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "message" {
+                self.0 = format!("{value:?}");
+            } else {
+                self.1.push_str(&format!("{}={:?} ", field.name(), value));
+            }
+        }
+        fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+            if field.name() == "message" {
+                self.0 = value.to_string();
+            } else {
+                self.1.push_str(&format!("{}={} ", field.name(), value));
+            }
+        }
+    }
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            let mut fields = Fields(String::new(), String::new());
+            event.record(&mut fields);
+            if let Ok(mut events) = self.0.lock() {
+                events.push(Event {
+                    level: *event.metadata().level(),
+                    message: fields.0,
+                    fields: fields.1,
+                });
+            }
+        }
+    }
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let guard = tracing::subscriber::set_default(
+        tracing_subscriber::registry().with(Capture(Arc::clone(&events))),
+    );
+    (guard, events)
+}
