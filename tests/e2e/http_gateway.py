@@ -119,6 +119,9 @@ async def main():
         python = sys.executable
         cancel_log = os.path.join(directory, "cancelled.txt")
         config = f"""
+# The checks list tools at once: wait for every server, however slow this machine.
+start_wait = "60s"
+
 [telemetry]
 enabled = false
 

@@ -54,6 +54,9 @@ def config_file(directory):
     python = sys.executable
     with open(path, "w") as f:
         f.write(f"""
+# The checks compare listings at once: wait for every server, however slow this machine.
+start_wait = "60s"
+
 [telemetry]
 enabled = false
 

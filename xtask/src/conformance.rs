@@ -35,7 +35,7 @@ pub(crate) fn run() -> Result<(), String> {
     std::fs::write(
         &config,
         format!(
-            "[telemetry]\nenabled = false\n\n[[tiers]]\nname = \"conformance\"\nworkers = {{ mcp = [\"python3\", {:?}] }}\nsize = 2\n",
+            "# The scenarios start at once: wait for the backend, however slow this machine.\nstart_wait = \"60s\"\n\n[telemetry]\nenabled = false\n\n[[tiers]]\nname = \"conformance\"\nworkers = {{ mcp = [\"python3\", {:?}] }}\nsize = 2\n",
             backend.display().to_string()
         ),
     )

@@ -308,13 +308,17 @@ fn open_run_registry() -> Option<flowbalancer::lifecycle::RunRegistry> {
     }
 }
 
+/// Starts the balancer of a one-shot command (`call`, `bench`).
 async fn start(
     config: Option<&PathBuf>,
     mcp_config: Option<&PathBuf>,
     scratch: &std::path::Path,
     logs: &LogHandle,
 ) -> Result<Arc<Balancer>, String> {
-    let (config, note) = load_config(config, mcp_config, scratch)?;
+    let (mut config, note) = load_config(config, mcp_config, scratch)?;
+    // `call` and `bench` need their one tool: they wait for every server's first start
+    // (within its hello_timeout) instead of serving the others meanwhile.
+    config.start_wait = Duration::MAX;
     start_with(config, note, logs).await
 }
 

@@ -17,6 +17,19 @@ fn server(args: &[&str]) -> TokioChildProcess {
     TokioChildProcess::new(command).expect("spawn flowbalancer serve")
 }
 
+/// The names of the tools `client`'s server lists, in its order.
+async fn tool_names<H: rmcp::ClientHandler>(
+    client: &rmcp::service::RunningService<rmcp::RoleClient, H>,
+) -> Vec<String> {
+    client
+        .list_all_tools()
+        .await
+        .expect("tools/list")
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect()
+}
+
 fn builtin_config(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("flowbalancer.toml");
     let mut file = std::fs::File::create(&path).unwrap();
@@ -56,13 +69,7 @@ async fn rmcp_client_lists_and_calls_tools() {
         info.server_info.as_ref().map(|s| s.name.as_str()),
         Some("flowbalancer")
     );
-    let mut names: Vec<String> = client
-        .list_all_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name.to_string())
-        .collect();
+    let mut names = tool_names(&client).await;
     names.sort();
     assert_eq!(names, ["echo", "fib", "sleep", "word_count"]);
 
@@ -128,13 +135,7 @@ async fn rmcp_client_lists_and_calls_tools() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_config_serves_the_bundled_workers() {
     let client = ().serve(server(&[])).await.expect("initialize");
-    let names: Vec<String> = client
-        .list_all_tools()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.name.to_string())
-        .collect();
+    let names = tool_names(&client).await;
     for expected in ["echo", "word_count", "sleep", "fib"] {
         assert!(names.contains(&expected.to_string()), "{names:?}");
     }
@@ -152,4 +153,118 @@ async fn the_default_config_serves_the_bundled_workers() {
     let meta = serde_json::to_value(&fib.meta).unwrap();
     assert_eq!(meta["flowbalancer/tier"], "cold");
     client.cancel().await.unwrap();
+}
+
+/// An MCP client that says when the server's tool list changed.
+struct ListWatcher(tokio::sync::mpsc::UnboundedSender<()>);
+
+impl rmcp::ClientHandler for ListWatcher {
+    async fn on_tool_list_changed(
+        &self,
+        _context: rmcp::service::NotificationContext<rmcp::RoleClient>,
+    ) {
+        let _ = self.0.send(());
+    }
+}
+
+/// A stdio MCP server that answers nothing (not even `initialize`) until `gate` exists,
+/// then offers one tool, `late_echo`.
+const GATED_SERVER: &str = r#"
+import json, os, sys, time
+gate = sys.argv[1]
+while not os.path.exists(gate):
+    time.sleep(0.05)
+def send(message):
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+for line in sys.stdin:
+    message = json.loads(line)
+    method, rid = message.get("method"), message.get("id")
+    if method == "initialize":
+        send({"jsonrpc": "2.0", "id": rid, "result": {"protocolVersion": "2025-06-18",
+              "capabilities": {"tools": {}}, "serverInfo": {"name": "gated", "version": "1"}}})
+    elif method == "tools/list":
+        send({"jsonrpc": "2.0", "id": rid, "result": {"tools": [{"name": "late_echo",
+              "inputSchema": {"type": "object"}}]}})
+    elif method == "tools/call":
+        text = message["params"].get("arguments", {}).get("text", "")
+        send({"jsonrpc": "2.0", "id": rid, "result": {"content": [{"type": "text", "text": text}]}})
+    elif rid is not None:
+        send({"jsonrpc": "2.0", "id": rid, "result": {}})
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_has_not_started_never_keeps_clients_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("gated.py");
+    std::fs::write(&script, GATED_SERVER).unwrap();
+    let gate = dir.path().join("gate");
+    let config = dir.path().join("flowbalancer.toml");
+    // Calls may wait an hour for the gated server's instance: a call routed to it before it
+    // is up would hang the test, not slow it.
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+            start_wait = "300ms"
+            [telemetry]
+            enabled = false
+            [[tiers]]
+            name = "gated"
+            workers = {{ mcp = ["python3", {script:?}, {gate:?}] }}
+            size = 1
+            queue_timeout = "1h"
+            [[tiers]]
+            name = "hot"
+            workers = {{ builtin = ["echo"] }}
+            "#,
+        ),
+    )
+    .unwrap();
+    let run = async {
+        let (changed, mut changes) = tokio::sync::mpsc::unbounded_channel();
+        let client = ListWatcher(changed)
+            .serve(server(&["--config", config.to_str().unwrap()]))
+            .await
+            .expect("initialize answered while the gated server waits");
+        let names = tool_names(&client).await;
+        assert_eq!(names, ["echo"]);
+        let echo = client
+            .call_tool(params(
+                json!({"name": "echo", "arguments": {"text": "now"}}),
+            ))
+            .await
+            .unwrap();
+        let meta = serde_json::to_value(&echo.meta).unwrap();
+        assert_eq!(meta["flowbalancer/tier"], "hot", "{meta}");
+        assert_eq!(meta["flowbalancer/attempts"], json!([]), "{meta}");
+        assert!(
+            client
+                .call_tool(params(json!({"name": "late_echo", "arguments": {}})))
+                .await
+                .is_err(),
+            "not offered before the server is up"
+        );
+
+        // The server comes up: the client hears of it, and its tool is served.
+        std::fs::write(&gate, "").unwrap();
+        changes.recv().await.expect("tools/list_changed");
+        let names = tool_names(&client).await;
+        assert!(names.contains(&"late_echo".to_string()), "{names:?}");
+        let late = client
+            .call_tool(params(
+                json!({"name": "late_echo", "arguments": {"text": "up"}}),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            late.content[0].as_text().map(|t| t.text.as_str()),
+            Some("up")
+        );
+        client.cancel().await.unwrap();
+    };
+    // A deadline so that a regression fails instead of hanging CI.
+    tokio::time::timeout(std::time::Duration::from_secs(60), run)
+        .await
+        .expect("the client was kept waiting (60 s)");
 }

@@ -38,9 +38,13 @@ impl<W: Worker> ManagedPool for Pool<W> {
         if self.has_live_worker() {
             Ok(())
         } else {
-            Err(self
-                .last_start_error()
-                .unwrap_or_else(|| "no worker is running yet".into()))
+            Err(self.last_start_error().unwrap_or_else(|| {
+                if self.stats().workers.initializing > 0 {
+                    "its first worker is still starting".into()
+                } else {
+                    "no worker is running yet".into()
+                }
+            }))
         }
     }
     fn shutdown(&self) -> Pin<Box<dyn Future<Output = CloseReport> + Send + '_>> {
@@ -217,7 +221,14 @@ impl Balancer {
             match result {
                 TierPool::Mcp(pool, catalog) => {
                     if !pool.has_live_worker() {
-                        tracing::warn!(tier = %tier.name, error = pool.last_start_error().unwrap_or_default(), "no instance of this MCP server started; retrying in the background while the other tiers serve");
+                        match pool.last_start_error() {
+                            Some(error) => {
+                                tracing::warn!(tier = %tier.name, %error, "no instance of this MCP server started; retrying in the background while the other tiers serve")
+                            }
+                            None => {
+                                tracing::warn!(tier = %tier.name, wait = ?config.start_wait, "this MCP server is still starting; the other tiers serve meanwhile, and its tools appear (with a list_changed notification) when it is up")
+                            }
+                        }
                     }
                     pools.push(Box::new(pool.clone()));
                     mcp.push(McpTier {
@@ -225,7 +236,7 @@ impl Balancer {
                         pool: pool.clone(),
                         catalog,
                     });
-                    router = add_tier(router, tier, pool);
+                    router = add_tier(router, tier, crate::mcp_tier::ListedTier(pool));
                 }
                 TierPool::Process(pool) => {
                     pools.push(Box::new(pool.clone()));
@@ -645,6 +656,8 @@ async fn start_tier(
             let mut pool_config = pool_config(tier, config);
             // One broken server must not keep the others from serving.
             pool_config.start = StartMode::EagerKeepTrying;
+            // Nor keep clients waiting: a server still starting comes up in the background.
+            pool_config.start_wait = Some(config.start_wait);
             let pool = Pool::builder(factory)
                 .config(pool_config)
                 .parent_scope(scope.clone())

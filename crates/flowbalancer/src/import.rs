@@ -65,6 +65,7 @@ impl Config {
         let mut config: Config = toml::from_str("tiers = []").unwrap_or_else(|_| Config {
             name: "flowbalancer".into(),
             timeout: std::time::Duration::from_secs(30),
+            start_wait: std::time::Duration::from_secs(10),
             tiers: Vec::new(),
             routes: Default::default(),
             sessions: Default::default(),

@@ -50,6 +50,8 @@ mod failure_log;
 #[cfg(feature = "balancer")]
 mod import;
 #[cfg(feature = "balancer")]
+mod mcp_tier;
+#[cfg(feature = "balancer")]
 mod session;
 
 #[cfg(feature = "balancer")]

@@ -58,6 +58,10 @@ pub struct PoolConfig {
     pub overflow_idle_ttl: Duration,
     /// Eager or lazy start.
     pub start: StartMode,
+    /// With [`StartMode::EagerKeepTrying`]: how long `build` waits for the first workers
+    /// (`None`, the default: until every first start has finished). Past it, `build` returns
+    /// and the starts go on in the background; a worker that comes up later joins the pool.
+    pub start_wait: Option<Duration>,
     /// Callers that may wait for a worker; one more gets `Overloaded`.
     pub queue_capacity: usize,
     /// How long a caller waits for a worker before `QueueTimeout`.
@@ -112,6 +116,7 @@ impl Default for PoolConfig {
             max_overflow: 0,
             overflow_idle_ttl: Duration::from_secs(30),
             start: StartMode::Eager,
+            start_wait: None,
             queue_capacity: 1024,
             queue_timeout: Duration::from_secs(5),
             call_timeout: Duration::from_secs(30),

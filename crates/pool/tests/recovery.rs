@@ -205,6 +205,42 @@ async fn failed_starts_are_retried_with_backoff() {
     assert_eq!(pool.stats().start_failures, 2);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_trying_build_waits_for_its_workers_at_most_start_wait() {
+    let factory = TestFactory::default();
+    factory.shared.starts_held.send_replace(true);
+    let build = Pool::builder(factory.clone())
+        .size(2)
+        .start(StartMode::EagerKeepTrying)
+        .start_wait(Some(Duration::from_millis(50)))
+        .build();
+    // Without the wait, the build would wait for the held starts for ever.
+    let pool = tokio::time::timeout(Duration::from_secs(30), build)
+        .await
+        .expect("the build returned while its starts were held")
+        .expect("built");
+    assert!(!pool.has_live_worker());
+    assert_eq!(pool.stats().workers.initializing, 2);
+
+    // The starts go on in the background: released, the workers join the pool.
+    factory.shared.starts_held.send_replace(false);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pool.stats().workers.ready < 2 {
+        let stats = pool.stats();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the workers did not join: {:?}",
+            stats.workers
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let answer = pool.call(request("echo")).await.expect("served");
+    assert_eq!(answer.payload.to_json(), serde_json::json!({}));
+    // Maintenance did not start more while the first starts were under way.
+    assert_eq!(factory.shared.starts.load(Ordering::SeqCst), 2);
+    pool.shutdown().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn lazy_pool_starts_on_the_first_call() {
     let factory = TestFactory::default();

@@ -37,6 +37,12 @@ pub struct Config {
     /// The deadline of a whole call across tiers (default 30 s).
     #[serde(default = "default_timeout", with = "crate::duration")]
     pub timeout: Duration,
+    /// How long the start waits for the MCP tiers' first instances (default 10 s). A server
+    /// still starting then comes up in the background while the other tiers serve, and its
+    /// tools appear with a `list_changed` notification; one that hangs never keeps a client
+    /// from connecting.
+    #[serde(default = "default_start_wait", with = "crate::duration")]
+    pub start_wait: Duration,
     /// The tiers, in fallback order.
     pub tiers: Vec<TierConfig>,
     /// Which method goes to which tier.
@@ -146,6 +152,9 @@ fn default_name() -> String {
 }
 fn default_timeout() -> Duration {
     Duration::from_secs(30)
+}
+fn default_start_wait() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// How a tier's workers are shared between client sessions.

@@ -159,6 +159,10 @@ impl<F: WorkerFactory> PoolBuilder<F> {
         overflow_idle_ttl: Duration,
         /// Eager (default) or lazy start.
         start: StartMode,
+        /// With [`StartMode::EagerKeepTrying`]: how long `build` waits for the first workers
+        /// (default `None`: until every first start has finished); the starts still going
+        /// then finish in the background.
+        start_wait: Option<Duration>,
         /// Callers that may wait for a worker (default 1024).
         queue_capacity: usize,
         /// How long a caller waits for a worker (default 5 s).
@@ -289,10 +293,11 @@ impl<F: WorkerFactory> PoolBuilder<F> {
         );
         if eager && pool.inner.config.size > 0 {
             let size = pool.inner.config.size;
-            pool.inner.grow_to(size, size).await;
             if pool.inner.config.start == StartMode::EagerKeepTrying {
+                pool.first_fill(size).await;
                 return Ok(pool);
             }
+            pool.inner.grow_to(size, size).await;
             let error = {
                 let state = pool.inner.state.lock();
                 state
@@ -310,6 +315,31 @@ impl<F: WorkerFactory> PoolBuilder<F> {
 }
 
 impl<W: Worker> Pool<W> {
+    /// Starts the first `size` workers, waiting at most `start_wait` for them: the fill runs
+    /// as a task of the pool's scope, so a start still going when the wait ends finishes (and
+    /// its worker joins the pool) in the background.
+    async fn first_fill(&self, size: usize) {
+        let inner = Arc::clone(&self.inner);
+        let fill = async move {
+            inner.grow_to(size, size).await;
+        };
+        let Some(wait) = self.inner.config.start_wait else {
+            fill.await;
+            return;
+        };
+        match self.inner.scope.spawn(fill) {
+            Ok(task) => {
+                if tokio::time::timeout(wait, task).await.is_err() {
+                    tracing::debug!(pool = %self.inner.config.name, ?wait, "the first workers are still starting; they join the pool when they are up");
+                }
+            }
+            // The scope is closing: nothing may start any more.
+            Err(error) => {
+                tracing::warn!(pool = %self.inner.config.name, %error, "the first workers cannot start");
+            }
+        }
+    }
+
     /// Configures a pool whose workers `factory` starts.
     pub fn builder<F: WorkerFactory<Worker = W>>(factory: F) -> PoolBuilder<F> {
         PoolBuilder {

@@ -30,6 +30,8 @@ pub struct Shared {
     pub starts: AtomicU64,
     /// The worker id that fails `flaky` calls transiently.
     pub flaky_worker: AtomicU64,
+    /// While true, starts wait (a server that is slow to come up).
+    pub starts_held: tokio::sync::watch::Sender<bool>,
 }
 
 pub struct TestWorker {
@@ -105,6 +107,8 @@ impl WorkerFactory for TestFactory {
         let shared = Arc::clone(&self.shared);
         async move {
             shared.starts.fetch_add(1, Ordering::SeqCst);
+            let mut held = shared.starts_held.subscribe();
+            let _ = held.wait_for(|held| !*held).await;
             let failing = shared.failing_starts.load(Ordering::SeqCst);
             if failing > 0 {
                 shared.failing_starts.store(failing - 1, Ordering::SeqCst);
