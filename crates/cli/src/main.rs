@@ -46,11 +46,11 @@ enum Command {
         mcp_config: Option<PathBuf>,
         /// Serve MCP over streamable HTTP on this address (for example 127.0.0.1:8080)
         /// instead of stdio; many clients share the pools. Overrides `[http] bind`.
-        #[arg(long)]
+        #[arg(long, value_parser = flowbalancer::HttpConfig::parse_bind)]
         http: Option<std::net::SocketAddr>,
         /// Export Prometheus metrics at http://ADDR/metrics (for example 127.0.0.1:9464).
         /// The HTTP front end also serves them at /metrics.
-        #[arg(long, value_name = "ADDR")]
+        #[arg(long, value_name = "ADDR", value_parser = flowbalancer::HttpConfig::parse_bind)]
         metrics: Option<std::net::SocketAddr>,
     },
     /// Make one call and print its result as JSON.
@@ -416,8 +416,8 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             let bind = match (http, &config.http.bind) {
                 (Some(address), _) => Some(address),
                 (None, Some(text)) => Some(
-                    text.parse()
-                        .map_err(|e| format!("http.bind {text:?}: {e}"))?,
+                    flowbalancer::HttpConfig::parse_bind(text)
+                        .map_err(|e| format!("http.bind: {e}"))?,
                 ),
                 (None, None) => None,
             };

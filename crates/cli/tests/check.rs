@@ -1,6 +1,6 @@
 //! `flowbalancer check` takes the config as every other command does (`--config FILE`) as well
 //! as by position, and says what is wrong with it; `bench` and `call` refuse zero where it
-//! would make them do nothing.
+//! would make them do nothing; addresses read the same in the config and on the command line.
 
 use std::process::{Command, Output};
 
@@ -74,4 +74,40 @@ fn zero_where_a_command_would_do_nothing_is_a_usage_error() {
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains("invalid value '0"), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn a_listening_address_may_say_localhost() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = "[[tiers]]\nname = \"hot\"\nworkers = { builtin = [\"echo\"] }\n";
+    for (bind, accepted) in [
+        ("localhost:8080", true),
+        ("127.0.0.1:8080", true),
+        ("[::1]:8080", true),
+        ("8080", false),
+        ("localhost", false),
+        ("example.com:8080", false),
+    ] {
+        let path = dir.path().join("http.toml");
+        std::fs::write(&path, format!("[http]\nbind = {bind:?}\n{tier}")).unwrap();
+        let output = check(&[path.as_os_str()]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.success(), accepted, "{bind}: {stderr}");
+        if !accepted {
+            assert!(
+                stderr.contains("http.bind") && stderr.contains("localhost:8080"),
+                "{bind}: {stderr}"
+            );
+        }
+    }
+    // The flag reads addresses the same way.
+    let state = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_flowbalancer"))
+        .args(["serve", "--http", "8080"])
+        .env("XDG_STATE_HOME", state.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("localhost:8080"), "{stderr}");
 }

@@ -147,6 +147,39 @@ impl Default for HttpConfig {
     }
 }
 
+impl HttpConfig {
+    /// Reads a listening address: an IP address with a port (`127.0.0.1:8080`, `[::1]:8080`,
+    /// `0.0.0.0:8080`), or `localhost:PORT`, which is the IPv4 loopback.
+    ///
+    /// ```
+    /// use flowbalancer::HttpConfig;
+    ///
+    /// assert_eq!(HttpConfig::parse_bind("localhost:8080").unwrap().to_string(), "127.0.0.1:8080");
+    /// assert_eq!(HttpConfig::parse_bind("[::1]:9000").unwrap().port(), 9000);
+    /// assert!(HttpConfig::parse_bind("8080").is_err());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A message naming the text and what is accepted.
+    pub fn parse_bind(text: &str) -> Result<std::net::SocketAddr, String> {
+        let text = text.trim();
+        if let Ok(address) = text.parse() {
+            return Ok(address);
+        }
+        let port = text
+            .rsplit_once(':')
+            .filter(|(host, _)| host.eq_ignore_ascii_case("localhost"))
+            .and_then(|(_, port)| port.parse::<u16>().ok());
+        port.map(|port| std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+            .ok_or_else(|| {
+                format!(
+                    "{text:?} is not an address with a port (127.0.0.1:8080, localhost:8080, [::1]:8080, 0.0.0.0:8080)"
+                )
+            })
+    }
+}
+
 fn default_name() -> String {
     "flowbalancer".into()
 }

@@ -1,6 +1,6 @@
 //! What `check` reports: every semantic problem of a config, each with its location.
 
-use super::{Config, ConfigProblem, WorkersConfig, parse_level};
+use super::{Config, ConfigProblem, HttpConfig, WorkersConfig, parse_level};
 
 impl Config {
     /// Every semantic problem, each with its location (empty when the config makes sense).
@@ -17,13 +17,8 @@ impl Config {
                 format!("{:?} must start with /", self.http.path),
             );
         }
-        if let Some(bind) = &self.http.bind
-            && bind.parse::<std::net::SocketAddr>().is_err()
-        {
-            problem(
-                "http.bind".into(),
-                format!("{bind:?} is not an address with a port (127.0.0.1:8080, [::1]:8080)"),
-            );
+        if let Some(Err(message)) = self.http.bind.as_deref().map(HttpConfig::parse_bind) {
+            problem("http.bind".into(), message);
         }
         if self.http.max_concurrent_requests == 0 || self.http.max_requests_per_session == 0 {
             problem(
