@@ -168,7 +168,7 @@ impl rmcp::ClientHandler for ListWatcher {
 }
 
 /// A stdio MCP server that answers nothing (not even `initialize`) until `gate` exists,
-/// then offers one tool, `late_echo`.
+/// then offers `late_echo`, and `malformed`, whose result is not a valid `CallToolResult`.
 const GATED_SERVER: &str = r#"
 import json, os, sys, time
 gate = sys.argv[1]
@@ -185,7 +185,10 @@ for line in sys.stdin:
               "capabilities": {"tools": {}}, "serverInfo": {"name": "gated", "version": "1"}}})
     elif method == "tools/list":
         send({"jsonrpc": "2.0", "id": rid, "result": {"tools": [{"name": "late_echo",
+              "inputSchema": {"type": "object"}}, {"name": "malformed",
               "inputSchema": {"type": "object"}}]}})
+    elif method == "tools/call" and message["params"]["name"] == "malformed":
+        send({"jsonrpc": "2.0", "id": rid, "result": {"content": "not a list"}})
     elif method == "tools/call":
         text = message["params"].get("arguments", {}).get("text", "")
         send({"jsonrpc": "2.0", "id": rid, "result": {"content": [{"type": "text", "text": text}]}})
@@ -260,6 +263,17 @@ async fn a_server_that_has_not_started_never_keeps_clients_waiting() {
         assert_eq!(
             late.content[0].as_text().map(|t| t.text.as_str()),
             Some("up")
+        );
+
+        // A result the client could not read is an error naming the tier, not a hang.
+        let malformed = client
+            .call_tool(params(json!({"name": "malformed", "arguments": {}})))
+            .await
+            .expect_err("an invalid result");
+        let text = malformed.to_string();
+        assert!(
+            text.contains("tier \"gated\"") && text.contains("not a valid MCP result"),
+            "{text}"
         );
         client.cancel().await.unwrap();
     };

@@ -113,8 +113,9 @@ fn complete<T: serde::de::DeserializeOwned>(mut value: Value, list: bool) -> Res
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, McpError> {
-    serde_json::from_value(value)
-        .map_err(|e| McpError::internal_error(format!("building a response: {e}"), None))
+    serde_json::from_value(value).map_err(|e| {
+        McpError::internal_error(format!("the answer is not a valid MCP result: {e}"), None)
+    })
 }
 
 /// The MCP error for a server's JSON-RPC error (kept whole in the worker error's data).
@@ -387,7 +388,12 @@ impl ServerHandler for Gateway {
         let result = match result {
             Ok(routed) if self.balancer.is_mcp_tier(&routed.tier) => {
                 // An MCP server's result, as it sent it.
-                complete::<CallToolResult>(routed.payload().to_json(), false)?
+                complete::<CallToolResult>(routed.payload().to_json(), false).map_err(|e| {
+                    McpError::internal_error(
+                        format!("tier {:?}: {}", routed.tier, e.message),
+                        Some(json!({ "tier": routed.tier })),
+                    )
+                })?
             }
             Ok(routed) => {
                 let payload = routed.payload().to_json();
