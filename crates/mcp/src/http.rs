@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use flowbalancer_pool::{ErrorKind, WorkerError};
-use http::header::{ACCEPT, CONTENT_TYPE, HeaderName, HeaderValue};
+use http::header::{ACCEPT, CONTENT_TYPE, HeaderName, HeaderValue, WWW_AUTHENTICATE};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -202,6 +202,20 @@ async fn post(
     if status == StatusCode::NOT_FOUND && link.session.lock().is_some() {
         return Err(crashed("the server ended the session".into()));
     }
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        // Nothing will be served without other credentials: the instance ends (its start
+        // fails at once, with this reason, instead of waiting out the hello timeout).
+        let challenge = response
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| format!(" (WWW-Authenticate: {v})"))
+            .unwrap_or_default();
+        return Err(crashed(format!(
+            "{} answered HTTP {status}{challenge}: it wants credentials; give them in the tier's headers, for example headers = {{ Authorization = \"Bearer ${{TOKEN}}\" }}",
+            link.uri
+        )));
+    }
     let streaming = response
         .headers()
         .get(CONTENT_TYPE)
@@ -220,13 +234,17 @@ async fn post(
         Ok(message) => dispatch(shared, message),
         Err(_) if status.is_success() && bytes.iter().all(u8::is_ascii_whitespace) => Ok(()),
         Err(_) => {
-            // Not JSON-RPC: the call (if any) fails; the server may be fine otherwise.
+            // Not JSON-RPC: the request (if any) fails; the server may be fine otherwise.
             if let Some(id) = call
-                && let Some(Waiter::Call { answer, .. }) = shared.pending.lock().waiting.remove(&id)
+                && let Some(Waiter::Call { answer, .. } | Waiter::Own(answer)) =
+                    shared.pending.lock().waiting.remove(&id)
             {
                 let _ = answer.send(Err(WorkerError::new(
                     ErrorKind::Handler,
-                    format!("{}: HTTP {status} without a JSON-RPC answer", shared.label),
+                    format!(
+                        "{}: {} answered HTTP {status} without a JSON-RPC answer",
+                        shared.label, link.uri
+                    ),
                 )));
             }
             Ok(())

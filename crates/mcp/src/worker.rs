@@ -199,7 +199,8 @@ impl Shared {
         self.send_call_line(None, message)
     }
 
-    /// Queues a line; `call` is the id of the call it carries, marked sent once written.
+    /// Queues a line; `call` is the id of the request it carries (a call is marked sent once
+    /// written; over HTTP, an answer that is not JSON-RPC fails the request).
     fn send_call_line(&self, call: Option<u64>, message: &Value) -> Result<(), WorkerError> {
         let mut line = serde_json::to_vec(message).map_err(|e| {
             WorkerError::new(
@@ -230,7 +231,7 @@ impl Shared {
         let (tx, rx) = oneshot::channel();
         let id = self.register(Waiter::Own(tx))?;
         let message = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
-        if let Err(error) = self.send_line(&message) {
+        if let Err(error) = self.send_call_line(Some(id), &message) {
             self.pending.lock().waiting.remove(&id);
             return Err(error);
         }

@@ -386,6 +386,63 @@ async fn broken_servers_fail_to_start_with_a_clear_error() {
     );
 }
 
+/// A local HTTP server that answers every request with `status`, `extra` headers and an
+/// HTML body: what a gateway in front of a server, or the wrong URL, gives.
+async fn answering(status: &'static str, extra: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = vec![0u8; 64 * 1024];
+                let _ = stream.read(&mut request).await;
+                let body = "<html>no</html>";
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\n{extra}content-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{address}/mcp")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_servers_that_refuse_fail_to_start_at_once_saying_why() {
+    // A long hello timeout: a start that waited it out would end with "no answer", not the
+    // reasons checked here.
+    let wait = Duration::from_secs(60);
+    let url = answering(
+        "401 Unauthorized",
+        "www-authenticate: Bearer realm=\"x\"\r\n",
+    )
+    .await;
+    let unauthorized = start_error(
+        "unauthorized",
+        McpServerSpec::http("unauthorized", &url).start_timeout(wait),
+    )
+    .await;
+    assert!(
+        unauthorized.contains("401")
+            && unauthorized.contains("Bearer realm")
+            && unauthorized.contains("headers")
+            && unauthorized.contains(&url),
+        "{unauthorized}"
+    );
+    let url = answering("404 Not Found", "").await;
+    let missing = start_error(
+        "wrong_path",
+        McpServerSpec::http("wrong_path", &url).start_timeout(wait),
+    )
+    .await;
+    assert!(
+        missing.contains("404") && missing.contains(&url) && missing.contains("JSON-RPC"),
+        "{missing}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_tier_keeps_trying_in_the_background() {
     let pool = Pool::builder(McpFactory::new(spec("crash")))
