@@ -93,6 +93,34 @@ INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
     "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}
 
 
+async def round_trips(server, over):
+    """A 2026-07-28 client with sampling and elicitation callbacks, through the conformance
+    backend's test_sampling and test_elicitation (each asks the client mid-call)."""
+    from mcp import Client
+    import mcp.types as types
+
+    async def sampling(context, params):
+        return types.CreateMessageResult(role="assistant", content=types.TextContent(type="text", text="sampled"),
+                                         model="e2e", stop_reason="endTurn")
+
+    async def elicitation(context, params):
+        return types.ElicitResult(action="accept", content={"username": "ada", "email": "ada@example.org"})
+
+    async with Client(server, sampling_callback=sampling, elicitation_callback=elicitation) as client:
+        check(client.session.protocol_version == "2026-07-28", f"{over}: negotiated {client.session.protocol_version}")
+        with anyio.fail_after(30):
+            r = await client.call_tool("test_sampling", {"prompt": "hello"})
+        check(not r.is_error and "sampled" in r.content[0].text, f"{over}: sampling as input_required {r}")
+        with anyio.fail_after(30):
+            r = await client.call_tool("test_elicitation", {"message": "who?"})
+        check(not r.is_error and "ada@example.org" in r.content[0].text, f"{over}: elicitation as input_required {r}")
+    # Without the capability, the backend hears that the client lacks it (no round trip).
+    async with Client(server) as client:
+        with anyio.fail_after(30):
+            r = await client.call_tool("test_sampling", {"prompt": "hello"})
+        check(r.is_error and "does not support sampling" in r.content[0].text, f"{over}: no sampling capability {r}")
+
+
 async def sessions_stick(url, n):
     """n concurrent client sessions, each making several calls: each session's calls stay on
     one instance (strict affinity keyed on Mcp-Session-Id)."""
@@ -204,6 +232,9 @@ tool_prefix = "own_"
                 check(r.content[0].text == "3", f"2026-07-28 tools/call over HTTP {r}")
                 r = await client.read_resource("test://static-text")
                 check("static text" in r.contents[0].text, f"2026-07-28 resources/read {r}")
+            # 2026-07-28 takes no server request mid-call: a backend's sampling and elicitation
+            # reach the client as `input_required` results, and its retry carries the answers.
+            await round_trips(url, "HTTP")
             # 2026-07-28 requests carry no session: a call to an isolated tier gets a worker
             # of its own for that call alone; a session named in `_meta` keeps its worker.
             async with Client(url) as client:
@@ -226,6 +257,11 @@ tool_prefix = "own_"
                     with anyio.fail_after(10):
                         event = await subscription.__anext__()
                     check(type(event).__name__ == "ToolsListChanged", f"a list change on the listen stream: {event}")
+            config_path = os.path.join(directory, "stdio.toml")
+            with open(config_path, "w") as f:
+                f.write(config)
+            await round_trips(StdioServerParameters(command=BINARY, args=["serve", "--config", config_path],
+                                                    env=dict(os.environ)), "stdio")
             stdio = StdioServerParameters(command=BINARY, args=["serve"], env=dict(os.environ))
             async with Client(stdio) as client:
                 check(client.session.protocol_version == "2026-07-28", f"stdio negotiated {client.session.protocol_version}")

@@ -168,7 +168,8 @@ impl rmcp::ClientHandler for ListWatcher {
 }
 
 /// A stdio MCP server that answers nothing (not even `initialize`) until `gate` exists,
-/// then offers `late_echo`, and `malformed`, whose result is not a valid `CallToolResult`.
+/// then offers `late_echo`; `malformed`, whose result is not a valid `CallToolResult`; and
+/// `ask`, which asks the client for sampling and answers with what it got.
 const GATED_SERVER: &str = r#"
 import json, os, sys, time
 gate = sys.argv[1]
@@ -186,7 +187,13 @@ for line in sys.stdin:
     elif method == "tools/list":
         send({"jsonrpc": "2.0", "id": rid, "result": {"tools": [{"name": "late_echo",
               "inputSchema": {"type": "object"}}, {"name": "malformed",
-              "inputSchema": {"type": "object"}}]}})
+              "inputSchema": {"type": "object"}}, {"name": "ask", "inputSchema": {"type": "object"}}]}})
+    elif method is None and str(rid).startswith("ask-"):
+        sampled = message.get("result", {}).get("content", {}).get("text", "no answer")
+        send({"jsonrpc": "2.0", "id": int(rid[4:]), "result": {"content": [{"type": "text", "text": sampled}]}})
+    elif method == "tools/call" and message["params"]["name"] == "ask":
+        send({"jsonrpc": "2.0", "id": f"ask-{rid}", "method": "sampling/createMessage", "params": {
+              "messages": [{"role": "user", "content": {"type": "text", "text": "hi"}}], "maxTokens": 5}})
     elif method == "tools/call" and message["params"]["name"] == "malformed":
         send({"jsonrpc": "2.0", "id": rid, "result": {"content": "not a list"}})
     elif method == "tools/call":
@@ -281,4 +288,85 @@ async fn a_server_that_has_not_started_never_keeps_clients_waiting() {
     tokio::time::timeout(std::time::Duration::from_secs(60), run)
         .await
         .expect("the client was kept waiting (60 s)");
+}
+
+/// A client that answers sampling with a fixed text. (rmcp deprecates sampling (SEP-2577),
+/// but the servers people run today still ask for it.)
+struct Sampler;
+
+#[allow(deprecated)]
+impl rmcp::ClientHandler for Sampler {
+    fn get_info(&self) -> rmcp::model::ClientConfig {
+        let mut info = rmcp::model::ClientConfig::default();
+        info.capabilities.sampling = Some(Default::default());
+        info
+    }
+
+    async fn create_message(
+        &self,
+        _params: rmcp::model::CreateMessageRequestParams,
+        _context: rmcp::service::RequestContext<rmcp::RoleClient>,
+    ) -> Result<rmcp::model::CreateMessageResult, rmcp::ErrorData> {
+        Ok(rmcp::model::CreateMessageResult::new(
+            rmcp::model::SamplingMessage::assistant_text("sampled by rmcp"),
+            "test-model".into(),
+        ))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_request_reaches_a_2026_07_28_client_as_input_required() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("gated.py");
+    std::fs::write(&script, GATED_SERVER).unwrap();
+    let gate = dir.path().join("gate");
+    std::fs::write(&gate, "").unwrap();
+    let config = dir.path().join("flowbalancer.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[telemetry]\nenabled = false\n[[tiers]]\nname = \"asking\"\nworkers = {{ mcp = [\"python3\", {script:?}, {gate:?}] }}\nsize = 1\n"
+        ),
+    )
+    .unwrap();
+    let run = async {
+        use rmcp::service::{ClientLifecycleMode, ClientServiceExt};
+        let client = Sampler
+            .serve_with_lifecycle(
+                server(&["--config", config.to_str().unwrap()]),
+                ClientLifecycleMode::Discover {
+                    preferred_versions: vec![rmcp::model::ProtocolVersion::V_2026_07_28],
+                },
+            )
+            .await
+            .expect("server/discover");
+        assert_eq!(
+            client.peer_info().map(|i| i.protocol_version.clone()),
+            Some(rmcp::model::ProtocolVersion::V_2026_07_28)
+        );
+        // rmcp's client drives the rounds: it answers the embedded request and retries.
+        let asked = client
+            .call_tool(params(json!({"name": "ask", "arguments": {}})))
+            .await
+            .expect("answered");
+        assert_eq!(
+            asked.content[0].as_text().map(|t| t.text.as_str()),
+            Some("sampled by rmcp")
+        );
+        // A state the gateway never gave is refused, naming what to do.
+        let mut forged = params(json!({"name": "ask", "arguments": {}}));
+        forged.request_state = Some("round-forged".into());
+        let refused = client
+            .call_tool(forged)
+            .await
+            .expect_err("an unknown requestState");
+        assert!(
+            refused.to_string().contains("unknown or expired"),
+            "{refused}"
+        );
+        client.cancel().await.unwrap();
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), run)
+        .await
+        .expect("the round trip ended (60 s)");
 }

@@ -4,6 +4,7 @@
 
 mod malformed;
 mod progress;
+mod rounds;
 mod routing;
 mod upstream;
 
@@ -242,6 +243,61 @@ impl Gateway {
         (isolated || (hint && self.lasting)).then(|| self.connection().to_string())
     }
 
+    /// A routed call's outcome as the client's `tools/call` result, or the server's own
+    /// JSON-RPC error.
+    fn tool_result(
+        &self,
+        result: Result<flowbalancer::tiers::Routed, RouteError>,
+    ) -> Result<CallToolResult, McpError> {
+        let result = match result {
+            Ok(routed) if self.balancer.is_mcp_tier(&routed.tier) => {
+                // An MCP server's result, as it sent it.
+                complete::<CallToolResult>(routed.payload().to_json(), false).map_err(|e| {
+                    McpError::internal_error(
+                        format!("tier {:?}: {}", routed.tier, e.message),
+                        Some(json!({ "tier": routed.tier })),
+                    )
+                })?
+            }
+            Ok(routed) => {
+                let payload = routed.payload().to_json();
+                let mut result =
+                    CallToolResult::success(vec![ContentBlock::text(payload.to_string())]);
+                if payload.is_object() {
+                    result.structured_content = Some(payload);
+                }
+                // Which tier served it, and what was tried first.
+                let mut meta = rmcp::model::MetaObject::new();
+                meta.insert("flowbalancer/tier".into(), json!(routed.tier));
+                meta.insert("flowbalancer/attempts".into(), json!(routed.attempts));
+                result.meta = Some(meta);
+                result
+            }
+            Err(RouteError::Rejected {
+                ref tier,
+                ref error,
+                ..
+            }) if self.balancer.is_mcp_tier(tier)
+                && error
+                    .downcast_ref::<PoolError>()
+                    .and_then(server_error)
+                    .is_some() =>
+            {
+                // The server's own JSON-RPC error (invalid params, …), passed on.
+                return Err(error
+                    .downcast_ref::<PoolError>()
+                    .and_then(server_error)
+                    .unwrap_or_else(|| McpError::internal_error("", None)));
+            }
+            Err(error) => {
+                let mut result = CallToolResult::error(vec![ContentBlock::text(error.to_string())]);
+                result.structured_content = Some(error.to_json());
+                result
+            }
+        };
+        Ok(result)
+    }
+
     fn any_tier_has(&self, capability: &str) -> bool {
         self.balancer
             .mcp_tiers()
@@ -346,7 +402,7 @@ impl ServerHandler for Gateway {
 
     async fn call_tool(
         &self,
-        request: CallToolRequestParams,
+        mut request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let name = request.name.to_string();
@@ -369,9 +425,38 @@ impl ServerHandler for Gateway {
             None => (None, None),
         };
         let upstream = self.client_peer(&context.peer);
-        let mut options = CallOptions::default().with_upstream(upstream);
+        let mut options = CallOptions::default();
         options.session = session;
         options.progress = progress;
+        if rounds::takes_input_required(&context) {
+            // 2026-07-28: the server's requests reach the client as `input_required` results.
+            let trip = rounds::Trip {
+                responses: request.input_responses.take(),
+                state: request.request_state.take(),
+                capabilities: serde_json::to_value(context.client_capabilities())
+                    .unwrap_or(Value::Null),
+                notify: upstream,
+            };
+            let round = rounds::call(
+                &self.balancer,
+                &name,
+                Value::Object(arguments),
+                options,
+                trip,
+                &context.ct,
+            )
+            .await?;
+            return match round {
+                rounds::Round::Done(result) => {
+                    if let Some(flush) = flush {
+                        flush.flush().await;
+                    }
+                    Ok(self.tool_result(result)?.into())
+                }
+                rounds::Round::InputRequired(asked) => Ok(asked.into()),
+            };
+        }
+        let options = options.with_upstream(upstream);
         let call = self.balancer.call(&name, Value::Object(arguments), options);
         // A cancelled request drops the call: the pool cancels it at the worker and keeps the
         // worker's slot until the worker has stopped.
@@ -385,53 +470,7 @@ impl ServerHandler for Gateway {
             // Every progress report sent before the answer reaches the client before it.
             flush.flush().await;
         }
-        let result = match result {
-            Ok(routed) if self.balancer.is_mcp_tier(&routed.tier) => {
-                // An MCP server's result, as it sent it.
-                complete::<CallToolResult>(routed.payload().to_json(), false).map_err(|e| {
-                    McpError::internal_error(
-                        format!("tier {:?}: {}", routed.tier, e.message),
-                        Some(json!({ "tier": routed.tier })),
-                    )
-                })?
-            }
-            Ok(routed) => {
-                let payload = routed.payload().to_json();
-                let mut result =
-                    CallToolResult::success(vec![ContentBlock::text(payload.to_string())]);
-                if payload.is_object() {
-                    result.structured_content = Some(payload);
-                }
-                // Which tier served it, and what was tried first.
-                let mut meta = rmcp::model::MetaObject::new();
-                meta.insert("flowbalancer/tier".into(), json!(routed.tier));
-                meta.insert("flowbalancer/attempts".into(), json!(routed.attempts));
-                result.meta = Some(meta);
-                result
-            }
-            Err(RouteError::Rejected {
-                ref tier,
-                ref error,
-                ..
-            }) if self.balancer.is_mcp_tier(tier)
-                && error
-                    .downcast_ref::<PoolError>()
-                    .and_then(server_error)
-                    .is_some() =>
-            {
-                // The server's own JSON-RPC error (invalid params, …), passed on.
-                return Err(error
-                    .downcast_ref::<PoolError>()
-                    .and_then(server_error)
-                    .unwrap_or_else(|| McpError::internal_error("", None)));
-            }
-            Err(error) => {
-                let mut result = CallToolResult::error(vec![ContentBlock::text(error.to_string())]);
-                result.structured_content = Some(error.to_json());
-                result
-            }
-        };
-        Ok(result.into())
+        Ok(self.tool_result(result)?.into())
     }
 
     async fn list_resources(

@@ -78,15 +78,22 @@ impl ClientPeer {
         let Some(info) = self.peer.peer_info() else {
             return false;
         };
-        let capabilities = serde_json::to_value(&info.capabilities).unwrap_or(Value::Null);
-        let needed = match method {
-            "sampling/createMessage" => "sampling",
-            "elicitation/create" => "elicitation",
-            "roots/list" => "roots",
-            _ => return false,
-        };
-        capabilities.get(needed).is_some_and(|c| !c.is_null())
+        declares(
+            &serde_json::to_value(&info.capabilities).unwrap_or(Value::Null),
+            method,
+        )
     }
+}
+
+/// Whether `capabilities` (a client's, as JSON) has what the server request `method` needs.
+pub(crate) fn declares(capabilities: &Value, method: &str) -> bool {
+    let needed = match method {
+        "sampling/createMessage" => "sampling",
+        "elicitation/create" => "elicitation",
+        "roots/list" => "roots",
+        _ => return false,
+    };
+    capabilities.get(needed).is_some_and(|c| !c.is_null())
 }
 
 fn error(code: i64, message: impl Into<String>) -> UpstreamError {
