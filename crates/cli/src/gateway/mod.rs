@@ -433,8 +433,7 @@ impl ServerHandler for Gateway {
             let trip = rounds::Trip {
                 responses: request.input_responses.take(),
                 state: request.request_state.take(),
-                capabilities: serde_json::to_value(context.client_capabilities())
-                    .unwrap_or(Value::Null),
+                capabilities: context.client_capabilities(),
                 notify: upstream,
             };
             let round = rounds::call(

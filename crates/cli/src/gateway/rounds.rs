@@ -12,6 +12,7 @@
 //! [`UNCLAIMED`]; at most [`MAX_SUSPENDED`] wait at once.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -52,13 +53,46 @@ struct Suspended {
     since: Instant,
 }
 
-/// The call's task, aborted (and so its call dropped and cancelled at the worker) when this
-/// is dropped.
-struct Running(tokio::task::JoinHandle<Result<Routed, RouteError>>);
+type Outcome = Result<Routed, RouteError>;
 
-impl Drop for Running {
+/// The call: polled in place while its client's request waits for it (most calls end so), and
+/// a task of its own once it is suspended, so that its deadlines still run while nobody waits.
+enum Running {
+    Inline(std::pin::Pin<Box<dyn Future<Output = Outcome> + Send>>),
+    Spawned(AbortOnDrop),
+}
+
+/// A call's task, aborted (and so its call dropped and cancelled at the worker) when this is
+/// dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<Outcome>);
+
+impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+impl Running {
+    /// The call as a task of its own (a suspended call must go on without a poller).
+    fn detach(self) -> Self {
+        match self {
+            Running::Inline(call) => Running::Spawned(AbortOnDrop(tokio::spawn(call))),
+            spawned => spawned,
+        }
+    }
+}
+
+impl Future for Running {
+    type Output = Result<Outcome, tokio::task::JoinError>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.get_mut() {
+            Running::Inline(call) => call.as_mut().poll(cx).map(Ok),
+            Running::Spawned(task) => std::pin::Pin::new(&mut task.0).poll(cx),
+        }
     }
 }
 
@@ -89,7 +123,7 @@ pub(crate) struct Trip {
     /// The `requestState` of the previous round.
     pub(crate) state: Option<String>,
     /// The client's declared capabilities (`sampling`, `elicitation`, `roots`).
-    pub(crate) capabilities: Value,
+    pub(crate) capabilities: Option<rmcp::model::ClientCapabilities>,
     /// Where the server's notifications (log messages) go.
     pub(crate) notify: UpstreamHandle,
 }
@@ -134,7 +168,7 @@ pub(crate) async fn call(
         }));
     }
     let ask = tokio::select! {
-        joined = &mut suspended.call.0 => return finished(joined),
+        joined = &mut suspended.call => return finished(joined),
         ask = suspended.asks.recv() => ask,
         () = cancelled.cancelled() => {
             return Err(McpError::internal_error("the request was cancelled", None));
@@ -143,13 +177,11 @@ pub(crate) async fn call(
     match ask {
         Some(ask) => Ok(Round::InputRequired(suspend(suspended, ask))),
         // The call's upstream is gone, so the call has ended: its result is ready.
-        None => finished((&mut suspended.call.0).await),
+        None => finished((&mut suspended.call).await),
     }
 }
 
-fn finished(
-    joined: Result<Result<Routed, RouteError>, tokio::task::JoinError>,
-) -> Result<Round, McpError> {
+fn finished(joined: Result<Outcome, tokio::task::JoinError>) -> Result<Round, McpError> {
     joined
         .map(Round::Done)
         .map_err(|join| McpError::internal_error(format!("the call ended: {join}"), None))
@@ -160,7 +192,7 @@ fn start(
     tool: &str,
     arguments: Value,
     options: CallOptions,
-    capabilities: Value,
+    capabilities: Option<rmcp::model::ClientCapabilities>,
     notify: UpstreamHandle,
 ) -> Suspended {
     let (asks, receiver) = mpsc::unbounded_channel();
@@ -171,10 +203,10 @@ fn start(
     };
     let options = options.with_upstream(UpstreamHandle(Arc::new(upstream)));
     let (balancer, name) = (Arc::clone(balancer), tool.to_string());
-    let call = tokio::spawn(async move { balancer.call(&name, arguments, options).await });
+    let call = Box::pin(async move { balancer.call(&name, arguments, options).await });
     Suspended {
         tool: tool.to_string(),
-        call: Running(call),
+        call: Running::Inline(call),
         asks: receiver,
         waiting: HashMap::new(),
         since: Instant::now(),
@@ -229,6 +261,7 @@ fn suspend(mut suspended: Suspended, first: Ask) -> InputRequiredResult {
     }
     let state = crate::gateway::new_connection_session().replacen("conn-", "round-", 1);
     suspended.since = Instant::now();
+    suspended.call = suspended.call.detach();
     let mut all = SUSPENDED.lock();
     forget_unclaimed(&mut all);
     if all.len() >= MAX_SUSPENDED {
@@ -251,13 +284,14 @@ fn forget_unclaimed(all: &mut HashMap<String, Suspended>) {
 /// The upstream of a call whose client takes `input_required` results.
 struct RoundsUpstream {
     asks: mpsc::UnboundedSender<Ask>,
-    capabilities: Value,
+    capabilities: Option<rmcp::model::ClientCapabilities>,
     notify: UpstreamHandle,
 }
 
 impl Upstream for RoundsUpstream {
     fn request(&self, method: &str, params: Value) -> UpstreamFuture {
-        if !crate::gateway::upstream::declares(&self.capabilities, method) {
+        let capabilities = serde_json::to_value(&self.capabilities).unwrap_or(Value::Null);
+        if !crate::gateway::upstream::declares(&capabilities, method) {
             let message = format!("the client does not support {method}");
             return Box::pin(async move {
                 Err(UpstreamError {
