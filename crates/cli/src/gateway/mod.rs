@@ -4,21 +4,21 @@
 
 mod malformed;
 mod progress;
+mod results;
 mod rounds;
 mod routing;
 mod upstream;
 
 use std::sync::Arc;
 
-use flowbalancer::pool::{PoolError, UpstreamHandle};
-use flowbalancer::tiers::{CallOptions, RouteError};
+use flowbalancer::pool::UpstreamHandle;
+use flowbalancer::tiers::CallOptions;
 use flowbalancer::{Balancer, McpTier};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult,
-    ContentBlock, GetPromptRequestParams, GetPromptResponse, Implementation, InitializeResult,
-    ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
-    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities,
-    ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CompleteRequestParams, CompleteResult,
+    GetPromptRequestParams, GetPromptResponse, Implementation, InitializeResult, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use progress::progress_forwarder;
+use results::complete;
 use upstream::ClientPeer;
 
 /// The MCP face of a balancer, for one client connection.
@@ -91,51 +92,6 @@ fn tool_definition(tool: flowbalancer::pool::ToolSpec) -> Value {
             json!({ "name": tool.name, "description": tool.description, "inputSchema": schema })
         }
     }
-}
-
-/// How long a client may cache a list (tools, resources, templates, prompts): a change is
-/// announced with `list_changed`, so the list may be kept until then, within this bound.
-const LIST_TTL_MS: u64 = 5 * 60 * 1000;
-
-/// A result for the client: `resultType: "complete"` (2026-07-28; rmcp drops it for older
-/// revisions), and for a list, how long it may be cached and by whom (this client only: what
-/// a gateway lists may differ between its deployments and credentials).
-fn complete<T: serde::de::DeserializeOwned>(mut value: Value, list: bool) -> Result<T, McpError> {
-    if let Some(object) = value.as_object_mut() {
-        object
-            .entry("resultType")
-            .or_insert_with(|| json!("complete"));
-        if list {
-            object.insert("ttlMs".into(), json!(LIST_TTL_MS));
-            object.insert("cacheScope".into(), json!("private"));
-        }
-    }
-    from_json(value)
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, McpError> {
-    serde_json::from_value(value).map_err(|e| {
-        McpError::internal_error(format!("the answer is not a valid MCP result: {e}"), None)
-    })
-}
-
-/// The MCP error for a server's JSON-RPC error (kept whole in the worker error's data).
-fn server_error(error: &PoolError) -> Option<McpError> {
-    let PoolError::Call { error, .. } = error else {
-        return None;
-    };
-    let data = error.data.as_ref()?;
-    let code = i32::try_from(data.get("code")?.as_i64()?).ok()?;
-    let message = data
-        .get("message")
-        .and_then(Value::as_str)
-        .unwrap_or(&error.message)
-        .to_string();
-    Some(McpError::new(
-        rmcp::model::ErrorCode(code),
-        message,
-        data.get("data").cloned(),
-    ))
 }
 
 /// The session of a call: `_meta.sessionId` (or `session_id`), else a `_session` argument.
@@ -241,61 +197,6 @@ impl Gateway {
             .any(|t| t.isolation == flowbalancer::Isolation::Session);
         let hint = config.sessions.affinity == flowbalancer::pool::AffinityMode::Hint;
         (isolated || (hint && self.lasting)).then(|| self.connection().to_string())
-    }
-
-    /// A routed call's outcome as the client's `tools/call` result, or the server's own
-    /// JSON-RPC error.
-    fn tool_result(
-        &self,
-        result: Result<flowbalancer::tiers::Routed, RouteError>,
-    ) -> Result<CallToolResult, McpError> {
-        let result = match result {
-            Ok(routed) if self.balancer.is_mcp_tier(&routed.tier) => {
-                // An MCP server's result, as it sent it.
-                complete::<CallToolResult>(routed.payload().to_json(), false).map_err(|e| {
-                    McpError::internal_error(
-                        format!("tier {:?}: {}", routed.tier, e.message),
-                        Some(json!({ "tier": routed.tier })),
-                    )
-                })?
-            }
-            Ok(routed) => {
-                let payload = routed.payload().to_json();
-                let mut result =
-                    CallToolResult::success(vec![ContentBlock::text(payload.to_string())]);
-                if payload.is_object() {
-                    result.structured_content = Some(payload);
-                }
-                // Which tier served it, and what was tried first.
-                let mut meta = rmcp::model::MetaObject::new();
-                meta.insert("flowbalancer/tier".into(), json!(routed.tier));
-                meta.insert("flowbalancer/attempts".into(), json!(routed.attempts));
-                result.meta = Some(meta);
-                result
-            }
-            Err(RouteError::Rejected {
-                ref tier,
-                ref error,
-                ..
-            }) if self.balancer.is_mcp_tier(tier)
-                && error
-                    .downcast_ref::<PoolError>()
-                    .and_then(server_error)
-                    .is_some() =>
-            {
-                // The server's own JSON-RPC error (invalid params, …), passed on.
-                return Err(error
-                    .downcast_ref::<PoolError>()
-                    .and_then(server_error)
-                    .unwrap_or_else(|| McpError::internal_error("", None)));
-            }
-            Err(error) => {
-                let mut result = CallToolResult::error(vec![ContentBlock::text(error.to_string())]);
-                result.structured_content = Some(error.to_json());
-                result
-            }
-        };
-        Ok(result)
     }
 
     fn any_tier_has(&self, capability: &str) -> bool {
@@ -450,7 +351,7 @@ impl ServerHandler for Gateway {
                     if let Some(flush) = flush {
                         flush.flush().await;
                     }
-                    Ok(self.tool_result(result)?.into())
+                    Ok(results::tool_result(&self.balancer, result)?.into())
                 }
                 rounds::Round::InputRequired(asked) => Ok(asked.into()),
             };
@@ -469,7 +370,7 @@ impl ServerHandler for Gateway {
             // Every progress report sent before the answer reaches the client before it.
             flush.flush().await;
         }
-        Ok(self.tool_result(result)?.into())
+        Ok(results::tool_result(&self.balancer, result)?.into())
     }
 
     async fn list_resources(

@@ -10,7 +10,8 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer};
 use serde_json::Value;
 
-use super::{Gateway, server_error};
+use super::Gateway;
+use super::results::server_error;
 
 impl Gateway {
     /// Items of every MCP tier's listing, each key once (the first tier in order wins).
