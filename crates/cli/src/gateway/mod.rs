@@ -67,6 +67,11 @@ impl Drop for Gateway {
 
 /// A session id for a new connection, unique in this process and hard to guess.
 pub(crate) fn new_connection_session() -> Arc<str> {
+    Arc::from(unguessable_id("conn"))
+}
+
+/// `kind-N-HASH`: unique in this process and hard to guess (a session, a round trip's state).
+pub(crate) fn unguessable_id(kind: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(1);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -75,7 +80,7 @@ pub(crate) fn new_connection_session() -> Arc<str> {
         .map_or(0, |d| d.as_nanos());
     let random = std::collections::hash_map::RandomState::new();
     let mixed = std::hash::BuildHasher::hash_one(&random, (n, nanos, std::process::id()));
-    Arc::from(format!("conn-{n}-{mixed:016x}"))
+    format!("{kind}-{n}-{mixed:016x}")
 }
 
 /// A tool as MCP lists it: an MCP server's definition whole (its name already prefixed), else
@@ -318,12 +323,14 @@ impl ServerHandler for Gateway {
         let meta: &serde_json::Map<String, Value> = &context.meta;
         let session =
             session_of(meta, &mut arguments).or_else(|| self.default_session(&context.extensions));
+        // A resumed round trip reports progress where its first round did.
+        let resuming = request.request_state.is_some() && rounds::takes_input_required(&context);
         let (progress, flush) = match context.meta.get_progress_token() {
-            Some(token) => {
+            Some(token) if !resuming => {
                 let (sink, flush) = progress_forwarder(token, context.peer.clone());
                 (Some(sink), Some(flush))
             }
-            None => (None, None),
+            _ => (None, None),
         };
         let upstream = self.client_peer(&context.peer);
         let mut options = CallOptions::default();

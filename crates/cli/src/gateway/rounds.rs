@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use flowbalancer::Balancer;
 use flowbalancer::pool::{Upstream, UpstreamError, UpstreamFuture, UpstreamHandle};
+
+use super::upstream::{declares, error, unsupported};
 use flowbalancer::tiers::{CallOptions, RouteError, Routed};
 use rmcp::ErrorData as McpError;
 use rmcp::model::{InputRequest, InputRequests, InputRequiredResult, InputResponses};
@@ -30,9 +32,6 @@ const UNCLAIMED: Duration = Duration::from_secs(10 * 60);
 
 /// Calls waiting for their clients at once; past it, a server request gets an error.
 const MAX_SUSPENDED: usize = 1024;
-
-/// The standard "method not found" code, for a capability the client lacks.
-const METHOD_NOT_FOUND: i64 = -32601;
 
 type Answer = oneshot::Sender<Result<Value, UpstreamError>>;
 
@@ -161,11 +160,10 @@ pub(crate) async fn call(
     }
     // A request the client left unanswered gets an error, so that the server goes on.
     for (_, answer) in suspended.waiting.drain() {
-        let _ = answer.send(Err(UpstreamError {
-            code: -32603,
-            message: "the client sent no answer to this request".into(),
-            data: None,
-        }));
+        let _ = answer.send(Err(error(
+            -32603,
+            "the client sent no answer to this request",
+        )));
     }
     let ask = tokio::select! {
         joined = &mut suspended.call => return finished(joined),
@@ -249,17 +247,15 @@ fn suspend(mut suspended: Suspended, first: Ask) -> InputRequiredResult {
                 requests.insert(key.clone(), request);
                 suspended.waiting.insert(key, ask.answer);
             }
-            Err(error) => {
-                let _ = ask.answer.send(Err(UpstreamError {
-                    code: -32602,
-                    message: format!("invalid params: {error}"),
-                    data: None,
-                }));
+            Err(problem) => {
+                let _ = ask
+                    .answer
+                    .send(Err(error(-32602, format!("invalid params: {problem}"))));
             }
         }
         next = suspended.asks.try_recv().ok();
     }
-    let state = crate::gateway::new_connection_session().replacen("conn-", "round-", 1);
+    let state = crate::gateway::unguessable_id("round");
     suspended.since = Instant::now();
     suspended.call = suspended.call.detach();
     let mut all = SUSPENDED.lock();
@@ -291,15 +287,9 @@ struct RoundsUpstream {
 impl Upstream for RoundsUpstream {
     fn request(&self, method: &str, params: Value) -> UpstreamFuture {
         let capabilities = serde_json::to_value(&self.capabilities).unwrap_or(Value::Null);
-        if !crate::gateway::upstream::declares(&capabilities, method) {
-            let message = format!("the client does not support {method}");
-            return Box::pin(async move {
-                Err(UpstreamError {
-                    code: METHOD_NOT_FOUND,
-                    message,
-                    data: None,
-                })
-            });
+        if !declares(&capabilities, method) {
+            let unsupported = unsupported(method);
+            return Box::pin(async move { Err(unsupported) });
         }
         let (answer, answered) = oneshot::channel();
         let sent = self.asks.send(Ask {
@@ -309,18 +299,10 @@ impl Upstream for RoundsUpstream {
         });
         Box::pin(async move {
             if sent.is_err() {
-                return Err(UpstreamError {
-                    code: -32603,
-                    message: "the client is gone".into(),
-                    data: None,
-                });
+                return Err(error(-32603, "the client is gone"));
             }
             answered.await.unwrap_or_else(|_| {
-                Err(UpstreamError {
-                    code: -32603,
-                    message: "the client did not come back with an answer".into(),
-                    data: None,
-                })
+                Err(error(-32603, "the client did not come back with an answer"))
             })
         })
     }

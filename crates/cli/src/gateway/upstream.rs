@@ -96,7 +96,15 @@ pub(crate) fn declares(capabilities: &Value, method: &str) -> bool {
     capabilities.get(needed).is_some_and(|c| !c.is_null())
 }
 
-fn error(code: i64, message: impl Into<String>) -> UpstreamError {
+/// The error a server gets for a request the client has no capability for.
+pub(crate) fn unsupported(method: &str) -> UpstreamError {
+    error(
+        METHOD_NOT_FOUND,
+        format!("the client does not support {method}"),
+    )
+}
+
+pub(crate) fn error(code: i64, message: impl Into<String>) -> UpstreamError {
     UpstreamError {
         code,
         message: message.into(),
@@ -107,8 +115,8 @@ fn error(code: i64, message: impl Into<String>) -> UpstreamError {
 impl Upstream for ClientPeer {
     fn request(&self, method: &str, params: Value) -> UpstreamFuture {
         if !self.can(method) {
-            let message = format!("the client does not support {method}");
-            return Box::pin(async move { Err(error(METHOD_NOT_FOUND, message)) });
+            let unsupported = unsupported(method);
+            return Box::pin(async move { Err(unsupported) });
         }
         let request: Result<ServerRequest, _> =
             serde_json::from_value(json!({ "method": method, "params": params }));
