@@ -93,6 +93,94 @@ INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
     "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}
 
 
+def raw_session(url):
+    """A session opened by hand: initialize, then notifications/initialized."""
+    status, headers, _ = raw(url, INIT)
+    session = headers.get("mcp-session-id") or headers.get("Mcp-Session-Id")
+    check(status == 200 and session, f"raw initialize {status} {headers}")
+    raw(url, {"jsonrpc": "2.0", "method": "notifications/initialized"}, {"mcp-session-id": session})
+    return session
+
+
+def answers(body):
+    """The JSON-RPC messages of a response: its SSE events' data, or its JSON body."""
+    text = body.decode()
+    events = [json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:") and line[5:].strip()]
+    return events if events or not text.strip() else [json.loads(text)]
+
+
+def direct_calls(url):
+    """Calls of tools no MCP server serves are answered on their request's own stream,
+    outside rmcp's session worker: what the worker does for a call must still happen."""
+    import threading
+    session = raw_session(url)
+    call = lambda id, name, arguments: {"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                                        "params": {"name": name, "arguments": arguments}}
+    # A `_meta.sessionId` names the balancer session, as through the worker.
+    status, _, body = raw(url, {**call(3, "echo", {"text": "direct"}),
+                                "params": {"name": "echo", "arguments": {"text": "direct"},
+                                           "_meta": {"sessionId": "named"}}}, {"mcp-session-id": session})
+    got = answers(body)
+    check(status == 200 and got and got[-1].get("id") == 3
+          and got[-1]["result"]["structuredContent"] == {"text": "direct"}
+          and "resultType" not in got[-1]["result"], f"a direct call's answer: {status} {got}")
+    # notifications/cancelled stops it: its stream ends without an answer, and the tier's one
+    # worker is free at once.
+    ended = {}
+
+    def sleeper():
+        started = time.monotonic()
+        status, _, body = raw(url, call(4, "sleep", {"ms": 30000}), {"mcp-session-id": session})
+        ended.update(status=status, body=body, took=time.monotonic() - started)
+    thread = threading.Thread(target=sleeper)
+    thread.start()
+    time.sleep(0.5)
+    status, _, _ = raw(url, {"jsonrpc": "2.0", "method": "notifications/cancelled",
+                             "params": {"requestId": 4, "reason": "changed my mind"}}, {"mcp-session-id": session})
+    check(status == 202, f"notifications/cancelled accepted: {status}")
+    thread.join(timeout=10)
+    check(not thread.is_alive() and ended["took"] < 5, f"a cancelled direct call's stream ends: {ended}")
+    check(not any("result" in m for m in answers(ended["body"])), f"no answer to a cancelled call: {ended}")
+    started = time.monotonic()
+    status, _, body = raw(url, call(5, "echo", {"text": "next"}), {"mcp-session-id": session})
+    check(status == 200 and time.monotonic() - started < 5, f"the worker is free after a cancel: {status} {body[:200]}")
+    # A client that goes away mid-call: its call is dropped, and the worker free again.
+    request = urllib.request.Request(url, data=json.dumps(call(6, "sleep", {"ms": 30000})).encode(), method="POST", headers={
+        "Content-Type": "application/json", "Accept": "application/json, text/event-stream", "mcp-session-id": session})
+    try:
+        urllib.request.urlopen(request, timeout=0.5).read()
+    except Exception:
+        pass
+    started = time.monotonic()
+    status, _, body = raw(url, call(7, "echo", {"text": "after"}), {"mcp-session-id": session})
+    check(status == 200 and time.monotonic() - started < 5, f"the worker is free after a client left: {status} {body[:200]}")
+    # Direct calls keep their session alive past its idle TTL (3 s), though its worker sees none.
+    deadline = time.monotonic() + 5
+    n, statuses = 8, set()
+    while time.monotonic() < deadline:
+        status, _, _ = raw(url, call(n, "echo", {"text": "busy"}), {"mcp-session-id": session})
+        statuses.add(status)
+        n += 1
+        time.sleep(0.3)
+    check(statuses == {200}, f"every call in a busy session served: {statuses}")
+    status, _, body = raw(url, {"jsonrpc": "2.0", "id": n, "method": "tools/list"}, {"mcp-session-id": session})
+    check(status == 200 and any("result" in m for m in answers(body)),
+          f"a session busy with direct calls outlives its idle TTL: {status} {body[:200]}")
+    # A call longer than the TTL keeps its otherwise idle session: a session with a call
+    # running is in use.
+    status, _, body = raw(url, call(n + 1, "sleep", {"ms": 4500}), {"mcp-session-id": session})
+    check(status == 200 and any("slept" in json.dumps(m.get("result")) for m in answers(body)),
+          f"a call longer than the TTL answered: {status} {body[:300]}")
+    status, _, body = raw(url, call(n + 2, "echo", {"text": "still here"}), {"mcp-session-id": session})
+    check(status == 200, f"the session outlived its TTL while its call ran: {status} {body[:200]}")
+    n += 3
+    # DELETE ends it.
+    status, _, _ = raw(url, None, {"mcp-session-id": session}, method="DELETE")
+    check(status in (200, 204), f"DELETE: {status}")
+    status, _, _ = raw(url, call(n + 1, "echo", {"text": "gone"}), {"mcp-session-id": session})
+    check(status == 404, f"a direct call in an ended session: {status}")
+
+
 async def round_trips(server, over):
     """A 2026-07-28 client with sampling and elicitation callbacks, through the conformance
     backend's test_sampling and test_elicitation (each asks the client mid-call)."""
@@ -173,8 +261,9 @@ env = {{ CANCEL_LOG = "{cancel_log}" }}
 
 [[tiers]]
 name = "local"
-workers = {{ builtin = ["echo"] }}
+workers = {{ builtin = ["echo", "sleep"] }}
 size = 1
+queue_timeout = "20s"
 
 [[tiers]]
 name = "own"
@@ -322,6 +411,8 @@ tool_prefix = "own_"
             tools = {t["name"]: t for m in listed if "result" in m for t in m["result"]["tools"]}
             check(tools.get("test_simple_text", {}).get("execution") == {"taskSupport": "forbidden"},
                   f"a field rmcp does not model passes through over HTTP: {tools.get('test_simple_text')}")
+
+            direct_calls(url)
 
             # What a well-behaved client never sends: the right status and a JSON-RPC error.
             status, _, body = raw(url, {"jsonrpc": "2.0", "id": 5, "method": "tools/list"})

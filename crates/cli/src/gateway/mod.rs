@@ -2,6 +2,7 @@
 //! tiers, and for MCP tiers their results, resources, prompts and completions passed
 //! through, with the servers' requests and log messages sent to the client of the call.
 
+mod direct;
 mod malformed;
 mod progress;
 mod results;
@@ -25,6 +26,7 @@ use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+pub(crate) use direct::direct_call;
 use progress::progress_forwarder;
 use results::complete;
 use upstream::ClientPeer;

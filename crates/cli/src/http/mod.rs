@@ -30,9 +30,12 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::gateway::Gateway;
+use sessions::Sessions;
+
+mod sessions;
 
 type Reply = Response<BoxBody<Bytes, Infallible>>;
-type Rmcp = StreamableHttpService<Gateway, LocalSessionManager>;
+type Rmcp = StreamableHttpService<Gateway, Sessions>;
 
 /// Everything a request handler needs.
 struct Front {
@@ -458,7 +461,7 @@ pub(crate) async fn serve_http(
     let factory_balancer = Arc::clone(&balancer);
     let rmcp = StreamableHttpService::new(
         move || Ok(Gateway::new(Arc::clone(&factory_balancer))),
-        Arc::new(sessions),
+        Arc::new(Sessions::new(sessions, Arc::clone(&balancer))),
         config,
     );
     let front = Arc::new(Front {

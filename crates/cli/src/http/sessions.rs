@@ -1,0 +1,291 @@
+//! rmcp's session manager for `serve --http`, with one shortcut.
+//!
+//! Through rmcp's session machinery, each request of a session goes from the connection's
+//! task to the session's worker task, to the service's task, to a task of its own for the
+//! handler, and its answer back the same way: about eight task hops per call. A `tools/call`
+//! that needs no word from the client's peer (`gateway::direct_call`: no MCP tier may serve
+//! it and no progress is asked for) is served instead on the request's own response stream,
+//! in the connection's task. rmcp still checks everything it checks before a session's
+//! request reaches its session manager (`Accept`, `Content-Type`, `Host`, `Origin`, the
+//! session, the protocol version header).
+//!
+//! What the session worker does for a call, this does for such a call:
+//! - `notifications/cancelled` naming it cancels it (and the pool cancels it at its worker);
+//! - a client that goes away drops the response stream, and the call with it;
+//! - the session's idle timer (`http.session_ttl`) restarts: the worker sees none of these
+//!   calls, so it is told, at a call's start when an eighth of the TTL has passed since it
+//!   was last told, and every eighth of the TTL while a call runs (a session with a call
+//!   running is in use, however long the call takes);
+//! - the end of the session cancels its calls and ends its balancer session.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use flowbalancer::Balancer;
+use futures_util::Stream;
+use futures_util::future::Either;
+use rmcp::model::{
+    ClientJsonRpcMessage, ClientNotification, ClientRequest, JsonRpcMessage, JsonRpcRequest,
+    RequestId, ServerJsonRpcMessage,
+};
+use rmcp::transport::streamable_http_server::session::local::{
+    LocalSessionManager, LocalSessionManagerError,
+};
+use rmcp::transport::streamable_http_server::session::{
+    EventStore, RestoreOutcome, ServerSseMessage, SessionId, SessionManager,
+};
+use sync_wrapper::SyncWrapper;
+use tokio_util::sync::CancellationToken;
+
+use crate::gateway::direct_call;
+
+/// No response stream of a session has this id: asking its worker to close it changes
+/// nothing but the worker's idle timer, which restarts on every event.
+const NO_SUCH_STREAM: u64 = u64::MAX;
+
+/// Calls served directly, by session, then by the client's request id.
+type Running = parking_lot::Mutex<HashMap<SessionId, Direct>>;
+
+/// rmcp's [`LocalSessionManager`], serving direct calls itself.
+pub(crate) struct Sessions {
+    local: Arc<LocalSessionManager>,
+    balancer: Arc<Balancer>,
+    /// How often a session with direct calls restarts its worker's idle timer.
+    touch_every: Duration,
+    running: Arc<Running>,
+}
+
+/// A session's direct calls.
+struct Direct {
+    /// When the session worker's idle timer last restarted for them.
+    touched: Instant,
+    /// Each running call's cancellation, by its request id.
+    calls: HashMap<RequestId, CancellationToken>,
+}
+
+impl Sessions {
+    /// `local`'s sessions, with `balancer`'s direct calls.
+    pub(crate) fn new(local: LocalSessionManager, balancer: Arc<Balancer>) -> Self {
+        let touch_every = local
+            .session_config
+            .keep_alive
+            .map_or(Duration::MAX, |ttl| ttl / 8);
+        Self {
+            local: Arc::new(local),
+            balancer,
+            touch_every,
+            running: Arc::default(),
+        }
+    }
+
+    /// The stream answering `message` directly, and whether the session's idle timer is
+    /// due for a restart; `None`, with `message` untouched, when rmcp's session worker is to
+    /// serve it.
+    fn direct(
+        &self,
+        session: &SessionId,
+        message: &mut ClientJsonRpcMessage,
+    ) -> Option<(DirectStream, bool)> {
+        let JsonRpcMessage::Request(JsonRpcRequest { id, request, .. }) = message else {
+            return None;
+        };
+        let ClientRequest::CallToolRequest(call) = request else {
+            return None;
+        };
+        let mut running = self.running.lock();
+        // A request id already running is the client's mistake: rmcp's worker answers it.
+        if running
+            .get(session)
+            .is_some_and(|direct| direct.calls.contains_key(id))
+        {
+            return None;
+        }
+        let answer = direct_call(&self.balancer, session, &mut call.params)?;
+        let id = id.clone();
+        let cancelled = CancellationToken::new();
+        let direct = running.entry(session.clone()).or_insert_with(|| Direct {
+            touched: Instant::now(),
+            calls: HashMap::new(),
+        });
+        direct.calls.insert(id.clone(), cancelled.clone());
+        let due = direct.touched.elapsed() >= self.touch_every;
+        if due {
+            direct.touched = Instant::now();
+        }
+        drop(running);
+        let (local, touch_every) = (Arc::clone(&self.local), self.touch_every);
+        let guard = Finished {
+            running: Arc::clone(&self.running),
+            session: session.clone(),
+            id: id.clone(),
+        };
+        let future = async move {
+            let finished = guard;
+            tokio::pin!(answer);
+            let outcome = loop {
+                tokio::select! {
+                    biased;
+                    // A cancelled request gets no answer (MCP: the client ignores any).
+                    () = cancelled.cancelled() => return None,
+                    outcome = &mut answer => break outcome,
+                    // A session with a call running is in use, however long the call takes.
+                    () = tokio::time::sleep(touch_every) => restart_idle_timer(&local, &finished.session).await,
+                }
+            };
+            let message = match outcome {
+                Ok(result) => ServerJsonRpcMessage::response(result, id),
+                Err(error) => ServerJsonRpcMessage::error(error, Some(id)),
+            };
+            Some(ServerSseMessage::from_message(message))
+        };
+        Some((DirectStream(SyncWrapper::new(Some(Box::pin(future)))), due))
+    }
+}
+
+/// Restarts the idle timer of `session`'s worker.
+async fn restart_idle_timer(local: &LocalSessionManager, session: &SessionId) {
+    let handle = local.sessions.read().await.get(session).cloned();
+    if let Some(handle) = handle {
+        // The worker answers once it has seen the event; that it closed nothing is the
+        // expected answer.
+        let _ = handle.close_request_wise_channel(NO_SUCH_STREAM).await;
+    }
+}
+
+/// Takes a direct call off its session's list when it ends, however it ends.
+struct Finished {
+    running: Arc<Running>,
+    session: SessionId,
+    id: RequestId,
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        if let Some(direct) = self.running.lock().get_mut(&self.session) {
+            direct.calls.remove(&self.id);
+        }
+    }
+}
+
+type Answer = Pin<Box<dyn Future<Output = Option<ServerSseMessage>> + Send>>;
+
+/// A direct call's response stream: its answer, if it is not cancelled, then the end.
+/// (rmcp wants response streams `Sync`; the future is only ever polled through `&mut`.)
+struct DirectStream(SyncWrapper<Option<Answer>>);
+
+impl Stream for DirectStream {
+    type Item = ServerSseMessage;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ServerSseMessage>> {
+        let slot = self.get_mut().0.get_mut();
+        let Some(answer) = slot.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match answer.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(message) => {
+                *slot = None;
+                Poll::Ready(message)
+            }
+        }
+    }
+}
+
+impl SessionManager for Sessions {
+    type Error = LocalSessionManagerError;
+    type Transport = <LocalSessionManager as SessionManager>::Transport;
+
+    async fn create_session(&self) -> Result<(SessionId, Self::Transport), Self::Error> {
+        self.local.create_session().await
+    }
+
+    async fn initialize_session(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<ServerJsonRpcMessage, Self::Error> {
+        self.local.initialize_session(id, message).await
+    }
+
+    async fn has_session(&self, id: &SessionId) -> Result<bool, Self::Error> {
+        self.local.has_session(id).await
+    }
+
+    async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
+        let direct = self.running.lock().remove(id);
+        if let Some(direct) = direct {
+            direct.calls.values().for_each(CancellationToken::cancel);
+            // The session's gateway may never have seen a call to end its session for.
+            self.balancer.end_session(id);
+        }
+        self.local.close_session(id).await
+    }
+
+    async fn create_stream(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        let mut message = message;
+        match self.direct(id, &mut message) {
+            Some((stream, touch)) => {
+                if touch {
+                    restart_idle_timer(&self.local, id).await;
+                }
+                Ok(Either::Left(stream))
+            }
+            None => Ok(Either::Right(self.local.create_stream(id, message).await?)),
+        }
+    }
+
+    async fn accept_message(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<(), Self::Error> {
+        if let JsonRpcMessage::Notification(notification) = &message
+            && let ClientNotification::CancelledNotification(cancel) = &notification.notification
+            && let Some(request) = &cancel.params.request_id
+        {
+            let direct = self
+                .running
+                .lock()
+                .get(id)
+                .and_then(|direct| direct.calls.get(request).cloned());
+            if let Some(call) = direct {
+                call.cancel();
+            }
+        }
+        self.local.accept_message(id, message).await
+    }
+
+    async fn create_standalone_stream(
+        &self,
+        id: &SessionId,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        self.local.create_standalone_stream(id).await
+    }
+
+    async fn resume(
+        &self,
+        id: &SessionId,
+        last_event_id: String,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        self.local.resume(id, last_event_id).await
+    }
+
+    async fn restore_session(
+        &self,
+        id: SessionId,
+    ) -> Result<RestoreOutcome<Self::Transport>, Self::Error> {
+        self.local.restore_session(id).await
+    }
+
+    fn event_store(&self) -> Option<Arc<dyn EventStore>> {
+        self.local.event_store()
+    }
+}
