@@ -13,15 +13,15 @@
 //! - `notifications/cancelled` naming it cancels it (and the pool cancels it at its worker);
 //! - a client that goes away drops the response stream, and the call with it;
 //! - the session's idle timer (`http.session_ttl`) restarts: the worker sees none of these
-//!   calls, so it is told, at a call's start when an eighth of the TTL has passed since it
-//!   was last told, and every eighth of the TTL while a call runs (a session with a call
-//!   running is in use, however long the call takes);
+//!   calls, so it is told at a call's start when an eighth of the TTL has passed since it was
+//!   last told, and by one sweeping task, every eighth of the TTL, for each session with a
+//!   call running (a session with a call running is in use, however long the call takes);
 //! - the end of the session cancels its calls and ends its balancer session.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -57,6 +57,16 @@ pub(crate) struct Sessions {
     /// How often a session with direct calls restarts its worker's idle timer.
     touch_every: Duration,
     running: Arc<Running>,
+    /// The task that keeps sessions with calls running in use (`keep_in_use`).
+    keeper: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for Sessions {
+    fn drop(&mut self) {
+        if let Some(keeper) = &self.keeper {
+            keeper.abort();
+        }
+    }
 }
 
 /// A session's direct calls.
@@ -68,17 +78,30 @@ struct Direct {
 }
 
 impl Sessions {
-    /// `local`'s sessions, with `balancer`'s direct calls.
+    /// `local`'s sessions, with `balancer`'s direct calls. Spawns the task that keeps
+    /// sessions with calls running in use, so it must be called within a Tokio runtime.
     pub(crate) fn new(local: LocalSessionManager, balancer: Arc<Balancer>) -> Self {
-        let touch_every = local
-            .session_config
-            .keep_alive
-            .map_or(Duration::MAX, |ttl| ttl / 8);
+        let ttl = local.session_config.keep_alive;
+        // Never a busy loop, whatever the TTL.
+        let touch_every = ttl.map_or(Duration::MAX, |ttl| {
+            (ttl / 8).max(Duration::from_millis(10))
+        });
+        let local = Arc::new(local);
+        let running = Arc::default();
+        let keeper = ttl.map(|_| {
+            let keeping = keep_in_use(
+                Arc::downgrade(&local),
+                Arc::downgrade(&running),
+                touch_every,
+            );
+            tokio::spawn(keeping).abort_handle()
+        });
         Self {
-            local: Arc::new(local),
+            local,
             balancer,
             touch_every,
-            running: Arc::default(),
+            running,
+            keeper,
         }
     }
 
@@ -117,24 +140,17 @@ impl Sessions {
             direct.touched = Instant::now();
         }
         drop(running);
-        let (local, touch_every) = (Arc::clone(&self.local), self.touch_every);
         let guard = Finished {
             running: Arc::clone(&self.running),
             session: session.clone(),
             id: id.clone(),
         };
         let future = async move {
-            let finished = guard;
-            tokio::pin!(answer);
-            let outcome = loop {
-                tokio::select! {
-                    biased;
-                    // A cancelled request gets no answer (MCP: the client ignores any).
-                    () = cancelled.cancelled() => return None,
-                    outcome = &mut answer => break outcome,
-                    // A session with a call running is in use, however long the call takes.
-                    () = tokio::time::sleep(touch_every) => restart_idle_timer(&local, &finished.session).await,
-                }
+            let _finished = guard;
+            let outcome = tokio::select! {
+                // A cancelled request gets no answer (MCP: the client ignores any).
+                () = cancelled.cancelled() => return None,
+                outcome = answer => outcome,
             };
             let message = match outcome {
                 Ok(result) => ServerJsonRpcMessage::response(result, id),
@@ -153,6 +169,31 @@ async fn restart_idle_timer(local: &LocalSessionManager, session: &SessionId) {
         // The worker answers once it has seen the event; that it closed nothing is the
         // expected answer.
         let _ = handle.close_request_wise_channel(NO_SUCH_STREAM).await;
+    }
+}
+
+/// Every `every`, restarts the idle timer of each session that has a direct call running
+/// and was last told `every` ago or more; ends with the sessions.
+async fn keep_in_use(local: Weak<LocalSessionManager>, running: Weak<Running>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let (Some(local), Some(running)) = (local.upgrade(), running.upgrade()) else {
+            return;
+        };
+        let due: Vec<SessionId> = running
+            .lock()
+            .iter_mut()
+            .filter(|(_, direct)| !direct.calls.is_empty() && direct.touched.elapsed() >= every)
+            .map(|(session, direct)| {
+                direct.touched = Instant::now();
+                session.clone()
+            })
+            .collect();
+        for session in due {
+            restart_idle_timer(&local, &session).await;
+        }
     }
 }
 
