@@ -174,9 +174,16 @@ def direct_calls(url):
     status, _, body = raw(url, call(n + 2, "echo", {"text": "still here"}), {"mcp-session-id": session})
     check(status == 200, f"the session outlived its TTL while its call ran: {status} {body[:200]}")
     n += 3
-    # DELETE ends it.
+    # DELETE ends it, and cancels the calls it has running.
+    ended.clear()
+    thread = threading.Thread(target=sleeper)
+    thread.start()
+    time.sleep(0.5)
     status, _, _ = raw(url, None, {"mcp-session-id": session}, method="DELETE")
     check(status in (200, 204), f"DELETE: {status}")
+    thread.join(timeout=10)
+    check(not thread.is_alive() and ended["took"] < 5 and not any("result" in m for m in answers(ended["body"])),
+          f"the end of a session cancels its direct calls: {ended}")
     status, _, _ = raw(url, call(n + 1, "echo", {"text": "gone"}), {"mcp-session-id": session})
     check(status == 404, f"a direct call in an ended session: {status}")
 

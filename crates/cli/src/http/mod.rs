@@ -5,8 +5,10 @@
 //! MCP path, else 404), the drain (503 while shutting down), bearer tokens (401 with
 //! `WWW-Authenticate`), the body cap (413), and the concurrency limits, overall and per
 //! session (429 with `Retry-After`). rmcp then checks `Host` and `Origin` (403), the session
-//! (`Mcp-Session-Id`) and the JSON-RPC itself. Logs carry the method, path, status and time of
-//! a request, never a header value or a body.
+//! (`Mcp-Session-Id`) and the JSON-RPC itself. A session's `tools/call` that no MCP server may
+//! serve is then answered in the connection's task (`sessions`); everything else goes through
+//! rmcp's session worker to the session's `Gateway`. Logs carry the method, path, status and
+//! time of a request, never a header value or a body.
 
 use std::collections::HashMap;
 use std::convert::Infallible;

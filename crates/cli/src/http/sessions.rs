@@ -173,7 +173,8 @@ async fn restart_idle_timer(local: &LocalSessionManager, session: &SessionId) {
 }
 
 /// Every `every`, restarts the idle timer of each session that has a direct call running
-/// and was last told `every` ago or more; ends with the sessions.
+/// and was last told `every` ago or more, and forgets the lists of sessions that are gone;
+/// ends with the sessions.
 async fn keep_in_use(local: Weak<LocalSessionManager>, running: Weak<Running>, every: Duration) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -193,6 +194,27 @@ async fn keep_in_use(local: Weak<LocalSessionManager>, running: Weak<Running>, e
             .collect();
         for session in due {
             restart_idle_timer(&local, &session).await;
+        }
+        // A session closed while its first direct call was starting left its list behind.
+        let idle: Vec<SessionId> = running
+            .lock()
+            .iter()
+            .filter(|(_, direct)| direct.calls.is_empty())
+            .map(|(session, _)| session.clone())
+            .collect();
+        if !idle.is_empty() {
+            let live = local.sessions.read().await;
+            let gone: Vec<SessionId> = idle.into_iter().filter(|s| !live.contains_key(s)).collect();
+            drop(live);
+            let mut running = running.lock();
+            for session in gone {
+                if running
+                    .get(&session)
+                    .is_some_and(|direct| direct.calls.is_empty())
+                {
+                    running.remove(&session);
+                }
+            }
         }
     }
 }
