@@ -11,7 +11,8 @@
 //!
 //! What the session worker does for a call, this does for such a call:
 //! - `notifications/cancelled` naming it cancels it (and the pool cancels it at its worker);
-//! - a client that goes away drops the response stream, and the call with it;
+//! - a client whose response stream drops has not cancelled (MCP: only `notifications/cancelled`
+//!   cancels): the call runs on as a task, cancellable as before, and its answer goes nowhere;
 //! - the session's idle timer (`http.session_ttl`) restarts: the worker sees none of these
 //!   calls, so it is told at a call's start when an eighth of the TTL has passed since it was
 //!   last told, and by one sweeping task, every eighth of the TTL, for each session with a
@@ -239,6 +240,19 @@ type Answer = Pin<Box<dyn Future<Output = Option<ServerSseMessage>> + Send>>;
 /// A direct call's response stream: its answer, if it is not cancelled, then the end.
 /// (rmcp wants response streams `Sync`; the future is only ever polled through `&mut`.)
 struct DirectStream(SyncWrapper<Option<Answer>>);
+
+impl Drop for DirectStream {
+    fn drop(&mut self) {
+        // Dropped before the answer: the client's connection went. That is no cancel (MCP
+        // 2025-11-25: a disconnect is not a cancellation), so the call runs on; it ends by
+        // itself, at its deadline, or by the session's cancel or end, as it would have here.
+        if let Some(answer) = self.0.get_mut().take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(answer);
+        }
+    }
+}
 
 impl Stream for DirectStream {
     type Item = ServerSseMessage;
