@@ -104,9 +104,12 @@ def raw_session(url):
 
 def answers(body):
     """The JSON-RPC messages of a response: its SSE events' data, or its JSON body."""
-    text = body.decode()
-    events = [json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:") and line[5:].strip()]
-    return events if events or not text.strip() else [json.loads(text)]
+    text = body.decode(errors="replace")
+    try:
+        events = [json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:") and line[5:].strip()]
+        return events if events or not text.strip() else [json.loads(text)]
+    except ValueError:
+        return []  # not JSON-RPC (a plain-text 404, say): no messages
 
 
 def direct_calls(url):
@@ -422,6 +425,15 @@ tool_prefix = "own_"
                   f"a field rmcp does not model passes through over HTTP: {tools.get('test_simple_text')}")
 
             direct_calls(url)
+
+            # An MCP tier's call longer than the TTL (3 s), its client waiting for the answer in an
+            # otherwise idle session: the session is in use, so it lives and the call is answered.
+            session = raw_session(url)
+            status, _, body = raw(url, {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                                        "params": {"name": "slow_until_cancelled", "arguments": {"seconds": 4.5}}},
+                                  {"mcp-session-id": session})
+            check(status == 200 and any("not cancelled" in json.dumps(m.get("result")) for m in answers(body)),
+                  f"an MCP call longer than the TTL, its client waiting, is answered: {status} {body[:300]}")
 
             # What a well-behaved client never sends: the right status and a JSON-RPC error.
             status, _, body = raw(url, {"jsonrpc": "2.0", "id": 5, "method": "tools/list"})

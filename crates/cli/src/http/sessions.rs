@@ -15,9 +15,14 @@
 //!   cancels): the call runs on as a task, cancellable as before, and its answer goes nowhere;
 //! - the session's idle timer (`http.session_ttl`) restarts: the worker sees none of these
 //!   calls, so it is told at a call's start when an eighth of the TTL has passed since it was
-//!   last told, and by one sweeping task, every eighth of the TTL, for each session with a
-//!   call running (a session with a call running is in use, however long the call takes);
+//!   last told;
 //! - the end of the session cancels its calls and ends its balancer session.
+//!
+//! And one thing rmcp's worker does not do, for every request of a session: a session whose
+//! client is waiting for an answer (a response stream is open) is in use, however long the
+//! call takes. One sweeping task restarts the idle timer of such sessions every eighth of the
+//! TTL. A client that went away holds no stream open, so its session still expires, and its
+//! calls are cancelled then.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -48,7 +53,7 @@ use crate::gateway::direct_call;
 /// nothing but the worker's idle timer, which restarts on every event.
 const NO_SUCH_STREAM: u64 = u64::MAX;
 
-/// Calls served directly, by session, then by the client's request id.
+/// By session: its direct calls and its open response streams.
 type Running = parking_lot::Mutex<HashMap<SessionId, Direct>>;
 
 /// rmcp's [`LocalSessionManager`], serving direct calls itself.
@@ -58,7 +63,7 @@ pub(crate) struct Sessions {
     /// How often a session with direct calls restarts its worker's idle timer.
     touch_every: Duration,
     running: Arc<Running>,
-    /// The task that keeps sessions with calls running in use (`keep_in_use`).
+    /// The task that keeps sessions with response streams open in use (`keep_in_use`).
     keeper: Option<tokio::task::AbortHandle>,
 }
 
@@ -70,12 +75,74 @@ impl Drop for Sessions {
     }
 }
 
-/// A session's direct calls.
+/// A session's direct calls and open response streams.
 struct Direct {
     /// When the session worker's idle timer last restarted for them.
     touched: Instant,
-    /// Each running call's cancellation, by its request id.
+    /// Each running direct call's cancellation, by its request id.
     calls: HashMap<RequestId, CancellationToken>,
+    /// Response streams open (each a client waiting for an answer), direct or not.
+    open_streams: usize,
+}
+
+impl Direct {
+    fn new() -> Self {
+        Self {
+            touched: Instant::now(),
+            calls: HashMap::new(),
+            open_streams: 0,
+        }
+    }
+
+    /// Whether nothing of the session is running or waited for.
+    fn is_idle(&self) -> bool {
+        self.calls.is_empty() && self.open_streams == 0
+    }
+}
+
+/// One open response stream of a session, counted while it lives.
+struct Open {
+    running: Arc<Running>,
+    session: SessionId,
+}
+
+impl Open {
+    /// Counts a stream of `session` in `running` (whose lock the caller holds, as `map`).
+    fn count(
+        running: &Arc<Running>,
+        map: &mut HashMap<SessionId, Direct>,
+        session: &SessionId,
+    ) -> Self {
+        map.entry(session.clone())
+            .or_insert_with(Direct::new)
+            .open_streams += 1;
+        Self {
+            running: Arc::clone(running),
+            session: session.clone(),
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if let Some(direct) = self.running.lock().get_mut(&self.session) {
+            direct.open_streams = direct.open_streams.saturating_sub(1);
+        }
+    }
+}
+
+/// rmcp's response stream of a session's request, counted as open while it lives.
+struct Counted<S> {
+    stream: S,
+    _open: Open,
+}
+
+impl<S: Stream + Unpin> Stream for Counted<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        Pin::new(&mut self.stream).poll_next(cx)
+    }
 }
 
 impl Sessions {
@@ -131,10 +198,8 @@ impl Sessions {
         let answer = direct_call(&self.balancer, session, &mut call.params)?;
         let id = id.clone();
         let cancelled = CancellationToken::new();
-        let direct = running.entry(session.clone()).or_insert_with(|| Direct {
-            touched: Instant::now(),
-            calls: HashMap::new(),
-        });
+        let open = Open::count(&self.running, &mut running, session);
+        let direct = running.entry(session.clone()).or_insert_with(Direct::new);
         direct.calls.insert(id.clone(), cancelled.clone());
         let due = direct.touched.elapsed() >= self.touch_every;
         if due {
@@ -159,7 +224,11 @@ impl Sessions {
             };
             Some(ServerSseMessage::from_message(message))
         };
-        Some((DirectStream(SyncWrapper::new(Some(Box::pin(future)))), due))
+        let stream = DirectStream {
+            answer: SyncWrapper::new(Some(Box::pin(future))),
+            _open: open,
+        };
+        Some((stream, due))
     }
 }
 
@@ -173,8 +242,8 @@ async fn restart_idle_timer(local: &LocalSessionManager, session: &SessionId) {
     }
 }
 
-/// Every `every`, restarts the idle timer of each session that has a direct call running
-/// and was last told `every` ago or more, and forgets the lists of sessions that are gone;
+/// Every `every`, restarts the idle timer of each session that has a response stream open
+/// and was last told `every` ago or more, and forgets what it kept of sessions that are gone;
 /// ends with the sessions.
 async fn keep_in_use(local: Weak<LocalSessionManager>, running: Weak<Running>, every: Duration) {
     let mut ticks = tokio::time::interval(every);
@@ -187,7 +256,7 @@ async fn keep_in_use(local: Weak<LocalSessionManager>, running: Weak<Running>, e
         let due: Vec<SessionId> = running
             .lock()
             .iter_mut()
-            .filter(|(_, direct)| !direct.calls.is_empty() && direct.touched.elapsed() >= every)
+            .filter(|(_, direct)| direct.open_streams > 0 && direct.touched.elapsed() >= every)
             .map(|(session, direct)| {
                 direct.touched = Instant::now();
                 session.clone()
@@ -196,11 +265,11 @@ async fn keep_in_use(local: Weak<LocalSessionManager>, running: Weak<Running>, e
         for session in due {
             restart_idle_timer(&local, &session).await;
         }
-        // A session closed while its first direct call was starting left its list behind.
+        // A session closed while a request of it was starting left its entry behind.
         let idle: Vec<SessionId> = running
             .lock()
             .iter()
-            .filter(|(_, direct)| direct.calls.is_empty())
+            .filter(|(_, direct)| direct.is_idle())
             .map(|(session, _)| session.clone())
             .collect();
         if !idle.is_empty() {
@@ -209,10 +278,7 @@ async fn keep_in_use(local: Weak<LocalSessionManager>, running: Weak<Running>, e
             drop(live);
             let mut running = running.lock();
             for session in gone {
-                if running
-                    .get(&session)
-                    .is_some_and(|direct| direct.calls.is_empty())
-                {
+                if running.get(&session).is_some_and(Direct::is_idle) {
                     running.remove(&session);
                 }
             }
@@ -239,14 +305,17 @@ type Answer = Pin<Box<dyn Future<Output = Option<ServerSseMessage>> + Send>>;
 
 /// A direct call's response stream: its answer, if it is not cancelled, then the end.
 /// (rmcp wants response streams `Sync`; the future is only ever polled through `&mut`.)
-struct DirectStream(SyncWrapper<Option<Answer>>);
+struct DirectStream {
+    answer: SyncWrapper<Option<Answer>>,
+    _open: Open,
+}
 
 impl Drop for DirectStream {
     fn drop(&mut self) {
         // Dropped before the answer: the client's connection went. That is no cancel (MCP
         // 2025-11-25: a disconnect is not a cancellation), so the call runs on; it ends by
         // itself, at its deadline, or by the session's cancel or end, as it would have here.
-        if let Some(answer) = self.0.get_mut().take()
+        if let Some(answer) = self.answer.get_mut().take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             runtime.spawn(answer);
@@ -258,7 +327,7 @@ impl Stream for DirectStream {
     type Item = ServerSseMessage;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ServerSseMessage>> {
-        let slot = self.get_mut().0.get_mut();
+        let slot = self.get_mut().answer.get_mut();
         let Some(answer) = slot.as_mut() else {
             return Poll::Ready(None);
         };
@@ -315,7 +384,14 @@ impl SessionManager for Sessions {
                 }
                 Ok(Either::Left(stream))
             }
-            None => Ok(Either::Right(self.local.create_stream(id, message).await?)),
+            None => {
+                let open = Open::count(&self.running, &mut self.running.lock(), id);
+                let stream = self.local.create_stream(id, message).await?;
+                Ok(Either::Right(Counted {
+                    stream,
+                    _open: open,
+                }))
+            }
         }
     }
 
