@@ -53,8 +53,8 @@ use crate::gateway::direct_call;
 /// nothing but the worker's idle timer, which restarts on every event.
 const NO_SUCH_STREAM: u64 = u64::MAX;
 
-/// By session: its direct calls and its open response streams.
-type Running = parking_lot::Mutex<HashMap<SessionId, Direct>>;
+/// By session: what keeps it in use (its direct calls and its open response streams).
+type Running = parking_lot::Mutex<HashMap<SessionId, InUse>>;
 
 /// rmcp's [`LocalSessionManager`], serving direct calls itself.
 pub(crate) struct Sessions {
@@ -75,8 +75,8 @@ impl Drop for Sessions {
     }
 }
 
-/// A session's direct calls and open response streams.
-struct Direct {
+/// What keeps a session in use: its direct calls and its open response streams.
+struct InUse {
     /// When the session worker's idle timer last restarted for them.
     touched: Instant,
     /// Each running direct call's cancellation, by its request id.
@@ -85,7 +85,7 @@ struct Direct {
     open_streams: usize,
 }
 
-impl Direct {
+impl InUse {
     fn new() -> Self {
         Self {
             touched: Instant::now(),
@@ -110,11 +110,11 @@ impl Open {
     /// Counts a stream of `session` in `running` (whose lock the caller holds, as `map`).
     fn count(
         running: &Arc<Running>,
-        map: &mut HashMap<SessionId, Direct>,
+        map: &mut HashMap<SessionId, InUse>,
         session: &SessionId,
     ) -> Self {
         map.entry(session.clone())
-            .or_insert_with(Direct::new)
+            .or_insert_with(InUse::new)
             .open_streams += 1;
         Self {
             running: Arc::clone(running),
@@ -125,8 +125,8 @@ impl Open {
 
 impl Drop for Open {
     fn drop(&mut self) {
-        if let Some(direct) = self.running.lock().get_mut(&self.session) {
-            direct.open_streams = direct.open_streams.saturating_sub(1);
+        if let Some(in_use) = self.running.lock().get_mut(&self.session) {
+            in_use.open_streams = in_use.open_streams.saturating_sub(1);
         }
     }
 }
@@ -147,7 +147,8 @@ impl<S: Stream + Unpin> Stream for Counted<S> {
 
 impl Sessions {
     /// `local`'s sessions, with `balancer`'s direct calls. Spawns the task that keeps
-    /// sessions with calls running in use, so it must be called within a Tokio runtime.
+    /// sessions with response streams open in use, so it must be called within a Tokio
+    /// runtime.
     pub(crate) fn new(local: LocalSessionManager, balancer: Arc<Balancer>) -> Self {
         let ttl = local.session_config.keep_alive;
         // Never a busy loop, whatever the TTL.
@@ -191,7 +192,7 @@ impl Sessions {
         // A request id already running is the client's mistake: rmcp's worker answers it.
         if running
             .get(session)
-            .is_some_and(|direct| direct.calls.contains_key(id))
+            .is_some_and(|in_use| in_use.calls.contains_key(id))
         {
             return None;
         }
@@ -199,11 +200,11 @@ impl Sessions {
         let id = id.clone();
         let cancelled = CancellationToken::new();
         let open = Open::count(&self.running, &mut running, session);
-        let direct = running.entry(session.clone()).or_insert_with(Direct::new);
-        direct.calls.insert(id.clone(), cancelled.clone());
-        let due = direct.touched.elapsed() >= self.touch_every;
+        let in_use = running.entry(session.clone()).or_insert_with(InUse::new);
+        in_use.calls.insert(id.clone(), cancelled.clone());
+        let due = in_use.touched.elapsed() >= self.touch_every;
         if due {
-            direct.touched = Instant::now();
+            in_use.touched = Instant::now();
         }
         drop(running);
         let guard = Finished {
@@ -256,9 +257,9 @@ async fn keep_in_use(local: Weak<LocalSessionManager>, running: Weak<Running>, e
         let due: Vec<SessionId> = running
             .lock()
             .iter_mut()
-            .filter(|(_, direct)| direct.open_streams > 0 && direct.touched.elapsed() >= every)
-            .map(|(session, direct)| {
-                direct.touched = Instant::now();
+            .filter(|(_, in_use)| in_use.open_streams > 0 && in_use.touched.elapsed() >= every)
+            .map(|(session, in_use)| {
+                in_use.touched = Instant::now();
                 session.clone()
             })
             .collect();
@@ -269,7 +270,7 @@ async fn keep_in_use(local: Weak<LocalSessionManager>, running: Weak<Running>, e
         let idle: Vec<SessionId> = running
             .lock()
             .iter()
-            .filter(|(_, direct)| direct.is_idle())
+            .filter(|(_, in_use)| in_use.is_idle())
             .map(|(session, _)| session.clone())
             .collect();
         if !idle.is_empty() {
@@ -278,7 +279,7 @@ async fn keep_in_use(local: Weak<LocalSessionManager>, running: Weak<Running>, e
             drop(live);
             let mut running = running.lock();
             for session in gone {
-                if running.get(&session).is_some_and(Direct::is_idle) {
+                if running.get(&session).is_some_and(InUse::is_idle) {
                     running.remove(&session);
                 }
             }
@@ -295,8 +296,8 @@ struct Finished {
 
 impl Drop for Finished {
     fn drop(&mut self) {
-        if let Some(direct) = self.running.lock().get_mut(&self.session) {
-            direct.calls.remove(&self.id);
+        if let Some(in_use) = self.running.lock().get_mut(&self.session) {
+            in_use.calls.remove(&self.id);
         }
     }
 }
@@ -362,9 +363,9 @@ impl SessionManager for Sessions {
     }
 
     async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
-        let direct = self.running.lock().remove(id);
-        if let Some(direct) = direct {
-            direct.calls.values().for_each(CancellationToken::cancel);
+        let in_use = self.running.lock().remove(id);
+        if let Some(in_use) = in_use {
+            in_use.calls.values().for_each(CancellationToken::cancel);
             // The session's gateway may never have seen a call to end its session for.
             self.balancer.end_session(id);
         }
@@ -404,12 +405,12 @@ impl SessionManager for Sessions {
             && let ClientNotification::CancelledNotification(cancel) = &notification.notification
             && let Some(request) = &cancel.params.request_id
         {
-            let direct = self
+            let call = self
                 .running
                 .lock()
                 .get(id)
-                .and_then(|direct| direct.calls.get(request).cloned());
-            if let Some(call) = direct {
+                .and_then(|in_use| in_use.calls.get(request).cloned());
+            if let Some(call) = call {
                 call.cancel();
             }
         }
