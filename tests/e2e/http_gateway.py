@@ -191,6 +191,15 @@ def direct_calls(url):
           f"the end of a session cancels its direct calls: {ended}")
     status, _, _ = raw(url, call(n + 1, "echo", {"text": "gone"}), {"mcp-session-id": session})
     check(status == 404, f"a direct call in an ended session: {status}")
+    # A session's first direct call comes late in its TTL (3 s): it still keeps the session.
+    late = raw_session(url)
+    time.sleep(2.5)
+    statuses = set()
+    for i in range(8):
+        status, _, _ = raw(url, call(100 + i, "echo", {"text": "late"}), {"mcp-session-id": late})
+        statuses.add(status)
+        time.sleep(0.25)
+    check(statuses == {200}, f"direct calls begun late in the TTL keep the session: {statuses}")
 
 
 async def round_trips(server, over):

@@ -78,7 +78,8 @@ impl Drop for Sessions {
 /// What keeps a session in use: its direct calls and its open response streams.
 struct InUse {
     /// When the session worker's idle timer last restarted for them.
-    touched: Instant,
+    /// `None` until the first: the worker's last event may be a whole TTL old by then.
+    touched: Option<Instant>,
     /// Each running direct call's cancellation, by its request id.
     calls: HashMap<RequestId, CancellationToken>,
     /// Response streams open (each a client waiting for an answer), direct or not.
@@ -88,10 +89,16 @@ struct InUse {
 impl InUse {
     fn new() -> Self {
         Self {
-            touched: Instant::now(),
+            touched: None,
             calls: HashMap::new(),
             open_streams: 0,
         }
+    }
+
+    /// Whether the worker's idle timer was last restarted `every` ago or more, or never.
+    fn due(&self, every: Duration) -> bool {
+        self.touched
+            .is_none_or(|touched| touched.elapsed() >= every)
     }
 
     /// Whether nothing of the session is running or waited for.
@@ -202,9 +209,9 @@ impl Sessions {
         let open = Open::count(&self.running, &mut running, session);
         let in_use = running.entry(session.clone()).or_insert_with(InUse::new);
         in_use.calls.insert(id.clone(), cancelled.clone());
-        let due = in_use.touched.elapsed() >= self.touch_every;
+        let due = in_use.due(self.touch_every);
         if due {
-            in_use.touched = Instant::now();
+            in_use.touched = Some(Instant::now());
         }
         drop(running);
         let guard = Finished {
@@ -257,9 +264,9 @@ async fn keep_in_use(local: Weak<LocalSessionManager>, running: Weak<Running>, e
         let due: Vec<SessionId> = running
             .lock()
             .iter_mut()
-            .filter(|(_, in_use)| in_use.open_streams > 0 && in_use.touched.elapsed() >= every)
+            .filter(|(_, in_use)| in_use.open_streams > 0 && in_use.due(every))
             .map(|(session, in_use)| {
-                in_use.touched = Instant::now();
+                in_use.touched = Some(Instant::now());
                 session.clone()
             })
             .collect();
