@@ -46,7 +46,8 @@ async function exercise(client, label) {
     let buffer = "";
     server.stderr.on("data", (chunk) => {
       buffer += chunk.toString();
-      const match = buffer.match(/serving MCP over HTTP at (\S+)/);
+      // Only a whole line: a chunk may end inside the address.
+      const match = buffer.match(/serving MCP over HTTP at (\S+)\r?\n/);
       if (match) resolve(match[1]);
     });
     server.on("exit", () => reject(new Error("the gateway exited")));
