@@ -112,6 +112,29 @@ def answers(body):
         return []  # not JSON-RPC (a plain-text 404, say): no messages
 
 
+def stateless_answer(url):
+    """A 2026-07-28 request stands alone (no session): its answer, when nothing comes before
+    it, is one JSON body, not an event stream."""
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {}}
+    status, headers, body = raw(url, {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {
+        "name": "echo", "arguments": {"text": "alone"}, "_meta": meta}},
+        {"mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call", "mcp-name": "echo"})
+    kind = {k.lower(): v for k, v in headers.items()}.get("content-type", "")
+    got = answers(body)
+    check(status == 200 and kind.startswith("application/json") and got and got[-1].get("id") == 9
+          and got[-1]["result"]["structuredContent"] == {"text": "alone"}
+          and got[-1]["result"].get("resultType") == "complete",
+          f"a 2026-07-28 call's answer is one JSON body: {status} {kind} {got}")
+    # A header that contradicts the body is still refused (rmcp's SEP-2243 check).
+    status, _, body = raw(url, {"jsonrpc": "2.0", "id": 10, "method": "tools/call", "params": {
+        "name": "echo", "arguments": {"text": "alone"}, "_meta": meta}},
+        {"mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call", "mcp-name": "sleep"})
+    got = answers(body)
+    check(status == 400 and got and "error" in got[-1], f"a wrong Mcp-Name is refused: {status} {got}")
+
+
 def direct_calls(url):
     """Calls of tools no MCP server serves are answered on their request's own stream,
     outside rmcp's session worker: what the worker does for a call must still happen."""
@@ -434,6 +457,7 @@ tool_prefix = "own_"
                   f"a field rmcp does not model passes through over HTTP: {tools.get('test_simple_text')}")
 
             direct_calls(url)
+            stateless_answer(url)
 
             # An MCP tier's call longer than the TTL (3 s), its client waiting for the answer in an
             # otherwise idle session: the session is in use, so it lives and the call is answered.

@@ -59,7 +59,9 @@ async fn serve_http(address: &str) -> Result<(), Box<dyn std::error::Error>> {
     let rmcp = StreamableHttpService::new(
         || Ok(Echo),
         std::sync::Arc::new(LocalSessionManager::default()),
-        StreamableHttpServerConfig::default(),
+        // JSON answers for requests that stand alone, as `serve --http` gives them: the
+        // cheapest rmcp answers them, so the floor stays a floor.
+        StreamableHttpServerConfig::default().with_json_response(true),
     );
     let listener = tokio::net::TcpListener::bind(address).await?;
     loop {

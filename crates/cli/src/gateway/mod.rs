@@ -8,6 +8,8 @@ mod progress;
 mod results;
 mod rounds;
 mod routing;
+#[cfg(test)]
+mod tests;
 mod upstream;
 
 use std::sync::Arc;
@@ -303,9 +305,19 @@ impl ServerHandler for Gateway {
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        // rmcp asks for the called tool of every stateless HTTP request: only it is copied.
+        // rmcp asks for the called tool of every 2026-07-28 HTTP request: only it is copied,
+        // and a tool that is not an MCP server's is built without a JSON round trip.
         let tool = self.balancer.tool(name)?;
-        serde_json::from_value(tool_definition(tool)).ok()
+        match tool.definition {
+            Some(definition) if definition.is_object() => serde_json::from_value(definition).ok(),
+            _ => {
+                let schema = match tool.input_schema {
+                    Value::Object(schema) => schema,
+                    _ => serde_json::Map::from_iter([("type".to_string(), json!("object"))]),
+                };
+                Some(Tool::new(tool.name, tool.description, schema))
+            }
+        }
     }
 
     async fn call_tool(

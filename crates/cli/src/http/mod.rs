@@ -454,6 +454,10 @@ pub(crate) async fn serve_http(
         .with_allowed_hosts(hosts)
         .with_allowed_origins(origins)
         .with_max_request_body_bytes(settings.max_body_bytes)
+        // A 2026-07-28 request stands alone: when its first message is the answer, it goes out
+        // as one JSON body, not an event stream (one write instead of several; a call that
+        // sends progress or logs first still gets the stream). Sessions are not affected.
+        .with_json_response(true)
         .with_cancellation_token(closing.child_token());
     let mut sessions = LocalSessionManager::default();
     sessions.session_config.keep_alive = Some(settings.session_ttl);
