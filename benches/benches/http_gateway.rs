@@ -169,6 +169,9 @@ struct Run {
     /// The server's CPU time (all its threads) per call during the load, when known: steadier
     /// than rates on a shared machine, and it shows what each call costs the server.
     cpu_per_call: Option<Duration>,
+    /// The load generator's own CPU time per call (this process): client and server share
+    /// the machine's cores, so what the client spends is taken from the server.
+    client_cpu_per_call: Option<Duration>,
 }
 
 /// CPU time used so far by every live thread of process `pid` (from each thread's
@@ -215,6 +218,7 @@ async fn load_speaking(
     let latency = Arc::new(LatencyHistogram::new());
     let per_session = calls / sessions;
     let cpu_before = server.and_then(cpu_time);
+    let client_before = cpu_time(std::process::id());
     let started = Instant::now();
     let tasks: Vec<_> = opened
         .into_iter()
@@ -235,16 +239,19 @@ async fn load_speaking(
     }
     let elapsed = started.elapsed();
     let served = per_session * sessions;
-    let cpu_per_call = match (cpu_before, server.and_then(cpu_time)) {
+    let per_call = |before: Option<Duration>, after: Option<Duration>| match (before, after) {
         (Some(before), Some(after)) if served > 0 => {
             Some(after.saturating_sub(before) / u32::try_from(served).unwrap_or(u32::MAX))
         }
         _ => None,
     };
+    let cpu_per_call = per_call(cpu_before, server.and_then(cpu_time));
+    let client_cpu_per_call = per_call(client_before, cpu_time(std::process::id()));
     Ok(Run {
         rate: served as f64 / elapsed.as_secs_f64(),
         latency,
         cpu_per_call,
+        client_cpu_per_call,
     })
 }
 
@@ -432,16 +439,17 @@ fn main() {
         .flatten();
     let row = |name: &str, n: usize, run: Option<&Result<Run, String>>| match run {
         Some(Ok(run)) => format!(
-            "| {name} | {n} | {:.1} k/s | {} | {} | {} |\n",
+            "| {name} | {n} | {:.1} k/s | {} | {} | {} | {} |\n",
             run.rate / 1000.0,
             us(run.latency.percentile(50.0)),
             us(run.latency.percentile(99.0)),
             run.cpu_per_call.map_or_else(|| "–".to_string(), us),
+            run.client_cpu_per_call.map_or_else(|| "–".to_string(), us),
         ),
-        Some(Err(e)) => format!("| {name} | {n} | failed: {e} | – | – | – |\n"),
-        None => format!("| {name} | {n} | not run | – | – | – |\n"),
+        Some(Err(e)) => format!("| {name} | {n} | failed: {e} | – | – | – | – |\n"),
+        None => format!("| {name} | {n} | not run | – | – | – | – |\n"),
     };
-    let header = "| server | calls | calls/s | p50 | p99 | server CPU per call |\n|---|---:|---:|---:|---:|---:|\n";
+    let header = "| server | calls | calls/s | p50 | p99 | server CPU per call | client CPU per call |\n|---|---:|---:|---:|---:|---:|---:|\n";
     report.push_str(header);
     report.push_str(&row(
         "flowbalancer serve --http",
