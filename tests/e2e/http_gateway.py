@@ -133,6 +133,14 @@ def stateless_answer(url):
         {"mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call", "mcp-name": "sleep"})
     got = answers(body)
     check(status == 400 and got and "error" in got[-1], f"a wrong Mcp-Name is refused: {status} {got}")
+    # A 2026-07-28 tools/list, answered as JSON too, keeps the fields rmcp does not model.
+    status, headers, body = raw(url, {"jsonrpc": "2.0", "id": 11, "method": "tools/list", "params": {"_meta": meta}},
+                                {"mcp-protocol-version": "2026-07-28", "mcp-method": "tools/list"})
+    got = answers(body)
+    tools = {t["name"]: t for m in got if "result" in m for t in m["result"]["tools"]}
+    check(status == 200 and got and got[-1]["result"].get("resultType") == "complete"
+          and tools.get("test_simple_text", {}).get("execution") == {"taskSupport": "forbidden"},
+          f"a 2026-07-28 tools/list keeps whole definitions: {status} {tools.get('test_simple_text')}")
 
 
 def direct_calls(url):
