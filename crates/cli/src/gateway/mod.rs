@@ -10,6 +10,7 @@ mod rounds;
 mod routing;
 #[cfg(test)]
 mod tests;
+mod tools;
 mod upstream;
 
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use tokio::sync::mpsc;
 pub(crate) use direct::direct_call;
 use progress::progress_forwarder;
 use results::complete;
+use tools::tool_definition;
 use upstream::ClientPeer;
 
 /// The MCP face of a balancer, for one client connection.
@@ -85,22 +87,6 @@ pub(crate) fn unguessable_id(kind: &str) -> String {
     let random = std::collections::hash_map::RandomState::new();
     let mixed = std::hash::BuildHasher::hash_one(&random, (n, nanos, std::process::id()));
     format!("{kind}-{n}-{mixed:016x}")
-}
-
-/// A tool as MCP lists it: an MCP server's definition whole (its name already prefixed), else
-/// name, description and input schema.
-fn tool_definition(tool: flowbalancer::pool::ToolSpec) -> Value {
-    match tool.definition {
-        Some(definition) if definition.is_object() => definition,
-        _ => {
-            let schema = if tool.input_schema.is_object() {
-                tool.input_schema
-            } else {
-                json!({"type": "object"})
-            };
-            json!({ "name": tool.name, "description": tool.description, "inputSchema": schema })
-        }
-    }
 }
 
 /// The session of a call: `_meta.sessionId` (or `session_id`), else a `_session` argument.
@@ -305,19 +291,8 @@ impl ServerHandler for Gateway {
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        // rmcp asks for the called tool of every 2026-07-28 HTTP request: only it is copied,
-        // and a tool that is not an MCP server's is built without a JSON round trip.
-        let tool = self.balancer.tool(name)?;
-        match tool.definition {
-            Some(definition) if definition.is_object() => serde_json::from_value(definition).ok(),
-            _ => {
-                let schema = match tool.input_schema {
-                    Value::Object(schema) => schema,
-                    _ => serde_json::Map::from_iter([("type".to_string(), json!("object"))]),
-                };
-                Some(Tool::new(tool.name, tool.description, schema))
-            }
-        }
+        // rmcp asks for the called tool of every 2026-07-28 HTTP request: only it is copied.
+        self.balancer.tool(name).and_then(tools::rmcp_tool)
     }
 
     async fn call_tool(
