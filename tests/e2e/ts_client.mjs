@@ -33,7 +33,9 @@ async function exercise(client, label) {
 // Over stdio.
 {
   const client = new Client({ name: "ts-e2e", version: "1.0.0" });
-  await client.connect(new StdioClientTransport({ command: binary, args: ["serve"], stderr: "ignore" }));
+  // The SDK passes a server only a few variables (PATH, HOME, …): keep ours, so the gateway's
+  // telemetry goes where the test run points it (XDG_STATE_HOME), not to the user's own.
+  await client.connect(new StdioClientTransport({ command: binary, args: ["serve"], stderr: "ignore", env: { ...process.env } }));
   check(client.getServerVersion()?.name === "flowbalancer", "stdio: server name");
   await exercise(client, "stdio");
   await client.close();

@@ -149,13 +149,13 @@ pub(crate) fn e2e() -> Result<(), String> {
     let binary = root.join("target/debug/flowbalancer");
     let python = e2e_venv()?;
     cmd::run(
-        std::process::Command::new(&python)
+        state_under_target(&mut std::process::Command::new(&python))
             .arg(e2e_dir().join("run_e2e.py"))
             .arg(&binary),
     )?;
     mcp_backends(&binary, &python)?;
     cmd::run(
-        std::process::Command::new(&python)
+        state_under_target(&mut std::process::Command::new(&python))
             .arg(e2e_dir().join("http_gateway.py"))
             .arg(&binary),
     )?;
@@ -164,7 +164,7 @@ pub(crate) fn e2e() -> Result<(), String> {
         "@modelcontextprotocol/sdk@^1.32",
     )])?;
     cmd::run(
-        std::process::Command::new("node")
+        state_under_target(&mut std::process::Command::new("node"))
             .arg(e2e_dir().join("ts_client.mjs"))
             .arg(&binary)
             .arg(&modules),
@@ -304,7 +304,7 @@ fn mcp_backends(binary: &std::path::Path, python: &std::path::Path) -> Result<()
         ]))?;
     }
     cmd::run(
-        std::process::Command::new(python)
+        state_under_target(&mut std::process::Command::new(python))
             .arg(e2e_dir().join("mcp_backends.py"))
             .arg(binary)
             .arg(&everything),
@@ -315,20 +315,25 @@ fn mcp_backends(binary: &std::path::Path, python: &std::path::Path) -> Result<()
 /// stdio and over streamable HTTP.
 fn inspector(binary: &std::path::Path) -> Result<(), String> {
     let mut stdio = std::process::Command::new("npx");
-    stdio
+    let state = cmd::root().join("target/e2e-state");
+    state_under_target(&mut stdio)
         .args(["-y", "@modelcontextprotocol/inspector@2", "--cli"])
+        // The Inspector passes the server only the variables it is given.
+        .arg("-e")
+        .arg(format!("XDG_STATE_HOME={}", state.display()))
         .arg(binary)
         .args(["serve", "--method", "tools/list"]);
     inspector_lists(stdio, "stdio")?;
     let gateway = crate::conformance::HttpGateway::start(binary, &[])?;
     let mut http = std::process::Command::new("npx");
-    http.args([
-        "-y",
-        "@modelcontextprotocol/inspector@2",
-        "--cli",
-        &gateway.url,
-    ])
-    .args(["--transport", "http", "--method", "tools/list"]);
+    state_under_target(&mut http)
+        .args([
+            "-y",
+            "@modelcontextprotocol/inspector@2",
+            "--cli",
+            &gateway.url,
+        ])
+        .args(["--transport", "http", "--method", "tools/list"]);
     inspector_lists(http, "HTTP")
 }
 
@@ -360,6 +365,18 @@ fn inspector_lists(mut command: std::process::Command, transport: &str) -> Resul
     }
     println!("MCP Inspector CLI over {transport}: tools/list → {names:?}");
     Ok(())
+}
+
+/// Points the gateways a test starts at a state directory under `target/`: their telemetry
+/// (on by default, in the per-user state directory) and run records stay out of the
+/// developer's own.
+pub(crate) fn state_under_target(
+    command: &mut std::process::Command,
+) -> &mut std::process::Command {
+    let state = cmd::root().join("target/e2e-state");
+    // A directory that cannot be made is the gateway's to report, with its path.
+    let _ = std::fs::create_dir_all(&state);
+    command.env("XDG_STATE_HOME", state)
 }
 
 fn has_e2e() -> bool {

@@ -86,7 +86,7 @@ impl HttpGateway {
         binary: &std::path::Path,
         args: &[&std::ffi::OsStr],
     ) -> Result<Self, String> {
-        let mut child = Command::new(binary)
+        let mut child = crate::ci::state_under_target(&mut Command::new(binary))
             .arg("serve")
             .args(args)
             .args(["--http", "127.0.0.1:0"])
