@@ -233,6 +233,28 @@ def direct_calls(url):
     check(statuses == {200}, f"direct calls begun late in the TTL keep the session: {statuses}")
 
 
+def listening_keeps_session(url):
+    """A client listening on its session's GET stream is using the session: it outlives its
+    idle TTL (3 s) with no request at all, and expires once the client stops listening."""
+    import http.client
+    from urllib.parse import urlparse
+    parts = urlparse(url)
+    session = raw_session(url)
+    listener = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    listener.request("GET", parts.path, headers={"Accept": "text/event-stream", "mcp-session-id": session})
+    stream = listener.getresponse()
+    check(stream.status == 200 and "text/event-stream" in stream.getheader("content-type", ""),
+          f"a session's GET stream opens: {stream.status} {stream.getheaders()}")
+    time.sleep(4.5)
+    status, _, body = raw(url, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, {"mcp-session-id": session})
+    check(status == 200 and any("result" in m for m in answers(body)),
+          f"a session whose client listens outlives its idle TTL: {status} {body[:200]}")
+    listener.close()
+    time.sleep(4.5)
+    status, _, body = raw(url, {"jsonrpc": "2.0", "id": 3, "method": "tools/list"}, {"mcp-session-id": session})
+    check(status == 404, f"a session nobody listens on or calls in expires after its TTL: {status} {body[:200]}")
+
+
 async def round_trips(server, over):
     """A 2026-07-28 client with sampling and elicitation callbacks, through the conformance
     backend's test_sampling and test_elicitation (each asks the client mid-call)."""
@@ -466,6 +488,7 @@ tool_prefix = "own_"
 
             direct_calls(url)
             stateless_answer(url)
+            listening_keeps_session(url)
 
             # An MCP tier's call longer than the TTL (3 s), its client waiting for the answer in an
             # otherwise idle session: the session is in use, so it lives and the call is answered.

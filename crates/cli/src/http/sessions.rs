@@ -19,8 +19,9 @@
 //! - the end of the session cancels its calls and ends its balancer session.
 //!
 //! And one thing rmcp's worker does not do, for every request of a session: a session whose
-//! client is waiting for an answer (a response stream is open) is in use, however long the
-//! call takes. One sweeping task restarts the idle timer of such sessions every eighth of the
+//! client is waiting for an answer (a response stream is open), or listening for the server's
+//! messages (its standalone `GET` stream, or a resumed one, is open), is in use, however long
+//! that lasts. One sweeping task restarts the idle timer of such sessions every eighth of the
 //! TTL. A client that went away holds no stream open, so its session still expires, and its
 //! calls are cancelled then.
 
@@ -82,7 +83,8 @@ struct InUse {
     touched: Option<Instant>,
     /// Each running direct call's cancellation, by its request id.
     calls: HashMap<RequestId, CancellationToken>,
-    /// Response streams open (each a client waiting for an answer), direct or not.
+    /// Streams open: response streams (each a client waiting for an answer), direct or not,
+    /// and standalone or resumed streams (a client listening).
     open_streams: usize,
 }
 
@@ -428,7 +430,13 @@ impl SessionManager for Sessions {
         &self,
         id: &SessionId,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        self.local.create_standalone_stream(id).await
+        // A client listening for the server's messages is using its session.
+        let open = Open::count(&self.running, &mut self.running.lock(), id);
+        let stream = self.local.create_standalone_stream(id).await?;
+        Ok(Counted {
+            stream,
+            _open: open,
+        })
     }
 
     async fn resume(
@@ -436,7 +444,12 @@ impl SessionManager for Sessions {
         id: &SessionId,
         last_event_id: String,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        self.local.resume(id, last_event_id).await
+        let open = Open::count(&self.running, &mut self.running.lock(), id);
+        let stream = self.local.resume(id, last_event_id).await?;
+        Ok(Counted {
+            stream,
+            _open: open,
+        })
     }
 
     async fn restore_session(
