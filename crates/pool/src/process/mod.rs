@@ -2,6 +2,7 @@
 //! the protocol for writing workers.
 
 mod redact;
+mod spec;
 mod worker;
 
 /// Length-prefixed frames (from `flowbalancer-protocol`).
@@ -10,7 +11,5 @@ pub use flowbalancer_protocol::frame;
 pub use flowbalancer_protocol::message as protocol;
 pub use flowbalancer_protocol::{CallContext, WorkerServer};
 pub use redact::RedactedValues;
-pub use worker::{
-    DEFAULT_ENV_ALLOW, ProcessFactory, ProcessSpec, ProcessWorker, python_interpreter,
-    worker_command,
-};
+pub use spec::{DEFAULT_ENV_ALLOW, ProcessSpec, python_interpreter, worker_command};
+pub use worker::{ProcessFactory, ProcessWorker};
