@@ -141,7 +141,8 @@ pub(crate) fn deny() -> Result<(), String> {
 }
 
 /// The end-to-end tests: the official MCP Python SDK (`mcp` 2.x, the current major, installed
-/// into a venv under target/) against the built `flowbalancer serve`, then — where node is
+/// into a venv under target/) against the built `flowbalancer serve`, the TypeScript SDK's
+/// 1.x client and its v2 client (`@modelcontextprotocol/client`), then — where node is
 /// present — the MCP Inspector 2.x CLI.
 pub(crate) fn e2e() -> Result<(), String> {
     let root = cmd::root();
@@ -166,6 +167,17 @@ pub(crate) fn e2e() -> Result<(), String> {
     cmd::run(
         state_under_target(&mut std::process::Command::new("node"))
             .arg(e2e_dir().join("ts_client.mjs"))
+            .arg(&binary)
+            .arg(&modules),
+    )?;
+    // The SDK's v2 line: its own package, speaking 2026-07-28 when asked to.
+    let modules = npm_packages(&[(
+        "@modelcontextprotocol/client/package.json",
+        "@modelcontextprotocol/client@^2",
+    )])?;
+    cmd::run(
+        state_under_target(&mut std::process::Command::new("node"))
+            .arg(e2e_dir().join("ts_client_v2.mjs"))
             .arg(&binary)
             .arg(&modules),
     )?;
