@@ -3,9 +3,10 @@
 //
 // Usage: node ts_client.mjs path/to/flowbalancer path/to/node_modules
 
-import { spawn } from "node:child_process";
 import { pathToFileURL } from "node:url";
 import path from "node:path";
+
+import { startHttpGateway } from "./start_gateway.mjs";
 
 const [binary, modules] = process.argv.slice(2);
 const sdk = (file) => import(pathToFileURL(path.join(modules, "@modelcontextprotocol/sdk/dist/esm", file)).href);
@@ -43,18 +44,7 @@ async function exercise(client, label) {
 
 // Over streamable HTTP.
 {
-  const server = spawn(binary, ["serve", "--http", "127.0.0.1:0"], { stdio: ["ignore", "ignore", "pipe"] });
-  const url = await new Promise((resolve, reject) => {
-    let buffer = "";
-    server.stderr.on("data", (chunk) => {
-      buffer += chunk.toString();
-      // Only a whole line: a chunk may end inside the address.
-      const match = buffer.match(/serving MCP over HTTP at (\S+)\r?\n/);
-      if (match) resolve(match[1]);
-    });
-    server.on("exit", () => reject(new Error("the gateway exited")));
-    setTimeout(() => reject(new Error("the gateway did not start")), 30000);
-  });
+  const { server, url } = await startHttpGateway(binary);
   try {
     const client = new Client({ name: "ts-e2e", version: "1.0.0" });
     await client.connect(new StreamableHTTPClientTransport(new URL(url)));
