@@ -12,18 +12,13 @@ import { readFileSync, readdirSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import path from "node:path";
 
-import { startHttpGateway } from "./start_gateway.mjs";
+import { check, checksPassed, exerciseBundledTools, startHttpGateway } from "./common.mjs";
 
 const [binary, modules] = process.argv.slice(2);
 const sdk = (file) => import(pathToFileURL(path.join(modules, "@modelcontextprotocol/client/dist", file)).href);
 const { Client, StreamableHTTPClientTransport } = await sdk("index.mjs");
 const { StdioClientTransport } = await sdk("stdio.mjs");
 
-let checks = 0;
-function check(condition, message) {
-  if (!condition) throw new Error(message);
-  checks += 1;
-}
 
 const modes = [
   { label: "default", options: {}, era: "2025-11-25" },
@@ -33,14 +28,7 @@ const modes = [
 
 async function exercise(client, label, era) {
   check(client.getNegotiatedProtocolVersion() === era, `${label}: negotiated ${client.getNegotiatedProtocolVersion()}, expected ${era}`);
-  const tools = (await client.listTools()).tools.map((t) => t.name);
-  for (const name of ["echo", "word_count", "fib"]) check(tools.includes(name), `${label}: ${name} listed: ${tools}`);
-  const echo = await client.callTool({ name: "echo", arguments: { text: "héllo" } });
-  check(!echo.isError && echo.structuredContent?.text === "héllo", `${label}: echo ${JSON.stringify(echo)}`);
-  const fib = await client.callTool({ name: "fib", arguments: { n: 20 } });
-  check(fib.structuredContent?.fib === 6765, `${label}: fib ${JSON.stringify(fib)}`);
-  const bad = await client.callTool({ name: "fib", arguments: { n: "twenty" } });
-  check(bad.isError === true, `${label}: a bad argument is a tool error ${JSON.stringify(bad)}`);
+  await exerciseBundledTools(client, label);
   const unknown = await client.callTool({ name: "no_such_tool", arguments: {} }).then(
     (result) => ({ result }),
     (error) => ({ error: String(error) }),
@@ -98,4 +86,4 @@ for (const { label, options, era } of modes) {
     server.kill("SIGTERM");
   }
 }
-console.log(`TypeScript SDK v2 client end to end: ${checks} checks passed`);
+console.log(`TypeScript SDK v2 client end to end: ${checksPassed()} checks passed`);
