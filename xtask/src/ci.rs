@@ -160,27 +160,26 @@ pub(crate) fn e2e() -> Result<(), String> {
             .arg(e2e_dir().join("http_gateway.py"))
             .arg(&binary),
     )?;
-    let modules = npm_packages(&[(
-        "@modelcontextprotocol/sdk/package.json",
-        "@modelcontextprotocol/sdk@^1.32",
-    )])?;
-    cmd::run(
-        state_under_target(&mut std::process::Command::new("node"))
-            .arg(e2e_dir().join("ts_client.mjs"))
-            .arg(&binary)
-            .arg(&modules),
-    )?;
-    // The SDK's v2 line: its own package, speaking 2026-07-28 when asked to.
-    let modules = npm_packages(&[(
-        "@modelcontextprotocol/client/package.json",
-        "@modelcontextprotocol/client@^2",
-    )])?;
-    cmd::run(
-        state_under_target(&mut std::process::Command::new("node"))
-            .arg(e2e_dir().join("ts_client_v2.mjs"))
-            .arg(&binary)
-            .arg(&modules),
-    )?;
+    // The TypeScript SDK's 1.x client, then its v2 line (its own package, speaking 2026-07-28
+    // when asked to).
+    let modules = npm_packages(&[
+        (
+            "@modelcontextprotocol/sdk/package.json",
+            "@modelcontextprotocol/sdk@^1.32",
+        ),
+        (
+            "@modelcontextprotocol/client/package.json",
+            "@modelcontextprotocol/client@^2",
+        ),
+    ])?;
+    for script in ["ts_client.mjs", "ts_client_v2.mjs"] {
+        cmd::run(
+            state_under_target(&mut std::process::Command::new("node"))
+                .arg(e2e_dir().join(script))
+                .arg(&binary)
+                .arg(&modules),
+        )?;
+    }
     if cmd::has("npx", &["--version"]) {
         inspector(&binary)
     } else {
