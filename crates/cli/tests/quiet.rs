@@ -172,3 +172,62 @@ fn error_answers_over_stdio_log_nothing_of_the_request() {
         assert!(!stderr.contains(secret), "stderr has {secret:?}:\n{stderr}");
     }
 }
+
+/// A client that leaves before it initializes ends `serve` cleanly: one that only asks
+/// `server/discover` (the TypeScript SDK's v2 probes so, on a process it then closes) gets its
+/// answer, and neither it nor one that closes stdin at once sees an exit status or a message
+/// of failure.
+#[test]
+fn a_client_that_leaves_before_initializing_ends_serve_cleanly() {
+    use std::io::{BufRead, Write};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("builtin.toml");
+    std::fs::write(
+        &config,
+        "[telemetry]\nenabled = false\n[[tiers]]\nname = \"hot\"\nworkers = { builtin = [\"echo\"] }\n",
+    )
+    .unwrap();
+    let discover = r#"{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"probe","version":"0"},"io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+    for probe in [Some(discover), None] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_flowbalancer"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .env("XDG_STATE_HOME", dir.path())
+            .env_remove("RUST_LOG")
+            .env_remove("FLOWBALANCER_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        if let Some(request) = probe {
+            writeln!(stdin, "{request}").unwrap();
+            stdin.flush().unwrap();
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            let answer: serde_json::Value = serde_json::from_str(&line).unwrap();
+            assert!(
+                answer["result"]["supportedVersions"]
+                    .as_array()
+                    .is_some_and(|versions| versions.iter().any(|v| v == "2026-07-28")),
+                "{answer}"
+            );
+        }
+        drop(stdin);
+        let status = child.wait().unwrap();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert!(status.success(), "probe {probe:?}: {status:?}\n{stderr}");
+        for noise in ["failed", "WARN", "ERROR"] {
+            assert!(
+                !stderr.contains(noise),
+                "probe {probe:?}: stderr has {noise:?}:\n{stderr}"
+            );
+        }
+    }
+}
