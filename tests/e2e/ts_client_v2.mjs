@@ -19,7 +19,6 @@ const sdk = (file) => import(pathToFileURL(path.join(modules, "@modelcontextprot
 const { Client, StreamableHTTPClientTransport } = await sdk("index.mjs");
 const { StdioClientTransport } = await sdk("stdio.mjs");
 
-
 const modes = [
   { label: "default", options: {}, era: "2025-11-25" },
   { label: "auto", options: { versionNegotiation: { mode: "auto" } }, era: "2026-07-28" },
@@ -55,12 +54,12 @@ function marked(mark) {
 
 // Over stdio.
 for (const { label, options, era } of modes) {
-  const mark = `FLOWBALANCER_E2E_MARK=${randomUUID()}`;
-  const [key, value] = mark.split("=");
+  const value = randomUUID();
+  const mark = `FLOWBALANCER_E2E_MARK=${value}`;
   const client = new Client({ name: "ts-v2-e2e", version: "1.0.0" }, options);
   // Keep our environment (XDG_STATE_HOME: the gateway's telemetry stays under target/).
   await client.connect(new StdioClientTransport({
-    command: binary, args: ["serve"], stderr: "ignore", env: { ...process.env, [key]: value },
+    command: binary, args: ["serve"], stderr: "ignore", env: { ...process.env, FLOWBALANCER_E2E_MARK: value },
   }));
   await exercise(client, `stdio ${label}`, era);
   await client.close();

@@ -326,12 +326,11 @@ fn mcp_backends(binary: &std::path::Path, python: &std::path::Path) -> Result<()
 /// stdio and over streamable HTTP.
 fn inspector(binary: &std::path::Path) -> Result<(), String> {
     let mut stdio = std::process::Command::new("npx");
-    let state = cmd::root().join("target/e2e-state");
     state_under_target(&mut stdio)
         .args(["-y", "@modelcontextprotocol/inspector@2", "--cli"])
         // The Inspector passes the server only the variables it is given.
         .arg("-e")
-        .arg(format!("XDG_STATE_HOME={}", state.display()))
+        .arg(format!("XDG_STATE_HOME={}", e2e_state_dir().display()))
         .arg(binary)
         .args(["serve", "--method", "tools/list"]);
     inspector_lists(stdio, "stdio")?;
@@ -384,10 +383,15 @@ fn inspector_lists(mut command: std::process::Command, transport: &str) -> Resul
 pub(crate) fn state_under_target(
     command: &mut std::process::Command,
 ) -> &mut std::process::Command {
-    let state = cmd::root().join("target/e2e-state");
+    let state = e2e_state_dir();
     // A directory that cannot be made is the gateway's to report, with its path.
     let _ = std::fs::create_dir_all(&state);
     command.env("XDG_STATE_HOME", state)
+}
+
+/// The state directory of the gateways the tests start.
+fn e2e_state_dir() -> std::path::PathBuf {
+    cmd::root().join("target/e2e-state")
 }
 
 fn has_e2e() -> bool {

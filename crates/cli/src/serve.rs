@@ -338,30 +338,27 @@ pub(crate) async fn serve(balancer: Arc<Balancer>) -> Result<(), String> {
         listings,
     };
     let connection = crate::gateway::new_connection_session();
-    let service = match Gateway::for_connection(Arc::clone(&balancer), Arc::clone(&connection))
+    let served = match Gateway::for_connection(Arc::clone(&balancer), Arc::clone(&connection))
         .serve((rmcp_input, sink))
         .await
     {
-        Ok(service) => service,
+        Ok(service) => service
+            .waiting()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("MCP service failed: {e}")),
         // The client closed stdin before it initialized: a probe that only asked
         // `server/discover` (the TypeScript SDK's v2 does so on a throwaway process), or a
-        // client that changed its mind. Nothing failed; what was answered still goes out.
+        // client that changed its mind. Nothing failed.
         Err(rmcp::service::ServerInitializeError::ConnectionClosed(_)) => {
             tracing::debug!("the client closed stdin before initializing");
-            balancer.end_session(&connection);
-            let _ = writer.await;
-            return Ok(());
+            Ok(())
         }
-        Err(error) => {
-            let _ = writer.await;
-            return Err(format!("MCP initialization failed: {error}"));
-        }
+        Err(error) => Err(format!("MCP initialization failed: {error}")),
     };
-    let result = service.waiting().await;
-    // The client is gone: what its session held (its own workers) goes.
+    // The client is gone: what its session held (its own workers) goes, and what was
+    // answered still goes out.
     balancer.end_session(&connection);
     let _ = writer.await;
-    result
-        .map(|_| ())
-        .map_err(|e| format!("MCP service failed: {e}"))
+    served
 }

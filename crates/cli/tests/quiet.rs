@@ -111,24 +111,30 @@ fn serving_http_beyond_this_machine_without_tokens_warns_and_loopback_does_not()
     );
 }
 
-/// A client's mistakes are answered, not logged with what the client sent: rmcp's warning for
-/// every error answer (with the error's data) stays out of stderr by default.
-#[test]
-fn error_answers_over_stdio_log_nothing_of_the_request() {
-    use std::io::{BufRead, Write};
+/// `flowbalancer serve ARGS` on stdio pipes, its state under `state`, at the default log level.
+fn serve_over_pipes(args: &[&std::ffi::OsStr], state: &std::path::Path) -> std::process::Child {
     use std::process::Stdio;
-
-    let state = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flowbalancer"))
+    Command::new(env!("CARGO_BIN_EXE_flowbalancer"))
         .arg("serve")
-        .env("XDG_STATE_HOME", state.path())
+        .args(args)
+        .env("XDG_STATE_HOME", state)
         .env_remove("RUST_LOG")
         .env_remove("FLOWBALANCER_LOG")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// A client's mistakes are answered, not logged with what the client sent: rmcp's warning for
+/// every error answer (with the error's data) stays out of stderr by default.
+#[test]
+fn error_answers_over_stdio_log_nothing_of_the_request() {
+    use std::io::{BufRead, Write};
+
+    let state = tempfile::tempdir().unwrap();
+    let mut child = serve_over_pipes(&[], state.path());
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut answer = || {
@@ -180,7 +186,6 @@ fn error_answers_over_stdio_log_nothing_of_the_request() {
 #[test]
 fn a_client_that_leaves_before_initializing_ends_serve_cleanly() {
     use std::io::{BufRead, Write};
-    use std::process::Stdio;
 
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("builtin.toml");
@@ -191,18 +196,7 @@ fn a_client_that_leaves_before_initializing_ends_serve_cleanly() {
     .unwrap();
     let discover = r#"{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"probe","version":"0"},"io.modelcontextprotocol/clientCapabilities":{}}}}"#;
     for probe in [Some(discover), None] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_flowbalancer"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .env("XDG_STATE_HOME", dir.path())
-            .env_remove("RUST_LOG")
-            .env_remove("FLOWBALANCER_LOG")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = serve_over_pipes(&["--config".as_ref(), config.as_os_str()], dir.path());
         let mut stdin = child.stdin.take().unwrap();
         let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
         if let Some(request) = probe {

@@ -10,14 +10,11 @@ use serde_json::{Value, json};
 pub(super) fn tool_definition(tool: ToolSpec) -> Value {
     match tool.definition {
         Some(definition) if definition.is_object() => definition,
-        _ => {
-            let schema = if tool.input_schema.is_object() {
-                tool.input_schema
-            } else {
-                json!({"type": "object"})
-            };
-            json!({ "name": tool.name, "description": tool.description, "inputSchema": schema })
-        }
+        _ => json!({
+            "name": tool.name,
+            "description": tool.description,
+            "inputSchema": object_schema(tool.input_schema),
+        }),
     }
 }
 
@@ -27,12 +24,18 @@ pub(super) fn tool_definition(tool: ToolSpec) -> Value {
 pub(super) fn rmcp_tool(tool: ToolSpec) -> Option<Tool> {
     match tool.definition {
         Some(definition) if definition.is_object() => serde_json::from_value(definition).ok(),
-        _ => {
-            let schema = match tool.input_schema {
-                Value::Object(schema) => schema,
-                _ => serde_json::Map::from_iter([("type".to_string(), json!("object"))]),
-            };
-            Some(Tool::new(tool.name, tool.description, schema))
-        }
+        _ => Some(Tool::new(
+            tool.name,
+            tool.description,
+            object_schema(tool.input_schema),
+        )),
+    }
+}
+
+/// A tool's input schema: its own when it is an object, else one that takes any object.
+fn object_schema(schema: Value) -> serde_json::Map<String, Value> {
+    match schema {
+        Value::Object(schema) => schema,
+        _ => serde_json::Map::from_iter([("type".to_string(), json!("object"))]),
     }
 }

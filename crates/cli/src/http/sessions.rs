@@ -183,6 +183,20 @@ impl Sessions {
         }
     }
 
+    /// The stream `make` makes for session `id`, counted as open from before it is made (so
+    /// the session stays in use meanwhile) until it is dropped.
+    async fn counted<S>(
+        &self,
+        id: &SessionId,
+        make: impl Future<Output = Result<S, LocalSessionManagerError>>,
+    ) -> Result<Counted<S>, LocalSessionManagerError> {
+        let open = Open::count(&self.running, &mut self.running.lock(), id);
+        Ok(Counted {
+            stream: make.await?,
+            _open: open,
+        })
+    }
+
     /// The stream answering `message` directly, and whether the session's idle timer is
     /// due for a restart; `None`, with `message` untouched, when rmcp's session worker is to
     /// serve it.
@@ -394,14 +408,10 @@ impl SessionManager for Sessions {
                 }
                 Ok(Either::Left(stream))
             }
-            None => {
-                let open = Open::count(&self.running, &mut self.running.lock(), id);
-                let stream = self.local.create_stream(id, message).await?;
-                Ok(Either::Right(Counted {
-                    stream,
-                    _open: open,
-                }))
-            }
+            None => Ok(Either::Right(
+                self.counted(id, self.local.create_stream(id, message))
+                    .await?,
+            )),
         }
     }
 
@@ -431,12 +441,8 @@ impl SessionManager for Sessions {
         id: &SessionId,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
         // A client listening for the server's messages is using its session.
-        let open = Open::count(&self.running, &mut self.running.lock(), id);
-        let stream = self.local.create_standalone_stream(id).await?;
-        Ok(Counted {
-            stream,
-            _open: open,
-        })
+        self.counted(id, self.local.create_standalone_stream(id))
+            .await
     }
 
     async fn resume(
@@ -444,12 +450,7 @@ impl SessionManager for Sessions {
         id: &SessionId,
         last_event_id: String,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        let open = Open::count(&self.running, &mut self.running.lock(), id);
-        let stream = self.local.resume(id, last_event_id).await?;
-        Ok(Counted {
-            stream,
-            _open: open,
-        })
+        self.counted(id, self.local.resume(id, last_event_id)).await
     }
 
     async fn restore_session(
