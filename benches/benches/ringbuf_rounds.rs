@@ -14,8 +14,11 @@ use flowbalancer_benches::{
 };
 use flowbalancer_ringbuf::{Queue, spsc};
 
-const MPMC_ITEMS: u64 = 200_000;
-const SPSC_ITEMS: u64 = 1_000_000;
+// Runs of 5–40 ms and 31 rounds: the VM's phases (cache-line transfers between its two
+// vCPUs cost 2–4× more in some stretches than in others) last several rounds, so a figure needs
+// rounds from more than one of them; shorter runs mostly measured scheduler noise.
+const MPMC_ITEMS: u64 = 1_000_000;
+const SPSC_ITEMS: u64 = 2_000_000;
 const CAPACITY: usize = 1024;
 const CHUNK: usize = 256;
 
@@ -160,7 +163,7 @@ fn main() {
     // `cargo bench` passes flags such as `--bench`; only a filter word would matter, and this
     // bench has a single report.
     let quick = std::env::var_os("FLOWBALANCER_BENCH_QUICK").is_some();
-    let n = if quick { 5 } else { 15 };
+    let n = if quick { 7 } else { 31 };
     let mut rows = Vec::new();
     for (producers, consumers) in [(1, 1), (2, 2)] {
         for backoff in [true, false] {

@@ -24,6 +24,20 @@ pub(crate) mod sync {
     }
 }
 
+/// A pause while another thread finishes a step it has started: a spin-loop hint normally,
+/// a yield under loom (which never preempts, so a thread that only spins would wait forever).
+#[cfg(not(loom))]
+#[inline]
+pub(crate) fn pause() {
+    std::hint::spin_loop();
+}
+
+/// See the other `pause`.
+#[cfg(loom)]
+pub(crate) fn pause() {
+    loom::thread::yield_now();
+}
+
 #[cfg(loom)]
 pub(crate) mod sync {
     pub(crate) use loom::sync::Arc;

@@ -136,11 +136,21 @@ impl WaitList {
 pub(crate) struct Waiter<'a> {
     list: &'a WaitList,
     id: Option<u64>,
+    /// Waits in a row that found their condition already true (see `Until::poll`).
+    ready_at_once: u32,
 }
+
+/// How many waits in a row may find their condition true at once before the task gives the
+/// runtime a turn (see `Until::poll`).
+const SPINS_BEFORE_YIELD: u32 = 64;
 
 impl<'a> Waiter<'a> {
     pub(crate) fn new(list: &'a WaitList) -> Self {
-        Self { list, id: None }
+        Self {
+            list,
+            id: None,
+            ready_at_once: 0,
+        }
     }
 
     /// A future that is ready once `condition()` holds, checked on every wake-up.
@@ -187,8 +197,23 @@ impl<F: Fn() -> bool> Future for Until<'_, '_, F> {
             this.waiter.id = None;
         }
         if (this.condition)() {
-            return Poll::Ready(());
+            // The operation failed, yet the state says it may succeed: the state changed
+            // meanwhile, or the item (or free slot) is still in another thread's hands. The
+            // queue answers from the one slot it would use, so a message whose producer has
+            // claimed its position but not finished writing it reads as "not empty" here and
+            // "nothing to take" to `pop`, for the few instructions that producer needs. Pause
+            // for it; and if it takes long (that thread was preempted), let the runtime run
+            // other tasks before the next try instead of spinning in this poll.
+            this.waiter.ready_at_once += 1;
+            if this.waiter.ready_at_once < SPINS_BEFORE_YIELD {
+                crate::loom::pause();
+                return Poll::Ready(());
+            }
+            this.waiter.ready_at_once = 0;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
+        this.waiter.ready_at_once = 0;
         this.waiter.id = Some(list.register(this.waiter.id, cx.waker()));
         // Our registration, then this re-check (the registration's count store is `SeqCst`
         // already; the fence keeps the order under loom too, and costs only when parking).

@@ -49,13 +49,24 @@ struct Slot<T> {
 /// neighbouring positions share lines, as in crossbeam's `ArrayQueue` (spreading them over
 /// lines measured slower, see `Positions::slot_of`).
 ///
-/// `push`, `pop`, `force_push` and the batch operations never wait for the queue to change
-/// state: a full queue refuses a push and an empty one a pop at once. They are lock-free
-/// except for one window: a thread that claimed a slot and is preempted before publishing it
-/// holds up the threads that reach that same slot next (a consumer arriving at it, or a
-/// producer one lap later), which spin (a growing pause, never a yield) until it is
-/// published. The window is a few instructions long for single items, and the time to move
-/// the run for batches.
+/// `push`, `pop` and the batch operations never wait for another thread: each looks at the
+/// one slot where it would act, and a slot that is not ready for it is an immediate answer.
+/// So `pop` returns `None` when the item at the head is not published yet: the queue is
+/// empty, or the producer that claimed that position has not finished writing it (even if
+/// later positions, claimed by other producers, are already written). Likewise `push` hands
+/// the item back when the slot at the tail still holds the item of the previous lap: the
+/// queue is full, or a consumer that claimed the oldest item has not finished moving it out.
+/// Both cases last a few instructions, unless that thread is preempted; the item is then
+/// there for the next call. Deciding from the slot alone keeps each side off the other
+/// side's position (crossbeam's `ArrayQueue` reads it to tell the cases apart and spins in
+/// the second, which costs a cache-line transfer on every call that finds the queue empty or
+/// full). Items are never lost or reordered either way, and [`is_empty`](Queue::is_empty) and
+/// [`is_full`](Queue::is_full) count claimed positions, so they report such an item as
+/// present.
+///
+/// Only contention makes a call loop: a lost compare-exchange retries with a short spin, and
+/// [`force_push`](Queue::force_push), which must make room, spins (a growing pause, never a
+/// yield) while the slot it needs is half way through another thread's hands.
 ///
 /// # Memory ordering
 ///
@@ -278,7 +289,9 @@ impl<T> Queue<T> {
         unsafe { self.slots.get_unchecked(index) }
     }
 
-    /// Adds `value` at the tail, or gives it back in `Err` when the queue is full.
+    /// Adds `value` at the tail, or gives it back in `Err` when the queue is full (or its
+    /// oldest item is still being moved out by the consumer that claimed it; see "Algorithm
+    /// and progress" on [`Queue`]).
     ///
     /// ```
     /// let queue = flowbalancer_ringbuf::Queue::new(1)?;
@@ -361,7 +374,9 @@ impl<T> Queue<T> {
                 }
                 // Not full (a consumer is half way through taking the slot's old item), the
                 // oldest item not yet published, or another thread won the head: each is a
-                // few instructions from done, so spin, never yield (see `claim_tail_run`).
+                // few instructions from done, so spin, never yield (a yield in such a wait,
+                // as an earlier version of `push` had, made four threads on two cores run up
+                // to 14× slower than crossbeam's `ArrayQueue`, which spins here too).
                 backoff.spin();
                 tail = self.tail.load(Ordering::Relaxed);
             } else {
@@ -372,7 +387,9 @@ impl<T> Queue<T> {
         }
     }
 
-    /// Removes the item at the head, or returns `None` when the queue is empty.
+    /// Removes the item at the head, or returns `None` when there is none to take now: the
+    /// queue is empty, or the item at the head is still being written by the producer that
+    /// claimed its position (see "Algorithm and progress" on [`Queue`]).
     pub fn pop(&self) -> Option<T> {
         let head = self.claim_head()?;
         Some(self.take(head))
