@@ -284,8 +284,12 @@ pub mod harness {
     }
 
     /// `target/release/flowbalancer`, built first (so the bench measures the current code);
-    /// `None`, said on stderr, when it cannot be built.
+    /// `None`, said on stderr, when it cannot be built. `FLOWBALANCER_BENCH_BINARY` names
+    /// another build to measure instead (for an A/B of two commits), used as it is.
     pub fn release_binary(bench: &str) -> Option<PathBuf> {
+        if let Some(path) = std::env::var_os("FLOWBALANCER_BENCH_BINARY") {
+            return Some(PathBuf::from(path));
+        }
         let built = std::process::Command::new(env!("CARGO"))
             .args(["build", "--release", "-p", "flowbalancer-cli"])
             .current_dir(root())
