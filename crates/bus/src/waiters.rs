@@ -224,3 +224,69 @@ impl<F: Fn() -> bool> Future for Until<'_, '_, F> {
         Poll::Pending
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    use super::*;
+
+    /// A waker that counts its wake-ups.
+    struct Counting(AtomicUsize);
+
+    impl Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_wait_that_keeps_finding_its_condition_true_gives_the_runtime_a_turn() {
+        let list = WaitList::new();
+        let mut waiter = Waiter::new(&list);
+        let counting = Arc::new(Counting(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&counting));
+        let mut cx = Context::from_waker(&waker);
+        // An operation that keeps failing while its condition says it may succeed (an item
+        // still being written): the first waits pause and return at once ...
+        for attempt in 1..SPINS_BEFORE_YIELD {
+            let ready = Pin::new(&mut waiter.until(|| true)).poll(&mut cx);
+            assert_eq!(ready, Poll::Ready(()), "attempt {attempt}");
+        }
+        assert_eq!(counting.0.load(Ordering::SeqCst), 0);
+        // ... then one returns to the runtime, already woken so it is polled again soon,
+        // without registering on the list.
+        {
+            let mut until = waiter.until(|| true);
+            assert_eq!(Pin::new(&mut until).poll(&mut cx), Poll::Pending);
+            assert_eq!(counting.0.load(Ordering::SeqCst), 1);
+            assert_eq!(list.len(), 0);
+            // The next poll goes on retrying, and the count starts again.
+            assert_eq!(Pin::new(&mut until).poll(&mut cx), Poll::Ready(()));
+        }
+        assert_eq!(waiter.ready_at_once, 1);
+    }
+
+    #[test]
+    fn a_wait_that_parks_starts_the_count_again() {
+        let list = WaitList::new();
+        let mut waiter = Waiter::new(&list);
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        for _ in 0..10 {
+            let _ = Pin::new(&mut waiter.until(|| true)).poll(&mut cx);
+        }
+        assert_eq!(waiter.ready_at_once, 10);
+        assert_eq!(
+            Pin::new(&mut waiter.until(|| false)).poll(&mut cx),
+            Poll::Pending
+        );
+        assert_eq!(waiter.ready_at_once, 0);
+        assert_eq!(list.len(), 1, "parked on the list");
+    }
+}
