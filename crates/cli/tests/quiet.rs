@@ -24,6 +24,10 @@ fn a_plain_call_with_the_default_config_prints_no_warning() {
     }
 }
 
+/// A config with one tier of the built-in echo tool and the event log off.
+const ECHO_TIER: &str =
+    "[telemetry]\nenabled = false\n[[tiers]]\nname = \"hot\"\nworkers = { builtin = [\"echo\"] }\n";
+
 /// The lines `serve --http ADDRESS` prints on stderr up to the one that says it is serving.
 fn startup_lines(address: &str, tokens: Option<&str>) -> Vec<String> {
     use std::io::BufRead;
@@ -32,9 +36,7 @@ fn startup_lines(address: &str, tokens: Option<&str>) -> Vec<String> {
 
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("http.toml");
-    let mut text = String::from(
-        "[telemetry]\nenabled = false\n[[tiers]]\nname = \"hot\"\nworkers = { builtin = [\"echo\"] }\n",
-    );
+    let mut text = String::from(ECHO_TIER);
     if tokens.is_some() {
         text.push_str("[http]\nbearer_tokens_env = \"FLOWBALANCER_TEST_TOKENS\"\n");
     }
@@ -189,11 +191,7 @@ fn a_client_that_leaves_before_initializing_ends_serve_cleanly() {
 
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("builtin.toml");
-    std::fs::write(
-        &config,
-        "[telemetry]\nenabled = false\n[[tiers]]\nname = \"hot\"\nworkers = { builtin = [\"echo\"] }\n",
-    )
-    .unwrap();
+    std::fs::write(&config, ECHO_TIER).unwrap();
     let discover = r#"{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"probe","version":"0"},"io.modelcontextprotocol/clientCapabilities":{}}}}"#;
     for probe in [Some(discover), None] {
         let mut child = serve_over_pipes(&["--config".as_ref(), config.as_os_str()], dir.path());
