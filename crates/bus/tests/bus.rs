@@ -428,3 +428,70 @@ async fn busy_senders_and_receivers_let_other_tasks_run() {
         receives += 1;
     }
 }
+
+/// Rounds of a sender thread sending until the queue closes while this task closes it and
+/// drains: every message the sender was told went in is received (or, under
+/// [`Overflow::DropOldest`], was reported evicted), and none after. Before the queue's own
+/// close mark, a send could pass its "closed?" check, the receiver end at "closed and empty",
+/// and the send then report `Queued` for a message nobody would take.
+async fn sends_racing_close_are_received_or_refused(overflow: Overflow) {
+    let rounds = if cfg!(miri) { 5 } else { 4000 };
+    for round in 0..rounds {
+        let (tx, rx) = channel::<u32>(QueueConfig::new(4).overflow(overflow)).unwrap();
+        let sender = std::thread::spawn(move || {
+            let (mut accepted, mut evicted) = (0u32, 0u32);
+            loop {
+                match tx.try_send(accepted) {
+                    Ok(SendOutcome::Queued) => accepted += 1,
+                    Ok(SendOutcome::EvictedOldest) => {
+                        accepted += 1;
+                        evicted += 1;
+                    }
+                    Err(SendError::Full(_)) => std::thread::yield_now(),
+                    Err(SendError::Closed(message)) => {
+                        assert_eq!(message, accepted, "the refused message comes back");
+                        return (accepted, evicted);
+                    }
+                    other => panic!("round {round}: unexpected {other:?}"),
+                }
+            }
+        });
+        let mut received = Vec::new();
+        // Take a varying number of messages, so the sender is mid-stream (not parked on a
+        // full queue) when the close comes.
+        for _ in 0..round % 13 {
+            if let Ok(message) = rx.try_recv() {
+                received.push(message);
+            }
+            tokio::task::yield_now().await;
+        }
+        rx.close();
+        while let Some(message) = timeout(LONG, rx.recv()).await.expect("drained in time") {
+            received.push(message);
+        }
+        let (accepted, evicted) = sender.join().unwrap();
+        assert_eq!(
+            received.len() as u32,
+            accepted - evicted,
+            "round {round}: {accepted} accepted, {evicted} evicted, {} received",
+            received.len()
+        );
+        assert!(
+            received.windows(2).all(|pair| pair[0] < pair[1]),
+            "round {round}: in order"
+        );
+        if evicted == 0 {
+            assert!(received.iter().copied().eq(0..accepted), "round {round}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_sends_racing_close_are_received_or_refused() {
+    sends_racing_close_are_received_or_refused(Overflow::Block).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evicting_sends_racing_close_are_received_or_refused() {
+    sends_racing_close_are_received_or_refused(Overflow::DropOldest).await;
+}

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
-use flowbalancer_bus::{QueueConfig, SendError, channel};
+use flowbalancer_bus::{Overflow, QueueConfig, SendError, SendOutcome, TryRecvError, channel};
 use loom::future::block_on;
 use loom::thread;
 
@@ -176,5 +176,64 @@ fn two_parked_senders_both_get_in() {
         got.sort_unstable();
         assert_eq!(got, [1, 2, 3]);
         drop((first.join().unwrap(), second.join().unwrap()));
+    });
+}
+
+#[test]
+fn a_send_racing_close_is_received_or_refused() {
+    // The send checks "closed" and then pushes; the close and a receiver's "closed and
+    // drained" answer may both fall in between. A send told `Queued` must still reach the
+    // receiver, which must not stop before it has it.
+    model(3, || {
+        let (tx, rx) = channel::<u32>(QueueConfig::new(2)).unwrap();
+        let sender = thread::spawn(move || {
+            let result = tx.try_send(7);
+            (result, tx) // kept alive: only the close ends the queue
+        });
+        rx.close();
+        let mut received = Vec::new();
+        while let Some(message) = block_on(rx.recv()) {
+            received.push(message);
+        }
+        let (result, tx) = sender.join().unwrap();
+        match result {
+            Ok(SendOutcome::Queued) => assert_eq!(received, [7], "queued, then received"),
+            Err(SendError::Closed(7)) => assert!(received.is_empty(), "refused, not received"),
+            other => panic!("unexpected {other:?}"),
+        }
+        drop(tx);
+    });
+}
+
+#[test]
+fn a_drop_oldest_send_racing_close_is_received_or_refused() {
+    // The same race through `force_push` on a full queue, with a receiver polling
+    // `try_recv`: an evicting send either lands before the close or comes back.
+    model(3, || {
+        let config = QueueConfig::new(1).overflow(Overflow::DropOldest);
+        let (tx, rx) = channel::<u32>(config).unwrap();
+        tx.try_send(1).unwrap();
+        let sender = thread::spawn(move || {
+            let result = tx.try_send(2);
+            (result, tx)
+        });
+        rx.close();
+        let mut received = Vec::new();
+        loop {
+            match rx.try_recv() {
+                Ok(message) => received.push(message),
+                Err(TryRecvError::Closed) => break,
+                Err(_) => thread::yield_now(),
+            }
+        }
+        let (result, tx) = sender.join().unwrap();
+        match result {
+            Ok(SendOutcome::EvictedOldest) => assert_eq!(received, [2]),
+            // The receiver took 1 before the send could evict it.
+            Ok(SendOutcome::Queued) => assert_eq!(received, [1, 2]),
+            Err(SendError::Closed(2)) => assert_eq!(received, [1]),
+            other => panic!("unexpected {other:?}"),
+        }
+        drop(tx);
     });
 }

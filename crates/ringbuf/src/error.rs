@@ -8,7 +8,7 @@ use std::fmt;
 pub enum CapacityError {
     /// The capacity was zero: a bounded queue needs at least one slot.
     Zero,
-    /// The capacity is larger than the queue can index (more than 2^62 slots) or than memory
+    /// The capacity is larger than the queue can index (more than 2^60 slots) or than memory
     /// can hold.
     TooLarge {
         /// The capacity that was asked for.

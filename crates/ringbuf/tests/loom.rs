@@ -373,3 +373,83 @@ fn spsc_forgotten_pop_iter_drops_each_once() {
         assert_eq!(drops.load(Ordering::SeqCst), 2, "taken: {taken_one}");
     });
 }
+
+/// Takes items until the queue is closed and empty (drained), yielding while it is open and
+/// empty or while an item it counts is still being written.
+fn drain_closed(queue: &Queue<u32>) -> Vec<u32> {
+    let mut seen = Vec::new();
+    loop {
+        let closed = queue.is_closed();
+        match queue.pop() {
+            Some(v) => seen.push(v),
+            None if closed && queue.is_empty() => return seen,
+            None => thread::yield_now(),
+        }
+    }
+}
+
+#[test]
+fn close_racing_push_and_push_batch_strands_nothing() {
+    // A push either gets in before the close (and its item is taken before the consumer
+    // sees the queue drained) or gets its item back: never "pushed" and left behind.
+    model(3, || {
+        let queue = Arc::new(Queue::new(4).unwrap());
+        let producer = {
+            let queue = Arc::clone(&queue);
+            thread::spawn(move || {
+                let mut pushed = Vec::new();
+                if queue.push(1).is_ok() {
+                    pushed.push(1);
+                }
+                let mut batch = vec![2, 3];
+                let n = queue.push_batch(&mut batch);
+                pushed.extend([2, 3].iter().take(n));
+                pushed
+            })
+        };
+        assert!(queue.close());
+        let seen = drain_closed(&queue);
+        let pushed = producer.join().unwrap();
+        assert_eq!(
+            seen, pushed,
+            "every accepted item taken, in order, none left"
+        );
+        assert_eq!(queue.pop(), None);
+    });
+}
+
+#[test]
+fn close_racing_force_push_on_a_full_queue_keeps_the_mark() {
+    // `force_push` on a full queue claims the tail, then evicts: a close either stops it
+    // before anything moved or comes after it, and its item is taken before "drained".
+    model(3, || {
+        let queue = Arc::new(Queue::new(1).unwrap());
+        queue.push(10).unwrap();
+        let pusher = {
+            let queue = Arc::clone(&queue);
+            thread::spawn(move || queue.force_push_unless_closed(11))
+        };
+        let closer = {
+            let queue = Arc::clone(&queue);
+            thread::spawn(move || queue.close())
+        };
+        let seen = drain_closed(&queue);
+        let outcome = pusher.join().unwrap();
+        assert!(closer.join().unwrap());
+        assert!(queue.is_closed(), "the close mark survived");
+        assert_eq!(queue.push(12), Err(12));
+        match outcome {
+            Ok(Some(evicted)) => {
+                assert_eq!(evicted, 10);
+                assert_eq!(seen, [11]);
+            }
+            // A consumer took 10 between this push's claim and its eviction: nothing was
+            // evicted and both items came out.
+            Ok(None) => assert_eq!(seen, [10, 11]),
+            Err(back) => {
+                assert_eq!(back, 11);
+                assert_eq!(seen, [10]);
+            }
+        }
+    });
+}

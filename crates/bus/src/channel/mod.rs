@@ -246,11 +246,26 @@ impl<T> Shared<T> {
     }
 
     /// Closes the queue: sends fail from now on, receivers drain what is left.
+    ///
+    /// The ring is closed first: its mark in the tail stops every push that has not claimed
+    /// a position yet, so a send that passed its `sends_fail` check just before this still
+    /// either gets in (and counts as queued until received) or gets its message back. The
+    /// flag after it is what senders and receivers check cheaply; whoever sees it set sees
+    /// the ring closed too.
     pub(crate) fn close(&self) {
+        self.queue.close();
         if !self.closed.swap(true, Ordering::SeqCst) {
             self.receivers_waiting.notify_all();
             self.senders_waiting.notify_all();
         }
+    }
+
+    /// Whether a receiver that found nothing to take has reached the end: no message can be
+    /// added any more (`ended`, read before the attempt) and none is held, not even one a
+    /// send claimed a place for and is still writing (the ring counts those; a `pop` does
+    /// not return them until they are written).
+    fn drained(&self, ended: bool) -> bool {
+        ended && self.queue.is_empty()
     }
 
     /// Bookkeeping after `n` messages went in.

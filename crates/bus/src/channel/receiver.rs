@@ -40,7 +40,7 @@ impl<T> Receiver<T> {
                 shared.after_receive(1);
                 return Some(message);
             }
-            if ended {
+            if shared.drained(ended) {
                 return None;
             }
             waiter
@@ -71,7 +71,7 @@ impl<T> Receiver<T> {
                 shared.after_receive(n);
                 return n;
             }
-            if ended {
+            if shared.drained(ended) {
                 return 0;
             }
             waiter
@@ -84,7 +84,8 @@ impl<T> Receiver<T> {
     ///
     /// # Errors
     ///
-    /// [`TryRecvError::Empty`] while open, [`TryRecvError::Closed`] once closed and drained.
+    /// [`TryRecvError::Empty`] while open (or while a message accepted just before the close
+    /// is still being written), [`TryRecvError::Closed`] once closed and drained.
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
         let shared = &*self.shared;
         let ended = shared.no_more_sends();
@@ -93,7 +94,7 @@ impl<T> Receiver<T> {
                 shared.after_receive(1);
                 Ok(message)
             }
-            None if ended => Err(TryRecvError::Closed),
+            None if shared.drained(ended) => Err(TryRecvError::Closed),
             None => Err(TryRecvError::Empty),
         }
     }
@@ -108,7 +109,7 @@ impl<T> Receiver<T> {
         let shared = &*self.shared;
         let ended = shared.no_more_sends();
         match shared.queue.pop_batch(out, max) {
-            0 if ended => Err(TryRecvError::Closed),
+            0 if shared.drained(ended) => Err(TryRecvError::Closed),
             0 => Err(TryRecvError::Empty),
             n => {
                 shared.after_receive(n);
@@ -162,7 +163,10 @@ impl<T> Clone for Receiver<T> {
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         if self.shared.receivers.remove() {
-            // The last receiver: parked senders must fail now.
+            // The last receiver: sends fail from now on, a send racing this drop included
+            // (the ring's mark stops it unless it already claimed its place), and parked
+            // senders must see it now.
+            self.shared.queue.close();
             self.shared.senders_waiting.notify_all();
         }
     }

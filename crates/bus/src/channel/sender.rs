@@ -78,6 +78,7 @@ impl<T> Sender<T> {
                     shared.after_send(1);
                     return Ok(SendOutcome::Queued);
                 }
+                Err(back) if shared.queue.is_closed() => return Err(SendError::Closed(back)),
                 Err(back) => message = back,
             }
             waiter
@@ -99,9 +100,10 @@ impl<T> Sender<T> {
         }
         match shared.config.overflow {
             Overflow::DropOldest => {
-                let outcome = match shared.queue.force_push(message) {
-                    None => SendOutcome::Queued,
-                    Some(evicted) => {
+                let outcome = match shared.queue.force_push_unless_closed(message) {
+                    Err(back) => return Err(SendError::Closed(back)),
+                    Ok(None) => SendOutcome::Queued,
+                    Ok(Some(evicted)) => {
                         shared
                             .counters
                             .dropped_oldest
@@ -118,6 +120,7 @@ impl<T> Sender<T> {
                     shared.after_send(1);
                     Ok(SendOutcome::Queued)
                 }
+                Err(back) if shared.queue.is_closed() => Err(SendError::Closed(back)),
                 Err(back) => match policy {
                     Overflow::DropNewest => {
                         shared
@@ -167,6 +170,12 @@ impl<T> Sender<T> {
             if messages.is_empty() {
                 return Ok(sent);
             }
+            if shared.queue.is_closed() {
+                return Err(SendBatchError::Closed {
+                    queued: sent.queued,
+                    unsent: messages,
+                });
+            }
             waiter
                 .until(|| !shared.queue.is_full() || shared.sends_fail())
                 .await;
@@ -194,6 +203,13 @@ impl<T> Sender<T> {
         };
         match shared.config.overflow {
             _ if messages.is_empty() => {}
+            _ if shared.queue.is_closed() => {
+                shared.after_send(sent.queued);
+                return Err(SendBatchError::Closed {
+                    queued: sent.queued,
+                    unsent: messages,
+                });
+            }
             Overflow::DropNewest => {
                 sent.dropped_newest = messages.len();
                 shared
@@ -203,16 +219,32 @@ impl<T> Sender<T> {
                 messages.clear();
             }
             Overflow::DropOldest => {
-                for message in messages.drain(..) {
-                    if shared.queue.force_push(message).is_some() {
-                        sent.evicted_oldest += 1;
+                let mut rest = std::mem::take(&mut messages).into_iter();
+                for message in rest.by_ref() {
+                    match shared.queue.force_push_unless_closed(message) {
+                        Ok(evicted) => {
+                            sent.evicted_oldest += usize::from(evicted.is_some());
+                            sent.queued += 1;
+                        }
+                        Err(back) => {
+                            // Closed meanwhile: this message and the rest come back.
+                            messages.push(back);
+                            break;
+                        }
                     }
-                    sent.queued += 1;
                 }
+                messages.extend(rest);
                 shared
                     .counters
                     .dropped_oldest
                     .fetch_add(sent.evicted_oldest as u64, Ordering::Relaxed);
+                if !messages.is_empty() {
+                    shared.after_send(sent.queued);
+                    return Err(SendBatchError::Closed {
+                        queued: sent.queued,
+                        unsent: messages,
+                    });
+                }
             }
             Overflow::Reject | Overflow::Block => {
                 if shared.config.overflow == Overflow::Reject {

@@ -3,7 +3,7 @@
 use crate::backoff::Backoff;
 use crate::loom::sync::atomic::Ordering;
 
-use super::Queue;
+use super::{Queue, close};
 
 impl<T> Queue<T> {
     /// Moves as many items as fit from the front of `items` into the queue, in order, and
@@ -62,7 +62,7 @@ impl<T> Queue<T> {
         // or the threads that reach them next spin forever. So the only step that can panic
         // (allocation) happens first, and the claim is capped to the room made.
         let head = self.head.load(Ordering::Relaxed);
-        let tail = self.tail.load(Ordering::Relaxed);
+        let tail = close::position_of(self.tail.load(Ordering::Relaxed));
         let estimate = (self.positions.distance(head, tail) as usize).clamp(1, wanted);
         out.reserve(estimate);
         let room = out.capacity() - out.len();
@@ -79,7 +79,7 @@ impl<T> Queue<T> {
     }
 
     /// Claims up to `wanted` consecutive free positions at the tail: `(first, count)`, or
-    /// `None` when the queue is full.
+    /// `None` when the queue is full or closed.
     #[inline(always)]
     pub(super) fn claim_tail_run(&self, wanted: u64) -> Option<(u64, u64)> {
         let mut backoff = Backoff::new();
@@ -124,6 +124,12 @@ impl<T> Queue<T> {
                 // to 3.2× at two and two (see docs/performance.md).
                 return None;
             } else {
+                // A closed queue's tail carries the mark (bit 63), so its lag lands in one of
+                // the two branches that give up: `lag == 0` is impossible (sequences stay
+                // below bit 63), and a negative lag returns above.
+                if close::is_marked(tail) {
+                    return None;
+                }
                 // Our tail is stale: another producer claimed it. Back off before reading the
                 // contended tail again (measured: retrying at once halved 2p2c throughput).
                 backoff.snooze();

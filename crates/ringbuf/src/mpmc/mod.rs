@@ -1,6 +1,7 @@
 //! The bounded multi-producer multi-consumer queue.
 
 mod batch;
+mod close;
 mod position;
 
 use std::fmt;
@@ -15,8 +16,9 @@ use crate::loom::sync::atomic::{AtomicU64, Ordering, fence};
 use position::Positions;
 
 /// The largest capacity a queue accepts: positions keep the index in the low bits of a `u64`
-/// and need room for a lap counter above it.
-const MAX_CAPACITY: usize = 1 << 62;
+/// and need room for a lap counter above it, below the tail's closed mark (bit 63, see
+/// [`close`](Queue::close)).
+const MAX_CAPACITY: usize = 1 << 60;
 
 /// One cell of the ring.
 ///
@@ -119,7 +121,7 @@ impl<T> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`CapacityError::Zero`] for a capacity of 0 and [`CapacityError::TooLarge`] past 2^62.
+    /// [`CapacityError::Zero`] for a capacity of 0 and [`CapacityError::TooLarge`] past 2^60.
     pub fn new(capacity: usize) -> Result<Self, CapacityError> {
         if capacity == 0 {
             return Err(CapacityError::Zero);
@@ -163,6 +165,7 @@ impl<T> Queue<T> {
             let head = self.head.load(Ordering::SeqCst);
             // A consistent pair: the tail did not move while the head was read.
             if self.tail.load(Ordering::SeqCst) == tail {
+                let tail = close::position_of(tail);
                 let len = self.positions.distance(head, tail) as usize;
                 return len.min(self.capacity());
             }
@@ -182,7 +185,7 @@ impl<T> Queue<T> {
     /// ```
     #[inline]
     pub fn len_hint(&self) -> usize {
-        let tail = self.tail.load(Ordering::Relaxed);
+        let tail = close::position_of(self.tail.load(Ordering::Relaxed));
         let head = self.head.load(Ordering::Relaxed);
         // A head read after the tail may be ahead of it (then the distance wraps to a huge
         // number); either way the result is clamped.
@@ -207,7 +210,8 @@ impl<T> Queue<T> {
     /// # Ok::<(), flowbalancer_ringbuf::CapacityError>(())
     /// ```
     pub fn pushed(&self) -> u64 {
-        self.positions.distance(0, self.tail.load(Ordering::SeqCst))
+        self.positions
+            .distance(0, close::position_of(self.tail.load(Ordering::SeqCst)))
     }
 
     /// How many items were ever taken out (pops, and the oldest items `force_push` removed):
@@ -240,7 +244,7 @@ impl<T> Queue<T> {
     /// ```
     #[inline]
     pub fn len_above(&self, floor: usize) -> Option<usize> {
-        let tail = self.tail.load(Ordering::Relaxed);
+        let tail = close::position_of(self.tail.load(Ordering::Relaxed));
         let seen = self.head_seen.load(Ordering::Relaxed);
         // `seen` is at most the real head, so this is at least the real length (or huge, when
         // another producer stored a head read after our tail: then read the head too).
@@ -253,16 +257,19 @@ impl<T> Queue<T> {
         (distance <= self.capacity() as u64 && distance > floor as u64).then_some(distance as usize)
     }
 
-    /// Whether the queue held no item at one instant.
+    /// Whether the queue held no item at one instant. An item whose push has claimed its
+    /// position counts as held even while it is still being written (then `pop` may return
+    /// `None` although this returns `false`), so on a [closed](Queue::close) queue `is_empty`
+    /// means drained: no item is there and none can come.
     pub fn is_empty(&self) -> bool {
         let head = self.head.load(Ordering::SeqCst);
-        let tail = self.tail.load(Ordering::SeqCst);
+        let tail = close::position_of(self.tail.load(Ordering::SeqCst));
         head == tail
     }
 
     /// Whether the queue was full at one instant.
     pub fn is_full(&self) -> bool {
-        let tail = self.tail.load(Ordering::SeqCst);
+        let tail = close::position_of(self.tail.load(Ordering::SeqCst));
         let head = self.head.load(Ordering::SeqCst);
         head.wrapping_add(self.positions.one_lap()) == tail
     }
@@ -313,11 +320,40 @@ impl<T> Queue<T> {
     /// and returns it.
     ///
     /// Every item that goes in comes out exactly once: by `pop`, by being returned here, or by
-    /// being dropped with the queue.
+    /// being dropped with the queue. On a [closed](Queue::close) queue nothing goes in and
+    /// `value` itself comes back; [`force_push_unless_closed`](Queue::force_push_unless_closed)
+    /// tells the two apart.
     pub fn force_push(&self, value: T) -> Option<T> {
+        match self.force_push_unless_closed(value) {
+            Ok(evicted) => evicted,
+            Err(value) => Some(value),
+        }
+    }
+
+    /// [`force_push`](Queue::force_push) for a queue that may be [closed](Queue::close):
+    /// `Ok(None)` when `value` went in, `Ok(Some(oldest))` when it went in and the oldest item
+    /// was removed to make room, `Err(value)` when the queue is closed.
+    ///
+    /// ```
+    /// let queue = flowbalancer_ringbuf::Queue::new(1)?;
+    /// assert_eq!(queue.force_push_unless_closed("a"), Ok(None));
+    /// assert_eq!(queue.force_push_unless_closed("b"), Ok(Some("a")));
+    /// queue.close();
+    /// assert_eq!(queue.force_push_unless_closed("c"), Err("c"));
+    /// assert_eq!(queue.pop(), Some("b"));
+    /// # Ok::<(), flowbalancer_ringbuf::CapacityError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `Err(value)` when the queue is closed.
+    pub fn force_push_unless_closed(&self, value: T) -> Result<Option<T>, T> {
         let mut backoff = Backoff::new();
         let mut tail = self.tail.load(Ordering::Relaxed);
         loop {
+            if close::is_marked(tail) {
+                return Err(value);
+            }
             let slot = self.slot(tail);
             let sequence = slot.sequence.load(Ordering::Acquire);
             let lag = sequence.wrapping_sub(tail) as i64;
@@ -330,7 +366,7 @@ impl<T> Queue<T> {
                 ) {
                     Ok(_) => {
                         self.publish(tail, value);
-                        return None;
+                        return Ok(None);
                     }
                     Err(current) => {
                         tail = current;
@@ -342,39 +378,27 @@ impl<T> Queue<T> {
                 let head = self.head.load(Ordering::Relaxed);
                 let oldest = tail.wrapping_sub(self.positions.one_lap());
                 // Full, and the oldest item (which lives in the tail's slot) is published:
-                // take it as a consumer would, then reuse its slot for the new item.
-                if head == oldest
-                    && sequence == oldest.wrapping_add(1)
-                    && self
-                        .head
-                        .compare_exchange_weak(
-                            head,
-                            self.positions.next(head),
-                            Ordering::SeqCst,
-                            Ordering::Relaxed,
-                        )
-                        .is_ok()
-                {
-                    // No producer can claim `tail` meanwhile: its slot is not free for
-                    // `tail` until we publish, so only we move the tail on.
-                    self.tail.store(self.positions.next(tail), Ordering::SeqCst);
-                    let evicted = slot.value.with_mut(|cell| {
-                        // SAFETY: we won the head for `oldest`, whose item is published
-                        // (its sequence is `oldest + 1`), so no one else touches the slot
-                        // until we store its sequence below. We read the old item out and
-                        // write the new one in its place.
-                        unsafe {
-                            let old = cell.read().assume_init();
-                            cell.write(MaybeUninit::new(value));
-                            old
+                // claim the tail first, so that a concurrent `close` either comes after this
+                // push or stops it before anything moved, and a consumer never sees the
+                // queue empty while the new item is on its way; then take the oldest item as
+                // a consumer would and put the new one in its slot.
+                if head == oldest && sequence == oldest.wrapping_add(1) {
+                    match self.tail.compare_exchange_weak(
+                        tail,
+                        self.positions.next(tail),
+                        Ordering::SeqCst,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => return Ok(self.replace_oldest(tail, oldest, value)),
+                        Err(current) => {
+                            tail = current;
+                            backoff.spin();
+                            continue;
                         }
-                    });
-                    slot.sequence.store(tail.wrapping_add(1), Ordering::Release);
-                    return Some(evicted);
+                    }
                 }
-                // Not full (a consumer is half way through taking the slot's old item), the
-                // oldest item not yet published, or another thread won the head: each is a
-                // few instructions from done, so spin, never yield (a yield in such a wait,
+                // Not full (a consumer is half way through taking the slot's old item), or the
+                // oldest item not yet published: each is a few instructions from done, so spin, never yield (a yield in such a wait,
                 // as an earlier version of `push` had, made four threads on two cores run up
                 // to 14× slower than crossbeam's `ArrayQueue`, which spins here too).
                 backoff.spin();
@@ -385,6 +409,49 @@ impl<T> Queue<T> {
                 tail = self.tail.load(Ordering::Relaxed);
             }
         }
+    }
+
+    /// Puts `value` at the claimed position `tail`, whose slot still holds the item of
+    /// `oldest`, one lap earlier (published, and at the head when the tail was claimed). Takes
+    /// that item as a consumer would and returns it; when a consumer claims it first, waits
+    /// for that consumer to free the slot and returns `None`.
+    fn replace_oldest(&self, tail: u64, oldest: u64, value: T) -> Option<T> {
+        let slot = self.slot(tail);
+        // Strong: a spurious failure would send us to wait for a consumer that never came.
+        // The head was `oldest` before we claimed the tail and only moves forward, so a
+        // failure means a consumer claimed the oldest item.
+        if self
+            .head
+            .compare_exchange(
+                oldest,
+                self.positions.next(oldest),
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
+            let evicted = slot.value.with_mut(|cell| {
+                // SAFETY: the slot's sequence was `oldest + 1` (read with Acquire before the
+                // claims): it holds the published item of `oldest`. We won the head for
+                // `oldest`, so no consumer reads it, and we own the tail position `tail`, so
+                // no producer writes it (its sequence is not `tail` until we store it below).
+                // We read the old item out and write the new one in its place.
+                unsafe {
+                    let old = cell.read().assume_init();
+                    cell.write(MaybeUninit::new(value));
+                    old
+                }
+            });
+            slot.sequence.store(tail.wrapping_add(1), Ordering::Release);
+            return Some(evicted);
+        }
+        // The consumer stores `oldest + one_lap`, which is `tail`, once the item is out.
+        let mut backoff = Backoff::new();
+        while slot.sequence.load(Ordering::Acquire) != tail {
+            backoff.spin();
+        }
+        self.publish(tail, value);
+        None
     }
 
     /// Removes the item at the head, or returns `None` when there is none to take now: the
@@ -445,7 +512,7 @@ impl<T> Drop for Queue<T> {
         let mut rest = Remaining {
             queue: self,
             next: self.head.load(Ordering::Relaxed),
-            end: self.tail.load(Ordering::Relaxed),
+            end: close::position_of(self.tail.load(Ordering::Relaxed)),
         };
         rest.drop_all();
     }

@@ -15,7 +15,7 @@ pub(crate) struct Positions {
 }
 
 impl Positions {
-    /// `capacity` must be at least 1 and at most 2^62.
+    /// `capacity` must be at least 1 and at most 2^60 (the tail keeps bit 63 for its closed mark).
     pub(crate) fn new(capacity: usize) -> Self {
         let capacity = capacity as u64;
         // At least one bit, so that "published at p" (p + 1) and "free at the next lap"
