@@ -187,14 +187,18 @@ impl<T> Queue<T> {
     pub fn len_hint(&self) -> usize {
         let tail = close::position_of(self.tail.load(Ordering::Relaxed));
         let head = self.head.load(Ordering::Relaxed);
-        // A head read after the tail may be ahead of it (then the distance wraps to a huge
-        // number); either way the result is clamped.
+        self.sampled_len(head, tail).unwrap_or(0)
+    }
+
+    /// The length from a head and a tail read separately, or `None` when they do not make
+    /// one: a head read after the tail may be ahead of it (then the distance wraps to a huge
+    /// number). One past the capacity is a full queue with a `force_push` between claiming
+    /// the tail and evicting the oldest item through the head.
+    #[inline(always)]
+    fn sampled_len(&self, head: u64, tail: u64) -> Option<usize> {
         let distance = self.positions.distance(head, tail);
-        if distance > self.capacity() as u64 {
-            0
-        } else {
-            distance as usize
-        }
+        let capacity = self.capacity() as u64;
+        (distance <= capacity + 1).then(|| distance.min(capacity) as usize)
     }
 
     /// How many items were ever pushed (by any push, `force_push` included): the producers'
@@ -253,8 +257,7 @@ impl<T> Queue<T> {
         }
         let head = self.head.load(Ordering::Relaxed);
         self.head_seen.store(head, Ordering::Relaxed);
-        let distance = self.positions.distance(head, tail);
-        (distance <= self.capacity() as u64 && distance > floor as u64).then_some(distance as usize)
+        self.sampled_len(head, tail).filter(|&len| len > floor)
     }
 
     /// Whether the queue held no item at one instant. An item whose push has claimed its
@@ -271,7 +274,7 @@ impl<T> Queue<T> {
     pub fn is_full(&self) -> bool {
         let tail = close::position_of(self.tail.load(Ordering::SeqCst));
         let head = self.head.load(Ordering::SeqCst);
-        head.wrapping_add(self.positions.one_lap()) == tail
+        self.sampled_len(head, tail) == Some(self.capacity())
     }
 
     /// The slot that serves `position`.
@@ -556,5 +559,24 @@ impl<T> fmt::Debug for Queue<T> {
             .field("len", &self.len())
             .field("capacity", &self.capacity())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sampled_length_reads_a_force_push_half_way_as_full() {
+        let queue: Queue<u32> = Queue::new(3).expect("capacity");
+        let p = queue.positions;
+        let full_tail = p.advance(0, 3);
+        assert_eq!(queue.sampled_len(0, full_tail), Some(3));
+        // A `force_push` has claimed the tail and not yet moved the head.
+        assert_eq!(queue.sampled_len(0, p.next(full_tail)), Some(3));
+        assert_eq!(queue.sampled_len(p.next(0), p.next(full_tail)), Some(3));
+        // A head read after the tail, and ahead of it: no length.
+        assert_eq!(queue.sampled_len(p.advance(0, 2), p.next(0)), None);
+        assert_eq!(queue.sampled_len(p.next(0), p.next(0)), Some(0));
     }
 }
