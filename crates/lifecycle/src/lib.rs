@@ -42,6 +42,7 @@
 //! # }).unwrap();
 //! ```
 
+mod builder;
 mod close;
 mod error;
 mod limits;
@@ -51,12 +52,13 @@ mod report;
 mod scope;
 mod with_scope;
 
+pub use builder::ScopeBuilder;
 pub use error::ScopeError;
 pub use limits::{LimitPolicy, Limits, ResourceKind, ScopeStats};
 pub use orphans::{RUN_ENV, RunRegistry, Swept};
 pub use process::ProcessHandle;
 pub use report::{CleanupFailure, CloseReport};
-pub use scope::{ListenerGuard, Scope, ScopeBuilder, ScopeHandle, TempFile};
+pub use scope::{ListenerGuard, Scope, ScopeHandle, TempFile};
 pub use tokio_util::sync::CancellationToken;
 pub use with_scope::{with_scope, with_scope_in};
 

@@ -14,6 +14,7 @@ use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::builder::ScopeBuilder;
 use crate::error::ScopeError;
 use crate::limits::{LimitPolicy, Limits, ResourceKind, ScopeStats};
 use crate::process::{self, ProcessEntry, ProcessHandle};
@@ -54,6 +55,28 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// A fresh, open scope's shared part.
+    pub(crate) fn new(
+        name: String,
+        grace: Duration,
+        limits: Limits,
+        policy: LimitPolicy,
+        temp_dir: PathBuf,
+    ) -> Self {
+        Self {
+            name,
+            grace,
+            limits,
+            policy,
+            temp_dir,
+            token: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            state: Mutex::new(State::default()),
+            closed: AtomicBool::new(false),
+            next_id: AtomicU64::new(0),
+        }
+    }
+
     pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves the lists consistent (single pushes/pops).
         self.state
@@ -69,77 +92,6 @@ impl Inner {
         } else {
             Ok(())
         }
-    }
-}
-
-/// Builds a [`Scope`].
-#[derive(Debug, Clone)]
-pub struct ScopeBuilder {
-    name: String,
-    grace: Duration,
-    limits: Limits,
-    policy: LimitPolicy,
-    temp_dir: Option<PathBuf>,
-}
-
-impl Default for ScopeBuilder {
-    fn default() -> Self {
-        Self {
-            name: "scope".into(),
-            grace: Duration::from_secs(3),
-            limits: Limits::default(),
-            policy: LimitPolicy::default(),
-            temp_dir: None,
-        }
-    }
-}
-
-impl ScopeBuilder {
-    /// The name used in logs, errors and reports.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
-    }
-
-    /// How long `close` lets tasks finish after cancellation and processes exit after
-    /// SIGTERM before it aborts and SIGKILLs them (default 3 s).
-    pub fn grace(mut self, grace: Duration) -> Self {
-        self.grace = grace;
-        self
-    }
-
-    /// The most resources of each kind (default 50 listeners, 20 processes, 100 temp files).
-    pub fn limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
-        self
-    }
-
-    /// What happens at a limit (default: refuse).
-    pub fn policy(mut self, policy: LimitPolicy) -> Self {
-        self.policy = policy;
-        self
-    }
-
-    /// Where temp files and directories go (default: the system's temp directory).
-    pub fn temp_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.temp_dir = Some(dir.into());
-        self
-    }
-
-    /// Builds the scope.
-    pub fn build(self) -> Scope {
-        Scope::from_inner(Arc::new(Inner {
-            name: self.name,
-            grace: self.grace,
-            limits: self.limits,
-            policy: self.policy,
-            temp_dir: self.temp_dir.unwrap_or_else(std::env::temp_dir),
-            token: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-            state: Mutex::new(State::default()),
-            closed: AtomicBool::new(false),
-            next_id: AtomicU64::new(0),
-        }))
     }
 }
 
@@ -185,7 +137,7 @@ impl Scope {
         ScopeBuilder::default()
     }
 
-    fn from_inner(inner: Arc<Inner>) -> Self {
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
         Self {
             handle: ScopeHandle { inner },
         }
@@ -509,14 +461,13 @@ impl ScopeHandle {
     /// [`ScopeError::Closed`].
     pub fn child(&self, name: impl Into<String>) -> Result<Scope, ScopeError> {
         self.inner.check_open()?;
-        let child = ScopeBuilder {
-            name: format!("{}/{}", self.inner.name, name.into()),
-            grace: self.inner.grace,
-            limits: self.inner.limits,
-            policy: self.inner.policy,
-            temp_dir: Some(self.inner.temp_dir.clone()),
-        }
-        .build();
+        let child = Scope::from_inner(Arc::new(Inner::new(
+            format!("{}/{}", self.inner.name, name.into()),
+            self.inner.grace,
+            self.inner.limits,
+            self.inner.policy,
+            self.inner.temp_dir.clone(),
+        )));
         let mut state = self.inner.state();
         if self.inner.closed.load(Ordering::SeqCst) {
             // Closed while we built it: the child goes at once (dropping a scope cleans it

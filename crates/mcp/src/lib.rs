@@ -39,6 +39,7 @@
 //! ```
 
 mod catalog;
+mod factory;
 mod http;
 mod listing;
 mod route;
@@ -49,5 +50,6 @@ mod wire;
 mod worker;
 
 pub use catalog::{Catalog, Listing};
+pub use factory::McpFactory;
 pub use spec::{DEFAULT_MAX_MESSAGE, McpServerSpec, ToolFilter, is_valid_tool_name};
-pub use worker::{McpFactory, McpWorker, PROTOCOL_VERSION, RAW_METHOD_PREFIX};
+pub use worker::{McpWorker, PROTOCOL_VERSION, RAW_METHOD_PREFIX};

@@ -15,7 +15,7 @@ use std::time::Duration;
 use flowbalancer_lifecycle::ProcessHandle;
 use flowbalancer_pool::{
     ErrorKind, Payload, ProgressSink, Request, StartContext, StartError, ToolSpec, UpstreamHandle,
-    Worker, WorkerError, WorkerFactory, WorkerId,
+    Worker, WorkerError, WorkerId,
 };
 use parking_lot::{Mutex, RwLock};
 use serde_json::{Value, json};
@@ -585,43 +585,5 @@ impl Drop for McpWorker {
             ErrorKind::Crashed,
             "the worker was dropped",
         ));
-    }
-}
-
-/// Starts [`McpWorker`]s from an [`McpServerSpec`]; all of them share one [`Catalog`].
-#[derive(Debug, Clone)]
-pub struct McpFactory {
-    spec: Arc<McpServerSpec>,
-    catalog: Arc<Catalog>,
-}
-
-impl McpFactory {
-    /// A factory for `spec`.
-    pub fn new(spec: McpServerSpec) -> Self {
-        Self {
-            spec: Arc::new(spec),
-            catalog: Arc::new(Catalog::default()),
-        }
-    }
-
-    /// The server's listings, shared by all its instances.
-    pub fn catalog(&self) -> Arc<Catalog> {
-        Arc::clone(&self.catalog)
-    }
-
-    /// The spec.
-    pub fn spec(&self) -> &McpServerSpec {
-        &self.spec
-    }
-}
-
-impl WorkerFactory for McpFactory {
-    type Worker = McpWorker;
-
-    fn start(
-        &self,
-        context: StartContext,
-    ) -> impl std::future::Future<Output = Result<McpWorker, StartError>> + Send {
-        McpWorker::start(Arc::clone(&self.spec), Arc::clone(&self.catalog), context)
     }
 }
