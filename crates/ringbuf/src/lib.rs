@@ -1,8 +1,9 @@
 //! Bounded lock-free queues for moving work between threads.
 //!
 //! * [`Queue`] — a multi-producer multi-consumer queue with batch operations
-//!   ([`Queue::push_batch`], [`Queue::pop_batch`]) and overwrite-the-oldest
-//!   ([`Queue::force_push`]), for any capacity from 1 up.
+//!   ([`Queue::push_batch`], [`Queue::pop_batch`]), overwrite-the-oldest
+//!   ([`Queue::force_push`]) and a close that no racing push slips past ([`Queue::close`]), for
+//!   any capacity from 1 up.
 //! * [`spsc`] — a single-producer single-consumer ring, wait-free, with slice and iterator
 //!   batches.
 //!

@@ -42,6 +42,8 @@ struct Slot<T> {
 ///   a ring that keeps the most recent `capacity` items.
 /// * [`push_batch`](Queue::push_batch) and [`pop_batch`](Queue::pop_batch) claim a run of
 ///   slots with one atomic step and then copy the run.
+/// * [`close`](Queue::close) refuses every later push; once a closed queue
+///   [`is_empty`](Queue::is_empty), it is drained for good, with no push half done.
 ///
 /// # Algorithm and progress
 ///
