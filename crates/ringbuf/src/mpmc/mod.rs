@@ -359,59 +359,58 @@ impl<T> Queue<T> {
             if close::is_marked(tail) {
                 return Err(value);
             }
-            let slot = self.slot(tail);
-            let sequence = slot.sequence.load(Ordering::Acquire);
+            let sequence = self.slot(tail).sequence.load(Ordering::Acquire);
             let lag = sequence.wrapping_sub(tail) as i64;
-            if lag == 0 {
-                match self.tail.compare_exchange_weak(
-                    tail,
-                    self.positions.next(tail),
-                    Ordering::SeqCst,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => {
-                        self.publish(tail, value);
-                        return Ok(None);
-                    }
-                    Err(current) => {
-                        tail = current;
-                        backoff.spin();
-                    }
-                }
+            // What claiming the tail will mean: `None`, a plain push into a free slot;
+            // `Some(oldest)`, the queue is full and the tail's slot holds the published item of
+            // `oldest`, which the push evicts.
+            let evict = if lag == 0 {
+                None
             } else if lag < 0 {
                 fence(Ordering::SeqCst);
                 let head = self.head.load(Ordering::Relaxed);
                 let oldest = tail.wrapping_sub(self.positions.one_lap());
-                // Full, and the oldest item (which lives in the tail's slot) is published:
-                // claim the tail first, so that a concurrent `close` either comes after this
-                // push or stops it before anything moved, and a consumer never sees the
-                // queue empty while the new item is on its way; then take the oldest item as
-                // a consumer would and put the new one in its slot.
                 if head == oldest && sequence == oldest.wrapping_add(1) {
-                    match self.tail.compare_exchange_weak(
-                        tail,
-                        self.positions.next(tail),
-                        Ordering::SeqCst,
-                        Ordering::Relaxed,
-                    ) {
-                        Ok(_) => return Ok(self.replace_oldest(tail, oldest, value)),
-                        Err(current) => {
-                            tail = current;
-                            backoff.spin();
-                            continue;
-                        }
-                    }
+                    Some(oldest)
+                } else {
+                    // Not full (a consumer is half way through taking the slot's old item),
+                    // or the oldest item not yet published: each is a few instructions from
+                    // done, so spin, never yield (a yield in such a wait, as an earlier
+                    // version of `push` had, made four threads on two cores run up to 14×
+                    // slower than crossbeam's `ArrayQueue`, which spins here too).
+                    backoff.spin();
+                    tail = self.tail.load(Ordering::Relaxed);
+                    continue;
                 }
-                // Not full (a consumer is half way through taking the slot's old item), or the
-                // oldest item not yet published: each is a few instructions from done, so spin, never yield (a yield in such a wait,
-                // as an earlier version of `push` had, made four threads on two cores run up
-                // to 14× slower than crossbeam's `ArrayQueue`, which spins here too).
-                backoff.spin();
-                tail = self.tail.load(Ordering::Relaxed);
             } else {
                 // Our tail is stale: another producer claimed it (see `claim_tail_run`).
                 backoff.snooze();
                 tail = self.tail.load(Ordering::Relaxed);
+                continue;
+            };
+            // Claim the tail before anything else moves, eviction included: a concurrent
+            // `close` then either comes after this push or stops it (the compare-exchange
+            // fails on the marked tail), and a consumer never sees the queue empty while the
+            // new item is on its way.
+            match self.tail.compare_exchange_weak(
+                tail,
+                self.positions.next(tail),
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    return Ok(match evict {
+                        None => {
+                            self.publish(tail, value);
+                            None
+                        }
+                        Some(oldest) => self.replace_oldest(tail, oldest, value),
+                    });
+                }
+                Err(current) => {
+                    tail = current;
+                    backoff.spin();
+                }
             }
         }
     }
