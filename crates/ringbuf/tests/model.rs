@@ -133,6 +133,15 @@ fn zero_capacity_is_an_error() {
         flowbalancer_ringbuf::CapacityError::Zero
     );
     assert!(spsc::channel::<u8>(0).is_err());
+    // Rounding up to a power of two overflows for the first, the second has no room.
+    for too_large in [usize::MAX, usize::MAX / 2 + 2] {
+        assert_eq!(
+            spsc::channel::<u8>(too_large).unwrap_err(),
+            flowbalancer_ringbuf::CapacityError::TooLarge {
+                requested: too_large
+            }
+        );
+    }
     assert!(Queue::<u8>::new(usize::MAX).is_err());
     assert!(
         Queue::<u8>::new(0)
@@ -200,7 +209,9 @@ fn queue_is_send_and_sync_for_send_items() {
 /// across the wrap, and the consumer then takes every item, in order.
 #[test]
 fn spsc_push_iter_long_runs_across_the_wrap() {
-    let capacity = if cfg!(miri) { 600 } else { 1000 };
+    // Neither is a power of two, so the ring has more slots than its capacity (512 and 1024);
+    // both are close enough to it that the second run crosses the end of the slots.
+    let capacity = if cfg!(miri) { 480 } else { 1000 };
     let (mut tx, mut rx) = spsc::channel::<usize>(capacity).unwrap();
     let pushed_first = capacity * 3 / 10;
     assert_eq!(tx.push_iter(&mut (0..pushed_first)), pushed_first);
@@ -223,4 +234,41 @@ fn spsc_push_iter_long_runs_across_the_wrap() {
         expected += 1;
     }
     assert_eq!(expected, pushed_first + free);
+}
+
+/// A capacity that is not a power of two (the ring then has more slots than that): the ring
+/// holds exactly the capacity, item by item and in slices, through many wraps of its slots.
+#[test]
+fn spsc_holds_exactly_a_capacity_that_is_not_a_power_of_two() {
+    let capacity = 5;
+    let (mut tx, mut rx) = spsc::channel::<u64>(capacity).unwrap();
+    assert_eq!((tx.capacity(), rx.capacity()), (capacity, capacity));
+    let (mut next_in, mut next_out) = (0u64, 0u64);
+    for round in 0..if cfg!(miri) { 20 } else { 200 } {
+        // Fill: single items on even rounds, one slice on odd ones; never more than 5.
+        if round % 2 == 0 {
+            while tx.push(next_in).is_ok() {
+                next_in += 1;
+            }
+        } else {
+            let items: Vec<u64> = (next_in..next_in + 8).collect();
+            next_in += tx.push_slice(&items) as u64;
+        }
+        assert_eq!(next_in - next_out, capacity as u64, "round {round}");
+        assert_eq!(tx.push(u64::MAX), Err(u64::MAX));
+        assert_eq!(rx.slots(), capacity);
+        // Drain a different amount each round, so the positions drift across the slot array.
+        let take = 1 + round % capacity;
+        let mut out = vec![0; take];
+        assert_eq!(rx.pop_slice(&mut out), take);
+        for value in out {
+            assert_eq!(value, next_out);
+            next_out += 1;
+        }
+    }
+    while let Some(value) = rx.pop() {
+        assert_eq!(value, next_out);
+        next_out += 1;
+    }
+    assert_eq!(next_out, next_in);
 }

@@ -26,18 +26,17 @@ impl<T: Copy> Producer<T> {
             // cache line away from the consumer, on every retry of a full ring.
             return 0;
         }
-        let capacity = self.shared.slots.len();
-        // The run wraps at most once: [index, capacity) then [0, rest).
-        let first = count.min(capacity - self.index);
+        let slots = &self.shared.slots;
+        let start = self.shared.index_of(self.tail);
+        // The run wraps at most once (`count` is at most the capacity, at most `slots.len()`):
+        // [start, slots.len()) then [0, rest).
+        let first = count.min(slots.len() - start);
         let (head_part, tail_part) = items[..count].split_at(first);
         // SAFETY: `reserve` found `count` free slots from our position: the consumer is done
         // with them (head read with Acquire) and does not read them before we publish.
         unsafe {
-            copy_into_cells(
-                &self.shared.slots[self.index..self.index + first],
-                head_part,
-            );
-            copy_into_cells(&self.shared.slots[..tail_part.len()], tail_part);
+            copy_into_cells(&slots[start..start + first], head_part);
+            copy_into_cells(&slots[..tail_part.len()], tail_part);
         }
         self.advance(count);
         self.publish();
@@ -71,7 +70,7 @@ impl<T> Producer<T> {
         // it is written, so a consumer sees progress during a long iterator.
         while pushed < free {
             let run = (free - pushed)
-                .min(self.shared.slots.len() - self.index)
+                .min(self.shared.slots.len() - self.shared.index_of(self.tail))
                 .min(PUBLISH_EVERY);
             let written = self.fill_run(run, items);
             pushed += written;
@@ -83,12 +82,12 @@ impl<T> Producer<T> {
     }
 
     /// Writes up to `run` items from `items` into the slots from our position, which must be
-    /// free and contiguous (`run` at most the free slots and at most the capacity minus our
-    /// index), then moves our position on and publishes it: when the run is full, when the
+    /// free and contiguous (`run` at most the free slots and at most the slots from our
+    /// position's to the end of the array), then moves our position on and publishes it: when the run is full, when the
     /// iterator ends, or when it panics. Returns how many were written.
     #[inline]
     fn fill_run<I: Iterator<Item = T>>(&mut self, run: usize, items: &mut I) -> usize {
-        let start = self.index;
+        let start = self.shared.index_of(self.tail);
         let mut batch = PublishOnDrop {
             producer: self,
             written: 0,
@@ -138,7 +137,7 @@ struct PublishOnDrop<'a, T> {
 impl<T> Drop for PublishOnDrop<'_, T> {
     fn drop(&mut self) {
         // `written` is at most the run, which the caller of `fill_run` keeps within the free
-        // slots and the capacity: the bound `advance` needs.
+        // slots: only written items are published.
         self.producer.advance(self.written);
         self.producer.publish();
     }
@@ -152,17 +151,16 @@ impl<T: Copy> Consumer<T> {
             // As in `push_slice`: no store to the shared position on an empty ring.
             return 0;
         }
-        let capacity = self.shared.slots.len();
-        let first = count.min(capacity - self.index);
+        let slots = &self.shared.slots;
+        let start = self.shared.index_of(self.head);
+        // As in `push_slice`: [start, slots.len()) then [0, rest).
+        let first = count.min(slots.len() - start);
         let (head_part, tail_part) = out[..count].split_at_mut(first);
         // SAFETY: `available` found `count` published items from our position (tail read with
         // Acquire); the producer does not write them again before we publish our head.
         unsafe {
-            copy_from_cells(
-                &self.shared.slots[self.index..self.index + first],
-                head_part,
-            );
-            copy_from_cells(&self.shared.slots[..tail_part.len()], tail_part);
+            copy_from_cells(&slots[start..start + first], head_part);
+            copy_from_cells(&slots[..tail_part.len()], tail_part);
         }
         self.advance(count);
         self.publish();
