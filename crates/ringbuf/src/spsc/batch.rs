@@ -82,9 +82,10 @@ impl<T> Producer<T> {
     }
 
     /// Writes up to `run` items from `items` into the slots from our position, which must be
-    /// free and contiguous (`run` at most the free slots and at most the slots from our
-    /// position's to the end of the array), then moves our position on and publishes it: when the run is full, when the
-    /// iterator ends, or when it panics. Returns how many were written.
+    /// free and contiguous (`run` at most the free slots, and at most the slots from our
+    /// position's to the end of the array), then moves our position on and publishes it: when
+    /// the run is full, when the iterator ends, or when it panics. Returns how many were
+    /// written.
     #[inline]
     fn fill_run<I: Iterator<Item = T>>(&mut self, run: usize, items: &mut I) -> usize {
         let start = self.shared.index_of(self.tail);

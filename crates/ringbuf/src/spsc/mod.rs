@@ -284,9 +284,10 @@ impl<T> Producer<T> {
     #[inline(always)]
     fn write(&mut self, value: T) {
         self.shared.slot_at(self.tail).with_mut(|cell| {
-            // SAFETY: the slot at our position is free: `tail - head < capacity` with a head
-            // read with Acquire, so the consumer finished with it; the consumer does not read
-            // it until we publish a tail past it.
+            // SAFETY: the slot at our position is free. Its last item (if any) had position
+            // `tail - slots.len()`, and `tail - head < capacity <= slots.len()` with a head read
+            // with Acquire, so that position is below the head: the consumer finished with it.
+            // The consumer does not read the slot again until we publish a tail past it.
             unsafe { cell.write(MaybeUninit::new(value)) }
         });
         self.tail += 1;
