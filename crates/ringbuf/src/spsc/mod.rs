@@ -122,7 +122,7 @@ impl<T> Drop for Shared<T> {
         let head = self.head.load(Ordering::Relaxed);
         let tail = self.tail.load(Ordering::Relaxed);
         let mut rest = Remaining {
-            slots: &self.slots,
+            ring: self,
             next: head,
             end: tail,
         };
@@ -133,19 +133,18 @@ impl<T> Drop for Shared<T> {
 /// The items left in a ring being dropped. Dropping it drops those not dropped yet, so an item
 /// whose `Drop` panics does not leak the ones after it (the same guarantee as `Vec`).
 struct Remaining<'a, T> {
-    slots: &'a [UnsafeCell<MaybeUninit<T>>],
+    ring: &'a Shared<T>,
     next: u64,
     end: u64,
 }
 
 impl<T> Remaining<'_, T> {
     fn drop_all(&mut self) {
-        let slot_count = self.slots.len() as u64;
         while self.next < self.end {
-            let index = (self.next % slot_count) as usize;
+            let slot = self.ring.slot_at(self.next);
             // Advance first: if this item's drop panics, the guard's own drop resumes after it.
             self.next += 1;
-            self.slots[index].with_mut(|cell| {
+            slot.with_mut(|cell| {
                 // SAFETY: the ring is being dropped (no end is left), and `next` walked
                 // head..tail, which holds exactly the items pushed and never taken (see
                 // `Shared::drop`); `next` moved past this one before the call, so it is
